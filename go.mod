@@ -1,0 +1,3 @@
+module uvs
+
+go 1.26
