@@ -1,0 +1,456 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// AFPacketConfig tunes OpenAFPacket. The zero value (or nil) means defaults.
+type AFPacketConfig struct {
+	// BatchSize is the most frames per recvmmsg/sendmmsg; default 64.
+	BatchSize int
+	// SocketBuffer is the forced SO_RCVBUF/SO_SNDBUF size in bytes;
+	// default 16 MiB. A deep receive queue absorbs bursts while a worker is
+	// busy; GSO frames are up to 64 KiB each.
+	SocketBuffer int
+	// NoVnetHdr turns the virtio-net header off. Only for diagnosis: without
+	// it, GSO frames with partial checksums cannot be forwarded correctly.
+	NoVnetHdr bool
+}
+
+const (
+	defaultBatch        = 64
+	defaultSocketBuffer = 16 << 20
+	ethPAll             = 0x0003
+)
+
+// AFPacket is one AF_PACKET socket bound to one interface. It implements
+// Device and Info.
+type AFPacket struct {
+	f     *os.File
+	rc    syscall.RawConn
+	name  string
+	index int
+	mac   [6]byte
+	mtu   int
+	vnet  bool
+	batch int
+	cfg   AFPacketConfig
+	ns    netns.NsHandle // where the socket was opened, for OpenQueue
+	group *fanoutGroup
+	closeFlag
+
+	r afRx
+	w afTx
+}
+
+// fanoutGroup is shared by all queues of one interface.
+type fanoutGroup struct {
+	mu sync.Mutex
+	id int // -1 until the first socket joins
+}
+
+type afRx struct {
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrLinklayer
+	fn    func(fd uintptr) bool // built once so Read does not allocate a closure
+
+	// per-call arguments and results of fn
+	bufs   [][]byte
+	sizes  []int
+	offset int
+	n      int
+	err    error
+	drops  atomic.Uint64 // frames read but not returned: truncated, or our own output
+}
+
+type afTx struct {
+	msgs []unix.Mmsghdr
+	iovs []unix.Iovec
+	fn   func(fd uintptr) bool
+
+	bufs   [][]byte
+	offset int
+	i, n   int // next frame to send, frames sent
+	err    error
+	drops  atomic.Uint64
+}
+
+// OpenAFPacket opens a raw AF_PACKET socket on interface ifname in the
+// calling thread's network namespace, with the virtio-net header on,
+// outgoing frames ignored, and large forced socket buffers.
+func OpenAFPacket(ifname string, cfg *AFPacketConfig) (*AFPacket, error) {
+	var c AFPacketConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = defaultBatch
+	}
+	if c.SocketBuffer <= 0 {
+		c.SocketBuffer = defaultSocketBuffer
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("af_packet %s: get netns: %w", ifname, err)
+	}
+	d, err := openAFPacket(ifname, c, ns, &fanoutGroup{id: -1})
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// OpenQueue opens another socket on the same interface and puts it and d in
+// one PACKET_FANOUT_HASH group, so that the interface's traffic is split
+// between them by flow hash. Open one queue per worker. Each queue is closed
+// on its own.
+func (d *AFPacket) OpenQueue() (*AFPacket, error) {
+	g := d.group
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.id < 0 {
+		id, err := joinFanout(d.rc, -1)
+		if err != nil {
+			return nil, fmt.Errorf("af_packet %s: create fanout group: %w", d.name, err)
+		}
+		g.id = id
+	}
+	ns, err := unix.Dup(int(d.ns))
+	if err != nil {
+		return nil, fmt.Errorf("af_packet %s: dup netns: %w", d.name, err)
+	}
+	var q *AFPacket
+	err = inNetns(d.ns, func() error {
+		var err error
+		q, err = openAFPacket(d.name, d.cfg, netns.NsHandle(ns), g)
+		return err
+	})
+	if err != nil {
+		unix.Close(ns)
+		return nil, err
+	}
+	if _, err := joinFanout(q.rc, g.id); err != nil {
+		q.Close()
+		return nil, fmt.Errorf("af_packet %s: join fanout group %d: %w", d.name, g.id, err)
+	}
+	return q, nil
+}
+
+// joinFanout joins the socket to fanout group id, or creates a group with a
+// kernel-chosen unique id when id < 0 (so we never join another program's
+// group by accident). It returns the group id.
+func joinFanout(rc syscall.RawConn, id int) (int, error) {
+	var out int
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		if id < 0 {
+			arg := (unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT, arg); serr != nil {
+				return
+			}
+			v, err := unix.GetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT)
+			out, serr = v&0xffff, err
+			return
+		}
+		out = id
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT, unix.PACKET_FANOUT_HASH<<16|id)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return out, serr
+}
+
+func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutGroup) (*AFPacket, error) {
+	// Protocol 0 receives nothing until bind names the interface, so no
+	// frame of another interface slips in first.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("af_packet %s: socket: %w", ifname, err)
+	}
+	d, err := setupAFPacket(fd, ifname, c)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("af_packet %s: %w", ifname, err)
+	}
+	d.f = os.NewFile(uintptr(fd), "af_packet:"+ifname)
+	if d.rc, err = d.f.SyscallConn(); err != nil {
+		d.f.Close()
+		return nil, fmt.Errorf("af_packet %s: %w", ifname, err)
+	}
+	d.ns = ns
+	d.group = g
+	d.initBatch()
+	return d, nil
+}
+
+func setupAFPacket(fd int, ifname string, c AFPacketConfig) (*AFPacket, error) {
+	ifr, err := unix.NewIfreq(ifname)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return nil, fmt.Errorf("interface index: %w", err)
+	}
+	index := int(ifr.Uint32())
+	if !c.NoVnetHdr {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return nil, fmt.Errorf("PACKET_VNET_HDR: %w", err)
+		}
+	}
+	// Older kernels lack it; Read then drops PACKET_OUTGOING frames itself.
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, c.SocketBuffer); err != nil {
+		return nil, fmt.Errorf("receive buffer: %w", err)
+	}
+	if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, c.SocketBuffer); err != nil {
+		return nil, fmt.Errorf("send buffer: %w", err)
+	}
+	sa := &unix.SockaddrLinklayer{Protocol: htons(ethPAll), Ifindex: index}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	d := &AFPacket{name: ifname, index: index, vnet: !c.NoVnetHdr, batch: c.BatchSize, cfg: c}
+	// The bound address carries the interface's hardware address.
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("getsockname: %w", err)
+	}
+	if ll, ok := got.(*unix.SockaddrLinklayer); ok && ll.Halen == 6 {
+		copy(d.mac[:], ll.Addr[:6])
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFMTU, ifr); err != nil {
+		return nil, fmt.Errorf("interface mtu: %w", err)
+	}
+	d.mtu = int(ifr.Uint32())
+	return d, nil
+}
+
+// setBuffer sets a socket buffer past the sysctl limit when allowed
+// (CAP_NET_ADMIN), else as large as the limit lets it.
+func setBuffer(fd, force, plain, size int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size); err == nil {
+		return nil
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (d *AFPacket) initBatch() {
+	n := d.batch
+	d.r.msgs = make([]unix.Mmsghdr, n)
+	d.r.iovs = make([]unix.Iovec, n)
+	d.r.names = make([]unix.RawSockaddrLinklayer, n)
+	for i := range d.r.msgs {
+		h := &d.r.msgs[i].Hdr
+		h.Iov = &d.r.iovs[i]
+		h.Iovlen = 1
+		h.Name = (*byte)(unsafe.Pointer(&d.r.names[i]))
+	}
+	d.r.fn = d.recv
+	d.w.msgs = make([]unix.Mmsghdr, n)
+	d.w.iovs = make([]unix.Iovec, n)
+	for i := range d.w.msgs {
+		d.w.msgs[i].Hdr.Iov = &d.w.iovs[i]
+		d.w.msgs[i].Hdr.Iovlen = 1
+	}
+	d.w.fn = d.send
+}
+
+// Read implements Device. Frames that are dropped (truncated because the
+// buffer was too small, or our own output on kernels without
+// PACKET_IGNORE_OUTGOING) are not returned; their buffers are swapped
+// towards the end of bufs, so Read may reorder the slices in bufs.
+func (d *AFPacket) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	r := &d.r
+	r.bufs, r.sizes, r.offset, r.n, r.err = bufs, sizes, offset, 0, nil
+	err := d.rc.Read(r.fn)
+	r.bufs, r.sizes = nil, nil
+	if err != nil {
+		return 0, fmt.Errorf("af_packet %s: read: %w", d.name, d.closedErr(err))
+	}
+	if r.err != nil {
+		return 0, fmt.Errorf("af_packet %s: recvmmsg: %w", d.name, r.err)
+	}
+	return r.n, nil
+}
+
+// recv is the RawConn read callback: it returns false only when the socket
+// had nothing (EAGAIN), so that the runtime poller waits for the next edge.
+func (d *AFPacket) recv(fd uintptr) bool {
+	r := &d.r
+	n := min(len(r.bufs), len(r.sizes), len(r.msgs))
+	if n == 0 {
+		return true
+	}
+	for i := 0; i < n; i++ {
+		b := r.bufs[i][r.offset:]
+		r.iovs[i].Base = unsafe.SliceData(b)
+		r.iovs[i].SetLen(len(b))
+		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrLinklayer
+		r.msgs[i].Hdr.Flags = 0
+	}
+	for {
+		got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(n), 0, 0, 0)
+		if e == unix.EAGAIN {
+			return false
+		}
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			r.err = e
+			return true
+		}
+		// Keep the frames we return at the front of bufs; swap dropped
+		// ones' buffers behind them.
+		k := 0
+		for i := 0; i < int(got); i++ {
+			m := &r.msgs[i]
+			if m.Hdr.Flags&unix.MSG_TRUNC != 0 || r.names[i].Pkttype == unix.PACKET_OUTGOING {
+				r.drops.Add(1)
+				continue
+			}
+			if k != i {
+				r.bufs[k], r.bufs[i] = r.bufs[i], r.bufs[k]
+			}
+			r.sizes[k] = int(m.Len)
+			k++
+		}
+		if k > 0 {
+			r.n = k
+			return true
+		}
+		// Every frame was dropped; the socket may hold more, so try again
+		// before waiting (the poller is edge-triggered).
+	}
+}
+
+// Write implements Device.
+func (d *AFPacket) Write(bufs [][]byte, offset int) (int, error) {
+	w := &d.w
+	w.bufs, w.offset, w.i, w.n, w.err = bufs, offset, 0, 0, nil
+	err := d.rc.Write(w.fn)
+	w.bufs = nil
+	if err != nil {
+		return w.n, fmt.Errorf("af_packet %s: write: %w", d.name, d.closedErr(err))
+	}
+	if w.err != nil {
+		return w.n, fmt.Errorf("af_packet %s: sendmmsg: %w", d.name, w.err)
+	}
+	return w.n, nil
+}
+
+// send is the RawConn write callback; it returns false when the socket
+// buffer is full, to wait until it drains.
+func (d *AFPacket) send(fd uintptr) bool {
+	w := &d.w
+	for w.i < len(w.bufs) {
+		n := min(len(w.bufs)-w.i, len(w.msgs))
+		for j := 0; j < n; j++ {
+			b := w.bufs[w.i+j][w.offset:]
+			w.iovs[j].Base = unsafe.SliceData(b)
+			w.iovs[j].SetLen(len(b))
+		}
+		sent, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.msgs[0])), uintptr(n), 0, 0, 0)
+		switch e {
+		case 0:
+			w.i += int(sent)
+			w.n += int(sent)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			// The socket's send buffer is full; the poller wakes us
+			// when it drains.
+			return false
+		default:
+			// This frame is bad (too long, bad vnet header) or the
+			// device refused it (link down, ENOBUFS from a full queue):
+			// drop it and go on with the rest.
+			if w.err == nil {
+				w.err = e
+			}
+			w.drops.Add(1)
+			w.i++
+		}
+	}
+	return true
+}
+
+// BatchSize implements Device.
+func (d *AFPacket) BatchSize() int { return d.batch }
+
+// Close implements Device: it closes the socket, which unblocks a Read.
+func (d *AFPacket) Close() error {
+	d.closed.Store(true)
+	err := d.f.Close()
+	if d.ns.IsOpen() {
+		d.ns.Close()
+		d.ns = netns.None()
+	}
+	if err != nil {
+		return fmt.Errorf("af_packet %s: close: %w", d.name, err)
+	}
+	return nil
+}
+
+// Ethernet implements Info: AF_PACKET frames start with an Ethernet header.
+func (d *AFPacket) Ethernet() bool { return true }
+
+// Index implements Info.
+func (d *AFPacket) Index() int { return d.index }
+
+// Name implements Info.
+func (d *AFPacket) Name() string { return d.name }
+
+// MAC implements Info: the interface's address when the socket was opened.
+func (d *AFPacket) MAC() [6]byte { return d.mac }
+
+// MTU implements Info: the interface's MTU when the socket was opened.
+func (d *AFPacket) MTU() int { return d.mtu }
+
+// VnetHdr implements Info.
+func (d *AFPacket) VnetHdr() bool { return d.vnet }
+
+// Stats are counters of one AF_PACKET socket.
+type Stats struct {
+	ReadDrops  uint64 // frames read and dropped here (truncated, or own output)
+	WriteDrops uint64 // frames the kernel refused on send
+	// KernelPackets and KernelDrops are from PACKET_STATISTICS, which
+	// resets them on every read: counts since the previous Stats call.
+	KernelPackets uint32
+	KernelDrops   uint32 // frames the kernel dropped because the receive queue was full
+}
+
+// Stats returns the socket's counters; safe to call at any time.
+func (d *AFPacket) Stats() (Stats, error) {
+	s := Stats{ReadDrops: d.r.drops.Load(), WriteDrops: d.w.drops.Load()}
+	var serr error
+	err := d.rc.Control(func(fd uintptr) {
+		var ts *unix.TpacketStats
+		ts, serr = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if serr == nil {
+			s.KernelPackets, s.KernelDrops = ts.Packets, ts.Drops
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return s, fmt.Errorf("af_packet %s: stats: %w", d.name, err)
+	}
+	return s, nil
+}
+
+var (
+	_ Device = (*AFPacket)(nil)
+	_ Info   = (*AFPacket)(nil)
+)
