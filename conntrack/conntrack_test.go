@@ -1,0 +1,541 @@
+package conntrack
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+
+	"uvs/service"
+)
+
+const (
+	syn    = FlagSYN
+	synack = FlagSYN | FlagACK
+	ack    = FlagACK
+	psh    = FlagPSH | FlagACK
+	fin    = FlagFIN | FlagACK
+	rst    = FlagRST
+	rstack = FlagRST | FlagACK
+)
+
+type step struct {
+	dir   Dir
+	flags uint8
+	want  State
+}
+
+// expiresOf finds the remaining lifetime of the connection with orig
+// tuple o through Walk, as ipvsadm -L -c would show it.
+func expiresOf(tt *testTable, o Tuple) (time.Duration, bool) {
+	var left time.Duration
+	found := false
+	tt.Walk(func(c *Conn, exp time.Duration) bool {
+		if !c.Template && c.Orig() == o {
+			left, found = exp, true
+			return false
+		}
+		return true
+	})
+	return left, found
+}
+
+func TestStateTransitions(t *testing.T) {
+	timeouts := map[State]time.Duration{
+		StateNone: 2 * time.Second, StateEstablished: 900 * time.Second, StateSynSent: 120 * time.Second,
+		StateSynRecv: 60 * time.Second, StateFinWait: 120 * time.Second, StateTimeWait: 120 * time.Second,
+		StateClose: 10 * time.Second, StateCloseWait: 60 * time.Second, StateLastAck: 30 * time.Second,
+		StateListen: 120 * time.Second, StateSynAck: 120 * time.Second, StateUDP: 300 * time.Second,
+	}
+	tests := []struct {
+		name  string
+		fwd   service.Fwd
+		proto uint8
+		first uint8 // flags of the inserting packet
+		init  State
+		steps []step
+	}{
+		{"nat client closes", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Orig, psh, StateEstablished},
+			{Reply, psh, StateEstablished}, {Orig, fin, StateCloseWait}, {Reply, ack, StateCloseWait},
+			{Reply, fin, StateTimeWait}, {Orig, ack, StateTimeWait},
+		}},
+		{"nat server closes", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Reply, fin, StateFinWait},
+			{Orig, ack, StateFinWait}, {Orig, fin, StateTimeWait}, {Reply, ack, StateTimeWait},
+		}},
+		{"nat server refuses", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Reply, rstack, StateClose},
+		}},
+		{"nat client rst during handshake is ignored", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Orig, rst, StateSynRecv}, {Reply, synack, StateSynAck}, {Orig, rst, StateSynRecv},
+		}},
+		{"nat reset when established", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Reply, rst, StateClose},
+			{Orig, ack, StateClose},
+		}},
+		{"nat retransmitted syn", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Orig, syn, StateSynRecv}, {Reply, synack, StateSynAck}, {Reply, synack, StateSynAck},
+		}},
+		{"nat last ack", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Orig, fin, StateCloseWait},
+			{Reply, fin, StateTimeWait},
+		}},
+		{"dr lifecycle", service.FwdRoute, service.TCP, syn, StateSynRecv, []step{
+			{Orig, ack, StateEstablished}, {Orig, psh, StateEstablished}, {Orig, fin, StateFinWait},
+			{Orig, ack, StateFinWait}, {Orig, fin, StateFinWait},
+		}},
+		{"dr client rst", service.FwdRoute, service.TCP, syn, StateSynRecv, []step{
+			{Orig, rst, StateSynRecv}, {Orig, ack, StateEstablished}, {Orig, rstack, StateClose},
+		}},
+		{"tunnel fin during handshake", service.FwdTunnel, service.TCP, syn, StateSynRecv, []step{
+			{Orig, fin, StateTimeWait},
+		}},
+		{"midstream pickup", service.FwdRoute, service.TCP, ack, StateEstablished, []step{
+			{Orig, psh, StateEstablished},
+		}},
+		{"no flags keeps state", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+			{Orig, 0, StateSynRecv}, {Reply, FlagPSH, StateSynRecv},
+		}},
+		{"udp", service.FwdMasq, service.UDP, 0, StateUDP, []step{
+			{Orig, 0, StateUDP}, {Reply, 0xff, StateUDP},
+		}},
+		{"udp dr", service.FwdRoute, service.UDP, syn, StateUDP, []step{
+			{Orig, fin, StateUDP},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tt := newTestTable(t, Config{Shards: 4})
+			c := mkConn(7, tc.fwd, tc.proto)
+			if err := tt.Insert(&c, tc.first); err != nil {
+				t.Fatal(err)
+			}
+			check := func(what string, want State) {
+				t.Helper()
+				a, i := tt.counts.get(c.Dest)
+				if want.Active() && (a != 1 || i != 0) || !want.Active() && (a != 0 || i != 1) {
+					t.Fatalf("%s: counts active %d inactive %d in %v", what, a, i, want)
+				}
+				left, ok := expiresOf(tt, c.Orig())
+				if !ok || left < timeouts[want]-10*time.Millisecond || left > timeouts[want]+10*time.Millisecond {
+					t.Fatalf("%s: expires in %v, want %v for %v", what, left, timeouts[want], want)
+				}
+			}
+			check("insert", tc.init)
+			for n, st := range tc.steps {
+				tt.clock.Advance(time.Second)
+				tp := c.Orig()
+				if st.dir == Reply {
+					tp = c.Reply()
+				}
+				var got Conn
+				d, ok := tt.Lookup(&tp, st.flags, &got)
+				if !ok || d != st.dir {
+					t.Fatalf("step %d: lookup = %v, %v", n, d, ok)
+				}
+				if got.State != st.want {
+					t.Fatalf("step %d (%v flags %#x): state %v, want %v", n, st.dir, st.flags, got.State, st.want)
+				}
+				if got.DAddr != c.DAddr || got.PeerMAC != peerM || got.PeerIf != 3 || got.Dest != c.Dest || got.Fwd != c.Fwd {
+					t.Fatalf("step %d: copy %+v", n, got)
+				}
+				check("step", st.want)
+			}
+			checkInvariants(t, tt)
+		})
+	}
+}
+
+func TestInputOnlyHasNoReplyIndex(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 4})
+	for _, fwd := range []service.Fwd{service.FwdRoute, service.FwdTunnel, service.FwdLocal} {
+		c := mkConn(int(fwd), fwd, service.TCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+		r := c.Reply()
+		var got Conn
+		if _, ok := tt.Lookup(&r, synack, &got); ok {
+			t.Fatalf("%v: reply tuple found", fwd)
+		}
+		o := c.Orig()
+		if _, ok := tt.Lookup(&o, fin, &got); !ok || got.State != StateTimeWait {
+			t.Fatalf("%v: input-only FIN in SYN_RECV: %v %v", fwd, ok, got.State)
+		}
+	}
+	checkInvariants(t, tt)
+}
+
+func TestNextMatchesTable(t *testing.T) {
+	// Next is what the table applies; spot-check the rules that differ by
+	// direction.
+	cases := []struct {
+		s         State
+		flags     uint8
+		d         Dir
+		inputOnly bool
+		want      State
+	}{
+		{StateEstablished, fin, Orig, false, StateCloseWait},
+		{StateEstablished, fin, Reply, false, StateFinWait},
+		{StateEstablished, fin, Orig, true, StateFinWait},
+		{StateSynRecv, synack, Reply, false, StateSynAck},
+		{StateSynRecv, rst, Orig, false, StateSynRecv},
+		{StateSynRecv, rst, Reply, false, StateClose},
+		{StateSynAck, ack, Orig, false, StateEstablished},
+		{StateCloseWait, fin, Reply, false, StateTimeWait},
+		{StateTimeWait, syn, Orig, false, StateSynRecv},
+		{StateLastAck, ack, Orig, false, StateClose},
+		{StateListen, ack, Reply, false, StateEstablished},
+		{StateFinWait, FlagFIN | FlagSYN | FlagRST, Orig, false, StateClose}, // RST wins
+		{StateFinWait, FlagFIN | FlagSYN, Orig, false, StateSynRecv},         // then SYN
+		{StateUDP, syn, Orig, false, StateUDP},
+	}
+	for _, c := range cases {
+		if got := Next(c.s, c.flags, c.d, c.inputOnly); got != c.want {
+			t.Errorf("Next(%v, %#x, %v, %v) = %v, want %v", c.s, c.flags, c.d, c.inputOnly, got, c.want)
+		}
+	}
+}
+
+func TestStateNames(t *testing.T) {
+	want := map[State]string{
+		StateNone: "NONE", StateEstablished: "ESTABLISHED", StateSynSent: "SYN_SENT", StateSynRecv: "SYN_RECV",
+		StateFinWait: "FIN_WAIT", StateTimeWait: "TIME_WAIT", StateClose: "CLOSE", StateCloseWait: "CLOSE_WAIT",
+		StateLastAck: "LAST_ACK", StateListen: "LISTEN", StateSynAck: "SYNACK", StateUDP: "UDP",
+	}
+	for s, n := range want {
+		if s.String() != n {
+			t.Errorf("%d.String() = %q, want %q", s, s.String(), n)
+		}
+		act := s == StateEstablished || s == StateSynSent || s == StateSynRecv || s == StateSynAck
+		if s.Active() != act {
+			t.Errorf("%v.Active() = %v", s, s.Active())
+		}
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 4, Timeouts: service.Timeouts{TCP: 30 * time.Second, UDP: 5 * time.Second}})
+	c := mkConn(1, service.FwdMasq, service.TCP)
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	o := c.Orig()
+	var got Conn
+	tt.clock.Advance(59 * time.Second) // SYN_RECV lives 60 s
+	if _, ok := tt.Lookup(&o, ack, &got); !ok || got.State != StateEstablished {
+		t.Fatalf("before SYN_RECV timeout: %v %v", ok, got.State)
+	}
+	tt.clock.Advance(29 * time.Second) // ESTABLISHED now lives 30 s (--set tcp)
+	if _, ok := tt.Lookup(&o, ack, &got); !ok {
+		t.Fatal("expired before the tcp timeout")
+	}
+	tt.clock.Advance(31 * time.Second)
+	if _, ok := tt.Lookup(&o, ack, &got); ok {
+		t.Fatal("expired entry returned")
+	}
+	if tt.Len() != 0 {
+		t.Fatalf("Len %d after the expired entry was met", tt.Len())
+	}
+	if a, i := tt.counts.get(c.Dest); a != 0 || i != 0 {
+		t.Fatalf("counts %d/%d after expiry", a, i)
+	}
+	if st := tt.Stats(); st.Expired != 1 || st.Inserted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// SetTimeouts applies from the next packet; zero keeps a value.
+	u := mkConn(2, service.FwdMasq, service.UDP)
+	if err := tt.Insert(&u, 0); err != nil {
+		t.Fatal(err)
+	}
+	tt.SetTimeouts(service.Timeouts{UDP: 100 * time.Second})
+	uo := u.Orig()
+	tt.clock.Advance(4 * time.Second)
+	if _, ok := tt.Lookup(&uo, 0, &got); !ok {
+		t.Fatal("udp expired early")
+	}
+	tt.clock.Advance(99 * time.Second)
+	if _, ok := tt.Lookup(&uo, 0, &got); !ok {
+		t.Fatal("udp timeout not raised")
+	}
+	// An expired entry does not block its tuple.
+	tt.clock.Advance(101 * time.Second)
+	if err := tt.Insert(&u, 0); err != nil {
+		t.Fatalf("insert over an expired entry: %v", err)
+	}
+	checkInvariants(t, tt)
+}
+
+func TestCapacity(t *testing.T) {
+	tt := newTestTable(t, Config{Capacity: 8, Shards: 2})
+	conns := make([]Conn, 10)
+	for i := range conns {
+		conns[i] = mkConn(i, service.FwdMasq, service.TCP)
+	}
+	for i := range 8 {
+		if err := tt.Insert(&conns[i], syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tt.Insert(&conns[8], syn); !errors.Is(err, ErrFull) {
+		t.Fatalf("insert past capacity: %v", err)
+	}
+	if err := tt.Insert(&conns[9], syn); !errors.Is(err, ErrFull) {
+		t.Fatalf("insert past capacity: %v", err)
+	}
+	if st := tt.Stats(); st.DroppedFull != 2 || st.Inserted != 8 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The existing connections are untouched and go on.
+	for i := range 8 {
+		o := conns[i].Orig()
+		var got Conn
+		if _, ok := tt.Lookup(&o, ack, &got); !ok || got.State != StateEstablished {
+			t.Fatalf("conn %d after drops: %v %v", i, ok, got.State)
+		}
+	}
+	// A duplicate is refused as such, not as full.
+	if err := tt.Insert(&conns[0], syn); !errors.Is(err, ErrExists) && !errors.Is(err, ErrFull) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	// Once entries expire, there is room again without a Sweep.
+	tt.clock.Advance(901 * time.Second)
+	if err := tt.Insert(&conns[8], syn); err != nil {
+		t.Fatalf("insert after expiry: %v", err)
+	}
+	if tt.Len() > 8 {
+		t.Fatalf("Len %d above capacity", tt.Len())
+	}
+	checkInvariants(t, tt)
+}
+
+func TestExists(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 4})
+	c := mkConn(3, service.FwdMasq, service.TCP)
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	if err := tt.Insert(&c, syn); !errors.Is(err, ErrExists) {
+		t.Fatalf("second insert: %v", err)
+	}
+	// Same reply tuple through another virtual address: ambiguous for
+	// the replies, so refused.
+	c2 := c
+	c2.VAddr = addr("198.18.0.101")
+	if err := tt.Insert(&c2, syn); !errors.Is(err, ErrExists) {
+		t.Fatalf("clashing reply tuple: %v", err)
+	}
+	// As DR it has no reply tuple and is fine.
+	c2.Fwd = uint8(service.FwdRoute)
+	if err := tt.Insert(&c2, syn); err != nil {
+		t.Fatalf("dr conn: %v", err)
+	}
+	if tt.Len() != 2 {
+		t.Fatalf("Len %d", tt.Len())
+	}
+	checkInvariants(t, tt)
+}
+
+func TestReuseTimeWait(t *testing.T) {
+	for _, old := range []State{StateTimeWait, StateClose} {
+		tt := newTestTable(t, Config{Shards: 4})
+		c := mkConn(5, service.FwdMasq, service.TCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+		o, r := c.Orig(), c.Reply()
+		var got Conn
+		tt.Lookup(&r, synack, &got)
+		tt.Lookup(&o, ack, &got)
+		if old == StateTimeWait {
+			tt.Lookup(&o, fin, &got)
+			tt.Lookup(&r, fin, &got)
+		} else {
+			tt.Lookup(&o, rst, &got)
+		}
+		if got.State != old {
+			t.Fatalf("setup: %v", got.State)
+		}
+		// A plain ACK does not reuse it.
+		if _, ok := tt.Lookup(&o, ack, &got); !ok || got.State != old {
+			t.Fatalf("ACK on %v: %v %v", old, ok, got.State)
+		}
+		if _, ok := tt.Lookup(&o, syn, &got); ok {
+			t.Fatalf("SYN on %v returned the old entry", old)
+		}
+		if tt.Len() != 0 {
+			t.Fatal("old entry still there")
+		}
+		if a, i := tt.counts.get(c.Dest); a != 0 || i != 0 {
+			t.Fatalf("counts %d/%d", a, i)
+		}
+		c.DAddr, c.Dest = rs[2], 3 // scheduled afresh
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+		if st := tt.Stats(); st.Reused != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+		checkInvariants(t, tt)
+	}
+
+	// A SYN on a live ESTABLISHED entry does not reuse it.
+	tt := newTestTable(t, Config{Shards: 4})
+	c := mkConn(6, service.FwdRoute, service.TCP)
+	if err := tt.Insert(&c, ack); err != nil {
+		t.Fatal(err)
+	}
+	o := c.Orig()
+	var got Conn
+	if _, ok := tt.Lookup(&o, syn, &got); !ok || got.State != StateEstablished {
+		t.Fatalf("SYN on ESTABLISHED: %v %v", ok, got.State)
+	}
+}
+
+func TestRemove(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 4})
+	a := mkConn(1, service.FwdMasq, service.TCP)
+	b := mkConn(2, service.FwdMasq, service.UDP)
+	for _, c := range []*Conn{&a, &b} {
+		if err := tt.Insert(c, syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ar, bo := a.Reply(), b.Orig()
+	if !tt.Remove(&ar) || !tt.Remove(&bo) {
+		t.Fatal("remove failed")
+	}
+	if tt.Remove(&ar) || tt.Remove(&bo) {
+		t.Fatal("removed twice")
+	}
+	var got Conn
+	ao := a.Orig()
+	if _, ok := tt.Lookup(&ao, ack, &got); ok {
+		t.Fatal("removed connection found")
+	}
+	if tt.Len() != 0 || tt.Stats().Removed != 2 {
+		t.Fatalf("Len %d stats %+v", tt.Len(), tt.Stats())
+	}
+	checkInvariants(t, tt)
+}
+
+func TestIPv6AndAddr(t *testing.T) {
+	v4 := netip.MustParseAddr("198.18.0.1")
+	if a := AddrFrom(v4); a.Netip() != v4 || a[10] != 0xff || a[11] != 0xff {
+		t.Fatalf("v4 round trip: %v", a)
+	}
+	tt := newTestTable(t, Config{Shards: 4})
+	c := Conn{
+		Proto: service.TCP, Client: addr("2001:2::7"), CPort: 40000, VAddr: vip6, VPort: 443,
+		DAddr: rs6, DPort: 443, Dest: 1, Fwd: uint8(service.FwdMasq),
+	}
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Reply()
+	var got Conn
+	if d, ok := tt.Lookup(&r, synack, &got); !ok || d != Reply || got.Client.Netip().String() != "2001:2::7" {
+		t.Fatalf("v6 reply: %v %v %v", d, ok, got.Client.Netip())
+	}
+}
+
+func TestWalk(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 2})
+	for i := range 200 {
+		c := mkConn(i, service.FwdRoute, service.TCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tt.clock.Advance(30 * time.Second)
+	c := mkConn(1000, service.FwdRoute, service.UDP)
+	if err := tt.Insert(&c, 0); err != nil {
+		t.Fatal(err)
+	}
+	tt.clock.Advance(31 * time.Second) // the 200 SYN_RECV entries expire
+	n := 0
+	tt.Walk(func(c *Conn, exp time.Duration) bool {
+		n++
+		if c.State != StateUDP || exp < 268*time.Second || exp > 270*time.Second {
+			t.Errorf("walk: %v %v", c.State, exp)
+		}
+		return true
+	})
+	if n != 1 || tt.Len() != 1 {
+		t.Fatalf("walk saw %d, Len %d", n, tt.Len())
+	}
+	// Stopping early stops.
+	for i := range 100 {
+		c := mkConn(i, service.FwdRoute, service.TCP)
+		tt.Insert(&c, syn)
+	}
+	n = 0
+	tt.Walk(func(*Conn, time.Duration) bool { n++; return n < 5 })
+	if n != 5 {
+		t.Fatalf("walk did not stop: %d", n)
+	}
+	checkInvariants(t, tt)
+}
+
+func TestSweepBounded(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 8})
+	const n = 5000
+	for i := range n {
+		c := mkConn(i, service.FwdMasq, service.TCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := mkConn(n+1, service.FwdMasq, service.UDP)
+	tt.clock.Advance(50 * time.Second)
+	if err := tt.Insert(&keep, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := tt.Sweep(100); got != 0 {
+		t.Fatalf("swept %d before anything expired", got)
+	}
+	tt.clock.Advance(11 * time.Second)
+	total := 0
+	for range 1000 {
+		got := tt.Sweep(100)
+		if got > 100 {
+			t.Fatalf("Sweep(100) reaped %d", got)
+		}
+		total += got
+		checkInvariantsCheap(t, tt)
+		if total == n {
+			break
+		}
+	}
+	if total != n || tt.Len() != 1 {
+		t.Fatalf("reaped %d of %d, Len %d", total, n, tt.Len())
+	}
+	if st := tt.Stats(); st.Expired != n {
+		t.Fatalf("stats %+v", st)
+	}
+	checkInvariants(t, tt)
+}
+
+// checkInvariantsCheap compares only the hooks' totals with Len.
+func checkInvariantsCheap(t testing.TB, tt *testTable) {
+	t.Helper()
+	var sum int32
+	for d := uint32(0); d < 8; d++ {
+		a, i := tt.counts.get(d)
+		sum += a + i
+	}
+	if int(sum) != tt.Len() {
+		t.Fatalf("hooks count %d connections, Len %d", sum, tt.Len())
+	}
+}
+
+func TestEntrySize(t *testing.T) {
+	// The memory budget rests on this; a new field must be paid for.
+	if s := unsafe.Sizeof(entry{}); s != 84 {
+		t.Fatalf("entry is %d bytes", s)
+	}
+}

@@ -1,0 +1,303 @@
+package conntrack
+
+import (
+	"time"
+
+	"uvs/service"
+)
+
+// Lookup finds the connection whose Orig or Reply tuple equals *tp,
+// advances its state with the packet (tcpFlags is the TCP header's flags
+// byte; ignored for other protocols), refreshes its expiry, copies it
+// into *c and reports the packet's direction.
+//
+// A SYN without ACK from the client that meets an entry in TIME_WAIT or
+// CLOSE removes the entry and reports not found, so that the caller
+// schedules the new connection afresh (IPVS's conn_reuse_mode). Expired
+// entries are removed when met and never returned.
+func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, c *Conn) (Dir, bool) {
+	now := t.tick()
+	// Assume the packet comes from the client.
+	h1 := t.hashEnd(tp.Proto, &tp.Src, tp.SrcPort)
+	s := t.shardOf(h1)
+	s.mu.Lock()
+	if len(s.index) != 0 {
+		if _, i, ok := s.find(t.hashFull(h1, &tp.Dst, tp.DstPort, Orig), Orig, tp); ok {
+			found := t.hit(s, i, Orig, tcpFlags, now, c)
+			s.mu.Unlock()
+			return Orig, found
+		}
+	}
+	s.mu.Unlock()
+	// Otherwise it may be a NAT reply, addressed to the client.
+	h1 = t.hashEnd(tp.Proto, &tp.Dst, tp.DstPort)
+	s = t.shardOf(h1)
+	s.mu.Lock()
+	if len(s.index) != 0 {
+		if _, i, ok := s.find(t.hashFull(h1, &tp.Src, tp.SrcPort, Reply), Reply, tp); ok {
+			found := t.hit(s, i, Reply, tcpFlags, now, c)
+			s.mu.Unlock()
+			return Reply, found
+		}
+	}
+	s.mu.Unlock()
+	return Orig, false
+}
+
+// hit applies a packet to entry i. Called with s locked.
+func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn) bool {
+	e := s.ent(i)
+	if !alive(e.expires, now) {
+		t.drop(s, i)
+		s.st.expired++
+		return false
+	}
+	if e.proto == service.TCP {
+		if d == Orig && flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN &&
+			(e.state == StateTimeWait || e.state == StateClose) {
+			t.drop(s, i)
+			s.st.reused++
+			return false
+		}
+		m := e.mode()
+		if d == Reply {
+			m = modeOut
+		}
+		if ns := next(e.state, flags, m); ns != e.state {
+			t.moveState(e, ns)
+		}
+	}
+	e.expires = now + t.timeouts.Load()[e.state]
+	e.copyTo(c)
+	return true
+}
+
+// Insert adds a connection for its first packet, seen in the Orig
+// direction; tcpFlags gives a TCP connection its first state. The entry is
+// indexed by its Orig tuple (Client:CPort -> VAddr:VPort) and, when
+// c.Fwd is NAT (service.FwdMasq), also by its Reply tuple
+// (DAddr:DPort -> Client:CPort); other methods are tracked from the
+// client's packets alone. c.State is ignored. If c.Tmpl refers to a
+// template that still exists, the connection holds it alive.
+//
+// Insert returns ErrFull when the table holds Capacity connections (and
+// counts the drop), and ErrExists when either tuple is already tracked.
+func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
+	orig := c.Orig()
+	h1 := t.hashEnd(orig.Proto, &orig.Src, orig.SrcPort)
+	s := t.shardOf(h1)
+	nat := service.Fwd(c.Fwd) == service.FwdMasq
+
+	if t.count.Add(1) > t.capacity {
+		// Full: reap what has expired nearby before refusing.
+		s.mu.Lock()
+		t.sweepShard(s, t.tick(), 16, 256)
+
+		s.mu.Unlock()
+		if t.count.Load() > t.capacity {
+			t.count.Add(-1)
+			s.mu.Lock()
+			s.st.full++
+			s.mu.Unlock()
+			return ErrFull
+		}
+	}
+
+	now := t.tick()
+	ho := t.hashFull(h1, &orig.Dst, orig.DstPort, Orig)
+	var reply Tuple
+	var hr uint64
+	if nat {
+		reply = c.Reply()
+		hr = t.hashFull(h1, &reply.Src, reply.SrcPort, Reply)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.reserve(s, 2)
+	if t.taken(s, ho, Orig, &orig, now) || nat && t.taken(s, hr, Reply, &reply, now) {
+		t.count.Add(-1)
+		return ErrExists
+	}
+	i, ok := s.alloc()
+	if !ok {
+		t.count.Add(-1)
+		s.st.full++
+		return ErrFull
+	}
+	e := s.ent(i)
+	*e = entry{
+		client: c.Client, vaddr: c.VAddr, daddr: c.DAddr,
+		cport: c.CPort, vport: c.VPort, dport: c.DPort,
+		proto: c.Proto, fwd: c.Fwd, flags: fUsed,
+		mac: c.PeerMAC, ifindex: c.PeerIf, svc: c.Svc, dest: c.Dest,
+	}
+	m := modeIn
+	if !nat {
+		e.flags |= fInOnly
+		m = modeInOnly
+	}
+	if c.Proto == service.TCP {
+		e.state = next(StateNone, tcpFlags, m)
+	} else {
+		e.state = StateUDP
+	}
+	e.expires = now + t.timeouts.Load()[e.state]
+	if c.Tmpl != 0 {
+		e.link = t.tmplAcquire(c.Tmpl)
+	}
+	p, _, _ := s.find(ho, Orig, &orig)
+	s.index[p] = slotKey(ho, Orig) | (i + 1)
+	s.used++
+	if nat {
+		e.flags |= fReply
+		p, _, _ = s.find(hr, Reply, &reply)
+		s.index[p] = slotKey(hr, Reply) | (i + 1)
+		s.used++
+	}
+	t.account(e.dest, e.state, 1)
+	s.st.inserted++
+	return nil
+}
+
+// taken reports whether tuple tp is indexed by a live entry, reaping the
+// entry if it has expired. Called with s locked.
+func (t *Table) taken(s *shard, h uint64, d Dir, tp *Tuple, now uint32) bool {
+	_, i, ok := s.find(h, d, tp)
+	if !ok {
+		return false
+	}
+	if alive(s.ent(i).expires, now) {
+		return true
+	}
+	t.drop(s, i)
+	s.st.expired++
+	return false
+}
+
+// Remove takes out the connection with either tuple tp, as when its real
+// server is deleted. It reports whether there was one.
+func (t *Table) Remove(tp *Tuple) bool {
+	for _, d := range [2]Dir{Orig, Reply} {
+		client, other, cport, oport := &tp.Src, &tp.Dst, tp.SrcPort, tp.DstPort
+		if d == Reply {
+			client, other, cport, oport = &tp.Dst, &tp.Src, tp.DstPort, tp.SrcPort
+		}
+		h1 := t.hashEnd(tp.Proto, client, cport)
+		s := t.shardOf(h1)
+		s.mu.Lock()
+		if len(s.index) != 0 {
+			if _, i, ok := s.find(t.hashFull(h1, other, oport, d), d, tp); ok {
+				t.drop(s, i)
+				s.st.removed++
+				s.mu.Unlock()
+				return true
+			}
+		}
+		s.mu.Unlock()
+	}
+	return false
+}
+
+// sweepShard reaps up to budget expired entries of s, looking at no more
+// than scan entries, going on from where the last sweep of s stopped. end
+// reports that it reached the end of the slab (and starts over next
+// time). Called with s locked.
+func (t *Table) sweepShard(s *shard, now uint32, budget, scan int) (reaped, scanned int, end bool) {
+	for reaped < budget && scanned < scan {
+		if s.sweep >= s.nent {
+			s.sweep = 0
+			return reaped, scanned, true
+		}
+		i := s.sweep
+		s.sweep++
+		scanned++
+		if e := s.ent(i); e.flags&fUsed != 0 && !alive(e.expires, now) {
+			t.drop(s, i)
+			s.st.expired++
+			reaped++
+		}
+	}
+	return reaped, scanned, false
+}
+
+// Sweep reaps up to budget expired entries (connections and templates)
+// and reports how many it reaped. It looks at no more than 16×budget
+// entries, going on from where the previous Sweep stopped, so calling it
+// periodically visits the whole table. A shard lock is held for at most
+// 512 entries.
+func (t *Table) Sweep(budget int) int {
+	if budget <= 0 {
+		return 0
+	}
+	t.sweepMu.Lock()
+	defer t.sweepMu.Unlock()
+	now := t.tick()
+	scanLeft := 16 * budget
+	reaped := 0
+	nsh := len(t.shards) + len(t.tshards)
+	for visits := 0; visits <= nsh && reaped < budget && scanLeft > 0; visits++ {
+		pos := t.sweepPos
+		var r, n int
+		var end bool
+		if pos < len(t.shards) {
+			s := &t.shards[pos]
+			s.mu.Lock()
+			r, n, end = t.sweepShard(s, now, budget-reaped, min(scanLeft, 512))
+			s.mu.Unlock()
+		} else {
+			r, n, end = t.sweepTmplShard(&t.tshards[pos-len(t.shards)], now, budget-reaped, min(scanLeft, 512))
+		}
+		reaped += r
+		scanLeft -= n
+		if end {
+			t.sweepPos = (pos + 1) % nsh
+		}
+	}
+	return reaped
+}
+
+// Walk calls fn with a copy of every live connection and then every
+// persistence template, with the time left before each expires, until fn
+// returns false. It is for listings (ipvsadm -L -c), not the packet path:
+// fn runs without any lock held, on a snapshot taken a few entries at a
+// time, so it may call the table. Expired entries met on the way are
+// reaped.
+func (t *Table) Walk(fn func(c *Conn, expires time.Duration) bool) {
+	const batch = 64
+	var buf [batch]Conn
+	var exp [batch]time.Duration
+	for si := range t.shards {
+		s := &t.shards[si]
+		for pos := uint32(0); ; {
+			n := 0
+			s.mu.Lock()
+			now := t.tick()
+			for ; pos < s.nent && n < batch; pos++ {
+				e := s.ent(pos)
+				if e.flags&fUsed == 0 {
+					continue
+				}
+				if !alive(e.expires, now) {
+					t.drop(s, pos)
+					s.st.expired++
+					continue
+				}
+				e.copyTo(&buf[n])
+				exp[n] = ticksDur(e.expires - now)
+				n++
+			}
+			more := pos < s.nent
+			s.mu.Unlock()
+			for k := range n {
+				if !fn(&buf[k], exp[k]) {
+					return
+				}
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	t.walkTemplates(fn)
+}

@@ -1,0 +1,250 @@
+package conntrack
+
+import "sync"
+
+// entry is one connection. 84 bytes, no pointers.
+type entry struct {
+	client, vaddr, daddr Addr
+	cport, vport, dport  uint16
+	proto, fwd           uint8
+	state                State
+	flags                uint8
+	mac                  [6]byte
+	ifindex              int32
+	svc, dest            uint32
+	expires              uint32 // tick
+	link                 uint32 // template reference; next free entry + 1 when free
+}
+
+const (
+	fUsed  = 1 << iota
+	fReply // indexed by its Reply tuple too (NAT)
+	fInOnly
+)
+
+func (e *entry) matchOrig(tp *Tuple) bool {
+	return e.cport == tp.SrcPort && e.vport == tp.DstPort && e.proto == tp.Proto &&
+		e.client == tp.Src && e.vaddr == tp.Dst
+}
+
+func (e *entry) matchReply(tp *Tuple) bool {
+	return e.dport == tp.SrcPort && e.cport == tp.DstPort && e.proto == tp.Proto &&
+		e.daddr == tp.Src && e.client == tp.Dst
+}
+
+func (e *entry) mode() mode {
+	if e.flags&fInOnly != 0 {
+		return modeInOnly
+	}
+	return modeIn
+}
+
+func (e *entry) copyTo(c *Conn) {
+	*c = Conn{
+		Proto: e.proto, Client: e.client, CPort: e.cport, VAddr: e.vaddr, VPort: e.vport,
+		DAddr: e.daddr, DPort: e.dport, Svc: e.svc, Dest: e.dest, Fwd: e.fwd,
+		State: e.state, PeerMAC: e.mac, PeerIf: e.ifindex,
+	}
+}
+
+// Entries live in chunks so that a shard grows without copying its slab
+// and without reserving twice what it holds.
+const (
+	chunkShift = 8
+	chunkSize  = 1 << chunkShift
+	chunkMask  = chunkSize - 1
+)
+
+type chunk [chunkSize]entry
+
+// An index slot is 32 bits: an 8-bit tag from the top of the slot's
+// hash, so most mismatches are rejected without touching the entry; the
+// direction; and the entry number plus one (0 is an empty slot).
+const (
+	slotIdxBits = 23
+	slotIdxMask = 1<<slotIdxBits - 1
+	slotDirBit  = 1 << slotIdxBits
+	maxEntries  = slotIdxMask - 1 // per shard
+)
+
+func slotKey(h uint64, d Dir) uint32 { return uint32(h>>56)<<24 | uint32(d)<<slotIdxBits }
+
+type shardStats struct {
+	inserted, removed, expired, reused, full uint64
+}
+
+type shard struct {
+	mu     sync.Mutex
+	index  []uint32 // linear probing, power-of-two length, at most 3/4 full
+	used   int      // occupied slots
+	chunks []*chunk
+	nent   uint32 // entries ever allocated: the slab's high-water mark
+	free   uint32 // first free entry + 1
+	sweep  uint32 // where Sweep goes on in this shard
+	st     shardStats
+	_      [64]byte // keep neighbouring shards' locks off this cache line
+}
+
+func (s *shard) ent(i uint32) *entry { return &s.chunks[i>>chunkShift][i&chunkMask] }
+
+func (s *shard) alloc() (uint32, bool) {
+	if s.free != 0 {
+		i := s.free - 1
+		s.free = s.ent(i).link
+		return i, true
+	}
+	if s.nent >= maxEntries {
+		return 0, false
+	}
+	if s.nent&chunkMask == 0 && int(s.nent>>chunkShift) == len(s.chunks) {
+		s.chunks = append(s.chunks, new(chunk))
+	}
+	i := s.nent
+	s.nent++
+	return i, true
+}
+
+func (s *shard) release(i uint32) {
+	e := s.ent(i)
+	*e = entry{link: s.free}
+	s.free = i + 1
+}
+
+// find probes for the entry whose dir tuple is tp. On a miss it returns
+// the empty slot where the probe ended, which is where tp would go.
+func (s *shard) find(h uint64, d Dir, tp *Tuple) (pos int, idx uint32, ok bool) {
+	mask := len(s.index) - 1
+	want := slotKey(h, d)
+	for p := int(h) & mask; ; p = (p + 1) & mask {
+		v := s.index[p]
+		if v == 0 {
+			return p, 0, false
+		}
+		if v&^slotIdxMask != want {
+			continue
+		}
+		i := v&slotIdxMask - 1
+		e := s.ent(i)
+		if d == Orig && e.matchOrig(tp) || d == Reply && e.matchReply(tp) {
+			return p, i, true
+		}
+	}
+}
+
+// entHash is the hash entry e is indexed with in direction d.
+func (t *Table) entHash(e *entry, d Dir) uint64 {
+	h := t.hashEnd(e.proto, &e.client, e.cport)
+	if d == Reply {
+		return t.hashFull(h, &e.daddr, e.dport, Reply)
+	}
+	return t.hashFull(h, &e.vaddr, e.vport, Orig)
+}
+
+// slotHash recomputes the hash a slot was placed with, from its entry.
+func (t *Table) slotHash(s *shard, v uint32) uint64 {
+	return t.entHash(s.ent(v&slotIdxMask-1), Dir(v>>slotIdxBits&1))
+}
+
+// reserve makes room for n more slots, growing the index when it would
+// pass 3/4 full.
+func (t *Table) reserve(s *shard, n int) {
+	if len(s.index) != 0 && (s.used+n)*4 <= len(s.index)*3 {
+		return
+	}
+	size := max(16, len(s.index))
+	for (s.used+n)*4 > size*3 {
+		size *= 2
+	}
+	old := s.index
+	s.index = make([]uint32, size)
+	mask := size - 1
+	for _, v := range old {
+		if v == 0 {
+			continue
+		}
+		p := int(t.slotHash(s, v)) & mask
+		for s.index[p] != 0 {
+			p = (p + 1) & mask
+		}
+		s.index[p] = v
+	}
+}
+
+// unindex empties slot p and shifts later members of its probe run back,
+// so that no tombstones are needed.
+func (t *Table) unindex(s *shard, p int) {
+	mask := len(s.index) - 1
+	s.used--
+	for {
+		s.index[p] = 0
+		q := p
+		for {
+			q = (q + 1) & mask
+			v := s.index[q]
+			if v == 0 {
+				return
+			}
+			home := int(t.slotHash(s, v)) & mask
+			// v may move to p unless its home lies cyclically in (p, q].
+			if p <= q && (home <= p || home > q) || p > q && home <= p && home > q {
+				s.index[p] = v
+				p = q
+				break
+			}
+		}
+	}
+}
+
+// unindexEntry removes entry i's slot for direction d.
+func (t *Table) unindexEntry(s *shard, i uint32, d Dir) {
+	h := t.entHash(s.ent(i), d)
+	v := slotKey(h, d) | (i + 1)
+	mask := len(s.index) - 1
+	p := int(h) & mask
+	for s.index[p] != v {
+		p = (p + 1) & mask
+	}
+	t.unindex(s, p)
+}
+
+// drop takes entry i out of shard s: its index slots, its real server's
+// count and its template reference. Called with s locked.
+func (t *Table) drop(s *shard, i uint32) {
+	e := s.ent(i)
+	t.unindexEntry(s, i, Orig)
+	if e.flags&fReply != 0 {
+		t.unindexEntry(s, i, Reply)
+	}
+	t.account(e.dest, e.state, -1)
+	if e.link != 0 {
+		t.tmplRelease(e.link)
+	}
+	s.release(i)
+	t.count.Add(-1)
+}
+
+// account reports an entry entering (+1) or leaving (-1) state st to the
+// Counts hook.
+func (t *Table) account(dest uint32, st State, delta int32) {
+	if t.counts == nil {
+		return
+	}
+	if st.Active() {
+		t.counts(dest, delta, 0)
+	} else {
+		t.counts(dest, 0, delta)
+	}
+}
+
+// moveState changes e's state, telling the Counts hook when the entry
+// crosses between active and inactive.
+func (t *Table) moveState(e *entry, ns State) {
+	if a, b := e.state.Active(), ns.Active(); a != b && t.counts != nil {
+		if b {
+			t.counts(e.dest, 1, -1)
+		} else {
+			t.counts(e.dest, -1, 1)
+		}
+	}
+	e.state = ns
+}
