@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -17,23 +19,47 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Host is one network namespace of a bed.
+// Host is one network namespace of a bed. Its methods may be called from
+// any goroutine, also while the bed is being closed: once closed they fail.
+//
+// For settings without a helper here, call the netlink package's functions
+// inside Do; they open their sockets in the namespace of the calling thread.
 type Host struct {
 	Name  string // namespace name, for `ip netns exec Name ...`
 	Short string // the name given to Bed.Host
 
-	bed   *Bed
-	ns    netns.NsHandle
-	nl    *netlink.Handle
-	ports int // bridge ports made so far, for their names
+	bed *Bed
+
+	// mu is held for reading while the namespace or the netlink handle is
+	// in use and for writing by close. A closed netlink.Handle would fall
+	// back to a socket in the caller's namespace: the lock is what keeps
+	// a late call from changing the machine's own interfaces.
+	mu     sync.RWMutex
+	closed bool
+	ns     netns.NsHandle
+	nl     *netlink.Handle
+	ports  atomic.Int32 // bridge ports made so far, for their names
 }
 
-// Netlink returns the host's netlink handle, for settings this package has
-// no helper for. It is closed by Bed.Close.
-func (h *Host) Netlink() *netlink.Handle { return h.nl }
+// ErrClosed is wrapped in the errors of calls on a closed bed or its hosts,
+// so a lab interrupted while building can tell that from a real failure.
+var ErrClosed = errors.New("bed closed")
+
+// use takes the read lock if the host is still open.
+func (h *Host) use() error {
+	h.mu.RLock()
+	if h.closed {
+		h.mu.RUnlock()
+		return fmt.Errorf("host %s: %w", h.Short, ErrClosed)
+	}
+	return nil
+}
 
 // close kills the host's processes and deletes its namespace.
 func (h *Host) close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
 	var errs []error
 	if h.ns.IsOpen() {
 		if id, err := nsIDByFd(int(h.ns)); err == nil {
@@ -61,9 +87,15 @@ func (h *Host) close() error {
 // life; goroutines fn starts do not run in it. A panic in fn is re-raised in
 // the caller.
 func (h *Host) Do(fn func() error) error {
-	if !h.ns.IsOpen() {
-		return fmt.Errorf("host %s: closed", h.Short)
+	if err := h.use(); err != nil {
+		return err
 	}
+	defer h.mu.RUnlock()
+	return h.do(fn)
+}
+
+// do is Do for callers that hold h.mu or own h alone.
+func (h *Host) do(fn func() error) error {
 	type result struct {
 		err   error
 		panic any
@@ -107,11 +139,8 @@ func (h *Host) Do(fn func() error) error {
 	return r.err
 }
 
-// link looks an interface up by name inside the host.
+// link looks an interface up by name inside the host; h.mu is held.
 func (h *Host) link(ifname string) (netlink.Link, error) {
-	if h.nl == nil {
-		return nil, fmt.Errorf("host %s: closed", h.Short)
-	}
 	l, err := h.nl.LinkByName(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: interface %s: %w", h.Short, ifname, err)
@@ -123,6 +152,10 @@ func (h *Host) link(ifname string) (netlink.Link, error) {
 // ifname. IPv6 addresses skip duplicate address detection, so they can be
 // used at once.
 func (h *Host) Addr(ifname, cidr string) error {
+	if err := h.use(); err != nil {
+		return err
+	}
+	defer h.mu.RUnlock()
 	l, err := h.link(ifname)
 	if err != nil {
 		return err
@@ -145,9 +178,10 @@ func (h *Host) Addr(ifname, cidr string) error {
 // interface when via is an interface name. "default" with an IPv6 gateway
 // means the IPv6 default.
 func (h *Host) Route(dst, via string) error {
-	if h.nl == nil {
-		return fmt.Errorf("host %s: closed", h.Short)
+	if err := h.use(); err != nil {
+		return err
 	}
+	defer h.mu.RUnlock()
 	r := &netlink.Route{}
 	gw := net.ParseIP(via)
 	if gw != nil {
@@ -181,12 +215,20 @@ func (h *Host) Route(dst, via string) error {
 // Sysctl sets a sysctl inside the host, e.g. Sysctl("net.ipv4.ip_forward",
 // "1"). Keys may use dots or slashes.
 func (h *Host) Sysctl(key, value string) error {
+	if err := h.use(); err != nil {
+		return err
+	}
+	defer h.mu.RUnlock()
+	return h.sysctl(key, value)
+}
+
+func (h *Host) sysctl(key, value string) error {
 	if strings.Contains(key, "..") || strings.HasPrefix(key, "/") {
 		return fmt.Errorf("host %s: bad sysctl key %q", h.Short, key)
 	}
 	p := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
 	// /proc/sys/net answers for the namespace of the thread that opens it.
-	err := h.Do(func() error { return os.WriteFile(p, []byte(value), 0) })
+	err := h.do(func() error { return os.WriteFile(p, []byte(value), 0) })
 	if err != nil {
 		return fmt.Errorf("host %s: sysctl %s=%s: %w", h.Short, key, value, err)
 	}
@@ -268,6 +310,10 @@ func (h *Host) Exec(name string, args ...string) (string, error) {
 // MAC returns the hardware address of ifname, or nil if there is no such
 // interface.
 func (h *Host) MAC(ifname string) net.HardwareAddr {
+	if h.use() != nil {
+		return nil
+	}
+	defer h.mu.RUnlock()
 	l, err := h.link(ifname)
 	if err != nil {
 		return nil

@@ -1,10 +1,12 @@
 package testbed
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // maxIfName is IFNAMSIZ less the terminating NUL.
@@ -21,12 +23,25 @@ func checkIfName(s string) error {
 // returns once both ends are operationally up: until then the kernel drops
 // what is sent on them.
 func (b *Bed) Link(a *Host, aIf string, c *Host, cIf string) error {
-	if err := b.link(a, aIf, c, cIf); err != nil {
+	err := a.use()
+	if err == nil {
+		defer a.mu.RUnlock()
+		if c != a {
+			if err = c.use(); err == nil {
+				defer c.mu.RUnlock()
+			}
+		}
+	}
+	if err == nil {
+		err = b.link(a, aIf, c, cIf)
+	}
+	if err != nil {
 		return fmt.Errorf("link %s:%s-%s:%s: %w", a.Short, aIf, c.Short, cIf, err)
 	}
 	return nil
 }
 
+// link does Link with a.mu and c.mu held.
 func (b *Bed) link(a *Host, aIf string, c *Host, cIf string) error {
 	if err := checkIfName(aIf); err != nil {
 		return err
@@ -36,9 +51,6 @@ func (b *Bed) link(a *Host, aIf string, c *Host, cIf string) error {
 	}
 	if a.bed != b || c.bed != b {
 		return fmt.Errorf("host of another bed")
-	}
-	if a.nl == nil || c.nl == nil {
-		return fmt.Errorf("host closed")
 	}
 	v := &netlink.Veth{
 		LinkAttrs: netlink.NewLinkAttrs(),
@@ -115,14 +127,17 @@ func (b *Bed) bridge(sw *Host, br, ifname string, ports []*Host) error {
 	if sw.bed != b {
 		return fmt.Errorf("host of another bed")
 	}
-	if sw.nl == nil {
-		return fmt.Errorf("host closed")
+	// Read locks only, here as everywhere but close: with a single writer
+	// taking one host at a time, holding two read locks cannot deadlock.
+	if err := sw.use(); err != nil {
+		return err
 	}
+	defer sw.mu.RUnlock()
 	master, err := sw.nl.LinkByName(br)
 	if err != nil {
 		la := netlink.NewLinkAttrs()
 		la.Name = br
-		if err := sw.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+		if err := sw.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add bridge: %w", err)
 		}
 		if err := up(sw, br); err != nil {
@@ -136,9 +151,13 @@ func (b *Bed) bridge(sw *Host, br, ifname string, ports []*Host) error {
 		if p == sw {
 			return fmt.Errorf("host %s cannot be a port of its own bridge", p.Short)
 		}
-		port := fmt.Sprintf("%s-%d", br, sw.ports)
-		sw.ports++
-		if err := b.link(sw, port, p, ifname); err != nil {
+		if err := p.use(); err != nil {
+			return err
+		}
+		port := fmt.Sprintf("%s-%d", br, sw.ports.Add(1)-1)
+		err := b.link(sw, port, p, ifname)
+		p.mu.RUnlock()
+		if err != nil {
 			return fmt.Errorf("port %s: %w", p.Short, err)
 		}
 		l, err := sw.link(port)

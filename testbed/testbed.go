@@ -91,7 +91,7 @@ func (b *Bed) Host(name string) (*Host, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return nil, fmt.Errorf("host %s: bed is closed", name)
+		return nil, fmt.Errorf("host %s: %w", name, ErrClosed)
 	}
 	full := b.base + "-" + name
 	for _, h := range b.hosts {
@@ -107,7 +107,8 @@ func (b *Bed) Host(name string) (*Host, error) {
 	// Registered before anything else can fail, so Close deletes it.
 	b.hosts = append(b.hosts, h)
 
-	if err := h.Do(func() error {
+	// h is not yet returned and b.mu keeps Close out: no locking needed.
+	if err := h.do(func() error {
 		var err error
 		h.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 		return err
@@ -119,7 +120,7 @@ func (b *Bed) Host(name string) (*Host, error) {
 	// address leaves DAD it cannot resolve neighbours for forwarded IPv6
 	// packets, which would stall the first exchange for a second or two.
 	for _, k := range []string{"net.ipv6.conf.default.accept_dad", "net.ipv6.conf.all.accept_dad"} {
-		if err := h.Sysctl(k, "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := h.sysctl(k, "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
 	}

@@ -2,6 +2,8 @@ package testbed
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -481,4 +483,74 @@ func TestBadInput(t *testing.T) {
 	}
 	must(t, h.Addr("lo", "198.18.9.1/32"))
 	must(t, h.Route("198.18.10.0/24", "lo"))
+}
+
+// TestCloseWhileBuilding closes a bed from another goroutine while hosts are
+// being added, as the lab does on Ctrl-C: building stops with ErrClosed,
+// nothing is left, and the machine's own interfaces are untouched.
+func TestCloseWhileBuilding(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	before, err := net.Interfaces()
+	must(t, err)
+	b, err := New(testPrefix)
+	must(t, err)
+	defer b.Close()
+
+	built := make(chan error, 1)
+	var last *Host
+	go func() {
+		var prev *Host
+		for i := range 500 {
+			h, err := b.Host(fmt.Sprintf("h%d", i))
+			if err == nil && prev != nil {
+				err = b.Link(prev, "up", h, "down")
+			}
+			if err == nil {
+				err = h.Addr("lo", "198.18.3.1/32")
+			}
+			if err != nil {
+				built <- err
+				return
+			}
+			prev = h
+			last = h
+		}
+		built <- nil
+	}()
+	for i := 0; i < 300 && len(namespaces(t, b.Prefix())) < 3; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	select {
+	case err := <-built:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("building stopped with %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("building did not stop after Close")
+	}
+	if left := namespaces(t, b.Prefix()); len(left) > 0 {
+		t.Errorf("namespaces left: %v", left)
+	}
+	after, err := net.Interfaces()
+	must(t, err)
+	if len(after) != len(before) {
+		t.Errorf("the machine's interfaces changed: %d before, %d after", len(before), len(after))
+	}
+	if last == nil {
+		t.Fatal("no host was built before Close")
+	}
+	if err := last.Addr("lo", "198.18.3.2/32"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Addr after Close: %v, want ErrClosed", err)
+	}
+	if err := last.Do(func() error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Errorf("Do after Close: %v, want ErrClosed", err)
+	}
+	if m := last.MAC("up"); m != nil {
+		t.Errorf("MAC after Close: %v", m)
+	}
 }
