@@ -85,7 +85,8 @@ func (h *Host) close() error {
 // Do runs fn on an OS thread switched into the host's namespace and switches
 // back afterwards. Sockets fn opens belong to the namespace for their whole
 // life; goroutines fn starts do not run in it. A panic in fn is re-raised in
-// the caller.
+// the caller. Bed.Close waits for running Do calls, so fn should be short
+// and must not call Do on the same host.
 func (h *Host) Do(fn func() error) error {
 	if err := h.use(); err != nil {
 		return err

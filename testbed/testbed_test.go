@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 const testPrefix = "uvstb"
@@ -279,6 +281,12 @@ func TestDoSwitchesAndRestores(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+
+	// The netlink package's own functions work inside Do, as Host says.
+	must(t, h1.Do(func() error {
+		_, err := netlink.LinkByName("x1")
+		return err
+	}))
 
 	// Every thread the runtime hands out afterwards is back in the
 	// process's own namespace.
