@@ -177,8 +177,10 @@ func newNamed(name string) (netns.NsHandle, error) {
 }
 
 // Close kills every process running in the bed's namespaces and deletes the
-// namespaces with all their links. It is safe to call more than once and
-// after a partly failed build.
+// namespaces with all their links. It is safe to call more than once, from
+// another goroutine while the bed is being built (calls then fail with
+// ErrClosed), and after a partly failed build. Sockets made in a host and
+// still open keep its namespace, nameless, alive until they are closed.
 func (b *Bed) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
