@@ -506,3 +506,103 @@ func BenchmarkBridgeTCP(b *testing.B) {
 		b.ReportMetric(float64(frames)/float64(reads), "frames/read")
 	}
 }
+
+// testFrame is vnet header (zero) + an Ethernet frame of the local
+// experimental type 0x88b5 with size bytes after the Ethernet header, each
+// the byte mark.
+func testFrame(off int, dst, src [6]byte, size int, mark byte) []byte {
+	b := make([]byte, off+VnetHdrLen+14+size)
+	f := b[off+VnetHdrLen:]
+	copy(f, dst[:])
+	copy(f[6:], src[:])
+	binary.BigEndian.PutUint16(f[12:], 0x88b5)
+	for i := range f[14:] {
+		f[14+i] = mark
+	}
+	return b
+}
+
+func TestAFPacketDropsTruncatedFrames(t *testing.T) {
+	needRoot(t)
+	x, y := pair(t)
+	dx := openAF(t, x, "x0", nil)
+	dy := openAF(t, y, "y0", nil)
+	dst, src := macOf(t, y, "y0"), dx.MAC()
+	big, small := testFrame(0, dst, src, 1000, 'B'), testFrame(0, dst, src, 50, 's')
+	if n, err := dx.Write([][]byte{big, small}, 0); n != 2 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	timer := time.AfterFunc(5*time.Second, func() { dy.Close() })
+	defer timer.Stop()
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 300) // room for the small frame and noise, not the big one
+	}
+	sizes := make([]int, len(bufs))
+	for {
+		n, err := dy.Read(bufs, sizes, 0)
+		if err != nil {
+			t.Fatalf("Read before the small frame arrived: %v", err)
+		}
+		for i := 0; i < n; i++ {
+			f := bufs[i][VnetHdrLen:sizes[i]]
+			if binary.BigEndian.Uint16(f[12:]) != 0x88b5 {
+				continue
+			}
+			if len(f) != 14+50 || f[14] != 's' {
+				t.Fatalf("got frame of %d bytes starting %q, want the 64-byte small one", len(f), f[14])
+			}
+			st, err := dy.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ReadDrops != 1 {
+				t.Errorf("ReadDrops = %d, want 1 (the truncated big frame)", st.ReadDrops)
+			}
+			return
+		}
+	}
+}
+
+// BenchmarkAFPacketSmallFrames writes a batch of 64-byte frames on one veth
+// end and reads them on the other: one op is one frame.
+func BenchmarkAFPacketSmallFrames(b *testing.B) {
+	needRoot(b)
+	x, y := pair(b)
+	dx := openAF(b, x, "x0", nil)
+	dy := openAF(b, y, "y0", nil)
+	dst, src := macOf(b, y, "y0"), dx.MAC()
+	out := make([][]byte, dx.BatchSize())
+	for i := range out {
+		out[i] = testFrame(headroom, dst, src, 50, byte(i))
+	}
+	bufs, sizes := frameBufs(dy.BatchSize(), headroom)
+	timer := time.AfterFunc(5*time.Minute, func() { dy.Close() })
+	defer timer.Stop()
+	var reads, frames int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for sent := 0; sent < b.N; {
+		k := min(len(out), b.N-sent)
+		w, err := dx.Write(out[:k], headroom)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sent += w
+		for got := 0; got < w; {
+			n, err := dy.Read(bufs, sizes, headroom)
+			if err != nil {
+				b.Fatal(err)
+			}
+			reads++
+			for i := 0; i < n; i++ {
+				if binary.BigEndian.Uint16(bufs[i][headroom+VnetHdrLen+12:]) == 0x88b5 {
+					got++
+				}
+			}
+			frames += n
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(frames)/float64(reads), "frames/read")
+}
