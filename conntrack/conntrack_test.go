@@ -521,7 +521,7 @@ func TestSweepBounded(t *testing.T) {
 }
 
 // checkInvariantsCheap compares only the hooks' totals with Len.
-func checkInvariantsCheap(t testing.TB, tt *testTable) {
+func checkInvariantsCheap(t fataler, tt *testTable) {
 	t.Helper()
 	var sum int32
 	for d := uint32(0); d < 8; d++ {

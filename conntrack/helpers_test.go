@@ -5,16 +5,21 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"uvs/service"
 )
 
+// fataler is what the checks need of *testing.T and *rapid.T.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // fakeClock is the tests' monotonic clock.
 type fakeClock struct{ ns atomic.Int64 }
 
-func (c *fakeClock) Now() int64                { return c.ns.Load() }
+func (c *fakeClock) Now() int64              { return c.ns.Load() }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // destCounts plays service.DestState: it sums what the hooks report.
@@ -58,7 +63,7 @@ type testTable struct {
 	counts *destCounts
 }
 
-func newTestTable(t testing.TB, cfg Config) *testTable {
+func newTestTable(t fataler, cfg Config) *testTable {
 	t.Helper()
 	tt := &testTable{clock: new(fakeClock), counts: newDestCounts()}
 	tt.clock.ns.Store(int64(time.Hour)) // not zero, to catch epoch mistakes
@@ -92,12 +97,13 @@ func mkConn(n int, fwd service.Fwd, proto uint8) Conn {
 
 // checkInvariants recounts the table from its slabs and compares with
 // what the hooks reported, the live count and the index.
-func checkInvariants(t testing.TB, tt *testTable) {
+func checkInvariants(t fataler, tt *testTable) {
 	t.Helper()
 	tb := tt.Table
 	active := map[uint32]int32{}
 	inactive := map[uint32]int32{}
 	total := 0
+	links := map[uint32]uint32{}
 	for si := range tb.shards {
 		s := &tb.shards[si]
 		s.mu.Lock()
@@ -115,6 +121,9 @@ func checkInvariants(t testing.TB, tt *testTable) {
 			}
 			total++
 			want++
+			if e.link != 0 {
+				links[e.link]++
+			}
 			if e.flags&fReply != 0 {
 				want++
 			}
@@ -172,6 +181,17 @@ func checkInvariants(t testing.TB, tt *testTable) {
 	}
 	if ntmpl != tb.Templates() {
 		t.Fatalf("Templates() %d, %d in the maps", tb.Templates(), ntmpl)
+	}
+	for si := range tb.tshards {
+		s := &tb.tshards[si]
+		s.mu.Lock()
+		for i := range s.ents {
+			e := &s.ents[i]
+			if n := links[ref32(si, uint32(i))]; e.refs != n || n > 0 && !e.used {
+				t.Fatalf("template %d/%d: %d refs, %d connections link to it", si, i, e.refs, n)
+			}
+		}
+		s.mu.Unlock()
 	}
 	for d := uint32(0); d < 8; d++ {
 		if got := tt.counts.getPersist(d); got != persist[d] {

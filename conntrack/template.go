@@ -58,11 +58,13 @@ type tmplEntry struct {
 	svc      uint32 // svc, dest as in Template
 	dest     uint32
 	expires  uint32 // tick
-	timeout  uint32 // ticks
+	timeout  uint32 // milliseconds
 	refs     uint32 // connections holding it
 	gen      uint32 // bumped when the slot is reused, to invalidate old refs
 	nextFree uint32
 }
+
+func (e *tmplEntry) timeoutDur() time.Duration { return time.Duration(e.timeout) * time.Millisecond }
 
 type tmplShard struct {
 	mu      sync.Mutex
@@ -108,8 +110,8 @@ func (t *Table) LookupTemplate(k *TemplateKey, tp *Template) (TemplateRef, bool)
 		t.tmplDelete(s, i)
 		return 0, false
 	}
-	e.expires = now + e.timeout
-	*tp = Template{Svc: e.svc, Dest: e.dest, DAddr: e.daddr, DPort: e.dport, Timeout: ticksDur(e.timeout)}
+	e.expires = now + durTicks(e.timeoutDur())
+	*tp = Template{Svc: e.svc, Dest: e.dest, DAddr: e.daddr, DPort: e.dport, Timeout: e.timeoutDur()}
 	return TemplateRef(uint64(e.gen)<<32 | uint64(ref32(si, i))), true
 }
 
@@ -147,9 +149,9 @@ func (t *Table) InsertTemplate(k *TemplateKey, tp *Template) (TemplateRef, error
 	e := &s.ents[i]
 	*e = tmplEntry{
 		key: key, daddr: tp.DAddr, dport: tp.DPort, used: true,
-		svc: tp.Svc, dest: tp.Dest, timeout: durTicks(timeout), gen: e.gen,
+		svc: tp.Svc, dest: tp.Dest, timeout: uint32(min(timeout.Milliseconds(), 1<<32-1)), gen: e.gen,
 	}
-	e.expires = now + e.timeout
+	e.expires = now + durTicks(e.timeoutDur())
 	s.m[key] = i
 	s.created++
 	if t.persist != nil {
