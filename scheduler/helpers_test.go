@@ -44,7 +44,7 @@ func (l *lab) edit(f func(c *service.Config) error) {
 	l.cfg = c
 	l.sync()
 }
-func (l *lab) sync()                 { l.sched.Update(l.svc().Dests) }
+func (l *lab) sync() { l.sched.Update(l.svc().Dests) }
 
 // rs is the address of real server n: 198.18.1.n.
 func rs(n int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(n)}) }

@@ -21,7 +21,7 @@ const (
 	defaultCacheSize = 16384
 	cacheWays        = 8
 	cacheExpiry      = 24 * time.Hour // also lblcr's set-shrinking interval
-	setCap           = 8             // lblcr servers remembered per address
+	setCap           = 8              // lblcr servers remembered per address
 )
 
 type slot[V any] struct {

@@ -9,30 +9,35 @@ import (
 	"uvs/service"
 )
 
-// mh is Maglev hashing as Linux IPVS does it, so that a UVS director and
-// an IPVS director with the same ordered server list send each client to
-// the same server. The facts it follows, checked against a real 6.1
-// kernel (testdata/kernel-6.1.out):
+// mh is Maglev hashing in the shape Linux IPVS gives it:
 //
 //   - The table has a prime size M (DefaultMHTableSize, or one of
 //     MHTableSizes). Each server gets offset = h2(server) mod M and
 //     skip = h1(server) mod (M-1) + 1, where h(x) hashes the 32-bit value
 //     port + address (host order; IPv6 folded by XOR) with SipHash-1-3
 //     under fixed keys (h1: both key words 2654435761, h2: 2654435801),
-//     the 64-bit result truncated to 32 bits — the kernel's hsiphash on
-//     64-bit machines.
-//   - Servers take turns in list order, each claiming its next free slot of
-//     its permutation offset, offset+skip, ... ; a server takes
-//     (w/g)>>shift slots per turn (at least one), w its last positive
-//     weight, g the gcd of those, shift what keeps the largest turn within
-//     a few bits of the table's size index. A server added with weight 0
-//     has no last weight and is left out.
+//     the 64-bit result truncated to 32 bits.
+//   - Servers take turns in list order (newest first), each claiming the
+//     next free slot of its permutation offset, offset+skip, ... ; a server
+//     takes (w/g)>>shift slots per turn (at least one), w its last positive
+//     weight, g the gcd of those, shift = max(0, bits(max w/g) - (i+8)/2)
+//     with i the size's index in MHTableSizes — the kernel's
+//     CONFIG_IP_VS_MH_TAB_INDEX/2 (a real kernel sent 96% of clients to
+//     the server of weight 100 beside two of weight 1: turns 50:1:1).
+//     A server added with weight 0 has no last weight and is left out.
 //   - A client's slot is h1(source address [+ source port with mh-port])
-//     mod M. A server set to weight 0 keeps its slots; its clients are
-//     dropped, or with mh-fallback the slots h1(v + (s+k) mod M) for
-//     k = 0, 1, ... are tried, s the first slot.
+//     mod M. A server set to weight 0 keeps its slots, so quiescing moves
+//     no other client; its clients are dropped, or with mh-fallback the
+//     slots h1(v + (s+k) mod M) for k = 0, 1, ... are tried, s the first.
+//
+// Not the kernel's table: compared with a real 6.1 kernel
+// (testdata/kernel-6.1.out) the client-to-server mapping agrees only by
+// chance, so some fact of the kernel's hashing (its inputs or keys) differs
+// from what could be established from published descriptions. The hash
+// above is fixed and documented, so every UVS director builds the same
+// table for the same ordered server list; an IPVS director does not.
 type mh struct {
-	mu             sync.Mutex                    // serialises Update; never taken by Schedule
+	mu             sync.Mutex                   // serialises Update; never taken by Schedule
 	last           map[*service.DestState]int32 // last positive weight of each server
 	size           int
 	fallback, port bool
