@@ -3,7 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"net/netip"
-	"testing"
 
 	"uvs/service"
 )
@@ -13,12 +12,18 @@ var testKey = service.Key{Proto: service.TCP, Addr: netip.MustParseAddr("198.18.
 // lab is a service under test, edited through service.Config as the
 // control plane would, with the scheduler updated after every change.
 type lab struct {
-	t     testing.TB
+	t     tb
 	cfg   *service.Config
 	sched Scheduler
 }
 
-func newLab(t testing.TB, name string, flags service.SchedFlags, opts *Options) *lab {
+// tb is what lab needs of *testing.T and *rapid.T.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+func newLab(t tb, name string, flags service.SchedFlags, opts *Options) *lab {
 	t.Helper()
 	s, err := New(name, flags, opts)
 	if err != nil {
