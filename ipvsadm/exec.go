@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/bits"
+	"slices"
 	"time"
 
 	"uvs/service"
@@ -12,28 +13,14 @@ import (
 // errNoSync is the answer of a director without a connection sync daemon.
 var errNoSync = errors.New("connection sync daemon not supported by this director")
 
-// exec runs parsed commands. Listings of the current snapshot need no
-// update; anything else runs inside one State.Update so that a batch (-R)
-// is applied all or nothing.
+// exec runs parsed commands. Commands that leave the rule table alone
+// (listings, -Z, the sync daemon) work on the current snapshot; the others
+// run inside one State.Update so that a batch (-R) is applied all or
+// nothing.
 func (r *runner) exec(cmds []*command) error {
-	readOnly := true
-	for _, c := range cmds {
-		if c.kind != cmdList && c.kind != cmdSave {
-			readOnly = false
-		}
-	}
-	if readOnly {
-		for _, c := range cmds {
-			if err := r.list(r.st.Config(), c, r.out); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-
-	var buf bytes.Buffer // listings inside a batch, shown once it is through
+	var buf bytes.Buffer // listings, shown once the batch is through
 	var after []func() error
-	err := r.st.Update(func(cfg *service.Config) error {
+	batch := func(cfg *service.Config) error {
 		buf.Reset()
 		after = after[:0]
 		for _, c := range cmds {
@@ -42,7 +29,13 @@ func (r *runner) exec(cmds []*command) error {
 			}
 		}
 		return nil
-	})
+	}
+	var err error
+	if slices.ContainsFunc(cmds, (*command).changesTable) {
+		err = r.st.Update(batch)
+	} else {
+		err = batch(r.st.Config())
+	}
 	r.out.Write(buf.Bytes())
 	if err != nil {
 		return kernelError(err, cmds)
@@ -53,6 +46,15 @@ func (r *runner) exec(cmds []*command) error {
 		}
 	}
 	return nil
+}
+
+// changesTable reports whether the command edits the rule table.
+func (c *command) changesTable() bool {
+	switch c.kind {
+	case cmdList, cmdSave, cmdZero, cmdStartDaemon, cmdStopDaemon:
+		return false
+	}
+	return true
 }
 
 // failedCmd remembers which command of a batch the kernel refused, so its

@@ -229,7 +229,11 @@ func TestZeroAndSet(t *testing.T) {
 	if !strings.Contains(got, fmt.Sprintf("  -> %-28s%9s%10s%9s%17s%9s\n", "198.18.1.1:80", "1", "150000000", "0", "2000000000000000", "0")) {
 		t.Errorf("--stats --exact:\n%s", got)
 	}
+	published := st.Config()
 	run(t, st, "-Z", "-t", "198.18.0.1:80")
+	if st.Config() != published {
+		t.Error("-Z published a new table")
+	}
 	if s1.Stats.Sum().Conns != 0 || d.DestState.Stats.Sum().Conns != 0 || s2.Stats.Sum().Conns != 1 {
 		t.Errorf("-Z of one service: %+v %+v %+v", s1.Stats.Sum(), d.DestState.Stats.Sum(), s2.Stats.Sum())
 	}

@@ -198,15 +198,12 @@ func (c *command) option(o *optDef, arg string, hasArg bool, word string) *exit 
 		// The server inherits the service's family and port as they stand
 		// at this point of the command line.
 		af, addr, port, hasPort, ok := parseService(arg, c.svc.proto)
-		c.dest.af, c.dest.port = c.svc.af, c.svc.port
-		if ok {
-			c.dest.af, c.dest.addr = af, addr
-			if hasPort {
-				c.dest.port = port
-			}
-		}
 		if !ok {
 			return fail(2, "illegal real server address[:port] specified")
+		}
+		c.dest.af, c.dest.addr, c.dest.port = af, addr, c.svc.port
+		if hasPort {
+			c.dest.port = port
 		}
 	case 'i', 'g', 'm':
 		if err := set(optForward); err != nil {
