@@ -107,7 +107,9 @@ func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 // Decode parses frame, with an Ethernet header (and at most one 802.1Q tag)
 // when ether is set, or as a bare IP packet otherwise. It never panics and
 // never allocates; on a reason other than OK the fields are partly filled
-// and not to be used. L4 checksums are not checked: they may be offloaded.
+// and not to be used. The IPv4 header checksum is checked, as a router
+// does; IPv4 options are skipped unchecked; L4 checksums are not checked:
+// they may be offloaded (partial).
 func (p *Parsed) Decode(frame []byte, ether bool) DropReason {
 	*p = Parsed{Buf: frame, L2: -1, L3: -1, L4: -1, Payload: -1, Inner: Quoted{L3: -1, L4: -1}}
 	off := 0
@@ -473,8 +475,8 @@ func (p *Parsed) ARP() ARP {
 	return ARP(p.Buf[p.L3:p.end])
 }
 
-// Ethernet is the Ethernet header (without its VLAN tag), nil for a frame
-// decoded without one.
+// Ethernet is the Ethernet header, nil for a frame decoded without one.
+// With an 802.1Q tag its Type is 0x8100 and the tag follows it, up to L3.
 func (p *Parsed) Ethernet() Ethernet {
 	if p.L2 < 0 {
 		return nil
