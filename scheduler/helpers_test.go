@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"fmt"
 	"net/netip"
 
 	"uvs/service"
@@ -98,5 +97,3 @@ func (l *lab) picks(n int) []int {
 func (l *lab) pickFrom(src netip.Addr, sport uint16) int {
 	return name(l.sched.Schedule(&Flow{Proto: service.TCP, Src: src, Dst: testKey.Addr, SrcPort: sport, DstPort: 80}))
 }
-
-func fmtInts(v []int) string { return fmt.Sprint(v) }
