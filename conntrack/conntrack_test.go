@@ -423,6 +423,40 @@ func TestRemove(t *testing.T) {
 	checkInvariants(t, tt)
 }
 
+func TestRemoveDest(t *testing.T) {
+	tt := newTestTable(t, Config{Shards: 4})
+	for i := range 30 {
+		fwd := service.FwdMasq
+		if i%2 == 1 {
+			fwd = service.FwdTunnel
+		}
+		c := mkConn(i, fwd, service.TCP)
+		if i%3 == 1 { // dest 2: link them to a template
+			k := TemplateKey{Proto: service.TCP, Client: c.Client, VAddr: vip, VPort: 80}
+			c.Tmpl, _ = tt.InsertTemplate(&k, &Template{Dest: c.Dest})
+		}
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := tt.RemoveDest(2); n != 10 {
+		t.Fatalf("RemoveDest removed %d", n)
+	}
+	if a, i := tt.counts.get(2); a != 0 || i != 0 || tt.counts.getPersist(2) != 0 {
+		t.Fatalf("dest 2 counts %d/%d persist %d", a, i, tt.counts.getPersist(2))
+	}
+	if a, _ := tt.counts.get(1); a != 10 || tt.Len() != 20 || tt.Templates() != 0 {
+		t.Fatalf("others: active %d Len %d templates %d", a, tt.Len(), tt.Templates())
+	}
+	c := mkConn(1, service.FwdTunnel, service.TCP)
+	o := c.Orig()
+	var got Conn
+	if _, ok := tt.Lookup(&o, ack, &got); ok {
+		t.Fatal("connection of a removed server found")
+	}
+	checkInvariants(t, tt)
+}
+
 func TestIPv6AndAddr(t *testing.T) {
 	v4 := netip.MustParseAddr("198.18.0.1")
 	if a := AddrFrom(v4); a.Netip() != v4 || a[10] != 0xff || a[11] != 0xff {

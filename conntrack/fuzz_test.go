@@ -36,7 +36,7 @@ func FuzzTable(f *testing.F) {
 			}
 			c := mkConn(n, fwd, proto)
 			key := TemplateKey{Proto: proto, Client: c.Client, VAddr: vip, VPort: 80}
-			switch op % 10 {
+			switch op % 11 {
 			case 0:
 				c.Tmpl = refs[n&3]
 				tt.Insert(&c, arg)
@@ -66,6 +66,8 @@ func FuzzTable(f *testing.F) {
 				}
 			case 9:
 				tt.RemoveTemplate(&key)
+			case 10:
+				tt.RemoveDest(uint32(arg % 4))
 			}
 			checkInvariants(t, tt)
 		}

@@ -153,6 +153,15 @@ func TestAccountingModel(t *testing.T) {
 				}
 				m.present = false
 			},
+			"removeDest": func(rt *rapid.T) {
+				d := uint32(rapid.IntRange(1, 3).Draw(rt, "dest"))
+				tt.RemoveDest(d)
+				for n := range model {
+					if poolConn(n).Dest == d {
+						model[n].present = false
+					}
+				}
+			},
 			"advance": func(rt *rapid.T) {
 				tt.clock.Advance(time.Duration(rapid.IntRange(0, 400).Draw(rt, "s")) * time.Second)
 			},

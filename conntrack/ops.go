@@ -81,7 +81,9 @@ func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn)
 // template that still exists, the connection holds it alive.
 //
 // Insert returns ErrFull when the table holds Capacity connections (and
-// counts the drop), and ErrExists when either tuple is already tracked.
+// counts the drop), and ErrExists when either tuple is already tracked by
+// a live entry. At capacity it first reaps a few expired entries of the
+// shard the connection would go to; the rest is Sweep's job.
 func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	orig := c.Orig()
 	h1 := t.hashEnd(orig.Proto, &orig.Src, orig.SrcPort)
@@ -91,7 +93,7 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	if t.count.Add(1) > t.capacity {
 		// Full: reap what has expired nearby before refusing.
 		s.mu.Lock()
-		t.sweepShard(s, t.tick(), 16, 256)
+		t.sweepShard(s, t.tick(), 4, 64)
 
 		s.mu.Unlock()
 		if t.count.Load() > t.capacity {
@@ -197,6 +199,38 @@ func (t *Table) Remove(tp *Tuple) bool {
 		s.mu.Unlock()
 	}
 	return false
+}
+
+// RemoveDest removes every connection and persistence template of real
+// server dest, as when the server is deleted: its connections stop, and
+// its counts return to zero before its ID may be handed out again. It
+// reports how many connections it removed. It visits the whole table, a
+// shard at a time: not for the packet path.
+func (t *Table) RemoveDest(dest uint32) int {
+	n := 0
+	for si := range t.shards {
+		s := &t.shards[si]
+		s.mu.Lock()
+		for i := uint32(0); i < s.nent; i++ {
+			if e := s.ent(i); e.flags&fUsed != 0 && e.dest == dest {
+				t.drop(s, i)
+				s.st.removed++
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	for si := range t.tshards {
+		s := &t.tshards[si]
+		s.mu.Lock()
+		for _, i := range s.m {
+			if s.ents[i].dest == dest {
+				t.tmplDelete(s, i)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // sweepShard reaps up to budget expired entries of s, looking at no more
