@@ -94,13 +94,13 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 		// Full: reap what has expired nearby before refusing.
 		s.mu.Lock()
 		t.sweepShard(s, t.tick(), 4, 64)
-
-		s.mu.Unlock()
-		if t.count.Load() > t.capacity {
-			t.count.Add(-1)
-			s.mu.Lock()
+		full := t.count.Load() > t.capacity
+		if full {
 			s.st.full++
-			s.mu.Unlock()
+		}
+		s.mu.Unlock()
+		if full {
+			t.count.Add(-1)
 			return ErrFull
 		}
 	}
