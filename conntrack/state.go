@@ -126,6 +126,11 @@ const (
 //   - The server's SYN+ACK moves SYN_RECV to SYNACK; the client's final
 //     ACK then gives ESTABLISHED.
 //   - A client SYN on an old entry restarts the handshake in SYN_RECV.
+//
+// The end states of the common cases (handshake, client or server close,
+// RST, half-open, NAT and true DR) were checked against a real IPVS:
+// testdata/oracle/ holds the script and its output, TestOracleScenarios
+// replays them.
 var transitions = [3][numTCPStates][numEvents]State{
 	modeIn: {
 		//        SYN FIN ACK RST
