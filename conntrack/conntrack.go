@@ -70,11 +70,11 @@ type Conn struct {
 	Svc, Dest uint32 // the director's service and real-server (service.Registry) IDs
 	Fwd       uint8  // forwarding method (service.Fwd); only NAT connections have a Reply index
 	State     State
-	PeerMAC   [6]byte // where client-bound frames go (AF_PACKET mode), learned at insert
-	PeerIf    int32   // interface index for client-bound frames
-	Tmpl      TemplateRef
-	Template  bool   // Walk: this is a persistence template (state NONE, client port 0)
-	FWMark    uint32 // Walk: a template's firewall mark, for fwmark services
+	PeerMAC   [6]byte     // where client-bound frames go (AF_PACKET mode), learned at insert
+	PeerIf    int32       // interface index for client-bound frames
+	Tmpl      TemplateRef // Insert: the template the connection was scheduled through, 0 for none; not filled in by Lookup or Walk
+	Template  bool        // Walk: this is a persistence template (state NONE, client port 0)
+	FWMark    uint32      // Walk: a template's firewall mark, for fwmark services
 }
 
 // Orig is the connection's client -> virtual service tuple.
