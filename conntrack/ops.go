@@ -16,6 +16,17 @@ import (
 // schedules the new connection afresh (IPVS's conn_reuse_mode). Expired
 // entries are removed when met and never returned.
 func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, c *Conn) (Dir, bool) {
+	return t.lookup(tp, tcpFlags, c, false)
+}
+
+// Peek is Lookup without the packet: it finds a live connection and copies
+// it out, changing neither its state nor its expiry. For ICMP errors,
+// which are about a connection but not part of it.
+func (t *Table) Peek(tp *Tuple, c *Conn) (Dir, bool) {
+	return t.lookup(tp, 0, c, true)
+}
+
+func (t *Table) lookup(tp *Tuple, tcpFlags uint8, c *Conn, peek bool) (Dir, bool) {
 	now := t.tick()
 	// Assume the packet comes from the client.
 	h1 := t.hashEnd(tp.Proto, &tp.Src, tp.SrcPort)
@@ -23,7 +34,7 @@ func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, c *Conn) (Dir, bool) {
 	s.mu.Lock()
 	if len(s.index) != 0 {
 		if _, i, ok := s.find(t.hashFull(h1, &tp.Dst, tp.DstPort, Orig), Orig, tp); ok {
-			found := t.hit(s, i, Orig, tcpFlags, now, c)
+			found := t.hit(s, i, Orig, tcpFlags, now, c, peek)
 			s.mu.Unlock()
 			return Orig, found
 		}
@@ -35,7 +46,7 @@ func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, c *Conn) (Dir, bool) {
 	s.mu.Lock()
 	if len(s.index) != 0 {
 		if _, i, ok := s.find(t.hashFull(h1, &tp.Src, tp.SrcPort, Reply), Reply, tp); ok {
-			found := t.hit(s, i, Reply, tcpFlags, now, c)
+			found := t.hit(s, i, Reply, tcpFlags, now, c, peek)
 			s.mu.Unlock()
 			return Reply, found
 		}
@@ -45,12 +56,16 @@ func (t *Table) Lookup(tp *Tuple, tcpFlags uint8, c *Conn) (Dir, bool) {
 }
 
 // hit applies a packet to entry i. Called with s locked.
-func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn) bool {
+func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn, peek bool) bool {
 	e := s.ent(i)
 	if !alive(e.expires, now) {
 		t.drop(s, i)
 		s.st.expired++
 		return false
+	}
+	if peek {
+		e.copyTo(c)
+		return true
 	}
 	if e.proto == service.TCP {
 		if d == Orig && flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN &&

@@ -201,3 +201,34 @@ func (c *Config) Removed(old *Config) []*DestState {
 	}
 	return out
 }
+
+// Carry returns want with the live state of cur carried over: a service
+// that is in both keeps its counters, a real server that is in both keeps
+// its connection counts and counters. Used to replace the whole table (a
+// rules-file reload) without losing what is running.
+func Carry(cur, want *Config) *Config {
+	next := want.Clone()
+	for _, s := range next.Services {
+		old := cur.Service(s.Key)
+		if old == nil {
+			if s.Stats == nil {
+				s.Stats = new(Stats)
+			}
+			for _, d := range s.Dests {
+				if d.DestState == nil {
+					d.DestState = newDestState()
+				}
+			}
+			continue
+		}
+		s.Stats = old.Stats
+		for _, d := range s.Dests {
+			if od := old.Dest(d.Addr, d.Port); od != nil {
+				d.DestState = od.DestState
+			} else if d.DestState == nil {
+				d.DestState = newDestState()
+			}
+		}
+	}
+	return next
+}

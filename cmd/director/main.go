@@ -1,0 +1,213 @@
+// Command director is UVS, a userspace virtual server: an L4 load balancer
+// that does what Linux IPVS does, without the IPVS module.
+//
+//	director run [flags]        run the director in the foreground
+//	director ipvsadm ARGS...    talk to a running director, ipvsadm style
+//	director lab nat [--keep]   build the LVS-NAT lab in namespaces and show it working
+//
+// Invoked through a symlink named ipvsadm, it behaves as `director ipvsadm`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"uvs/control"
+	"uvs/director"
+	"uvs/ipvsadm"
+	"uvs/lab"
+	"uvs/service"
+)
+
+func main() {
+	if filepath.Base(os.Args[0]) == "ipvsadm" {
+		os.Exit(ipvsadmMain(os.Args[1:]))
+	}
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "run":
+		os.Exit(runMain(args))
+	case "ipvsadm":
+		os.Exit(ipvsadmMain(args))
+	case "lab":
+		os.Exit(labMain(args))
+	case "-h", "--help", "help":
+		usage(os.Stdout)
+	default:
+		fmt.Fprintf(os.Stderr, "director: unknown command %q\n", os.Args[1])
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  director run [--rules FILE] [--io afpacket|tun] [--socket PATH] [--interfaces IF,...]
+  director ipvsadm ARGS...     (or through a symlink named ipvsadm)
+  director lab nat [--keep] [--io afpacket|tun]
+`)
+}
+
+func runMain(args []string) int {
+	fs := flag.NewFlagSet("director run", flag.ContinueOnError)
+	rules := fs.String("rules", "", "rules file in `ipvsadm -S` form; loaded at start, reloaded on SIGHUP")
+	ioMode := fs.String("io", director.IOAFPacket, "packet I/O: afpacket or tun")
+	sock := fs.String("socket", control.SocketPath(), "control socket")
+	ifs := fs.String("interfaces", "", "comma-separated interfaces to serve (afpacket; default: every Ethernet interface that is up)")
+	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core)")
+	capacity := fs.Int("capacity", 1<<20, "connection table limit")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(os.Stderr, "director run: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	slog.SetDefault(log)
+
+	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, Logger: log}
+	if *ifs != "" {
+		cfg.Interfaces = strings.Split(*ifs, ",")
+	}
+	// Read the rules before touching the host: a bad file changes nothing.
+	var initial = loadRulesFile(*rules, log)
+	if *rules != "" && initial == nil {
+		return 1
+	}
+	d, err := director.New(cfg)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	defer func() {
+		if err := d.Close(); err != nil {
+			log.Error("stop", "err", err)
+		}
+	}()
+	if initial != nil {
+		if err := d.Replace(initial); err != nil {
+			log.Error("apply rules file", "file", *rules, "err", err)
+			return 1
+		}
+	}
+	srv, err := control.Listen(*sock, func(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+		return ipvsadm.Run(args, stdin, stdout, stderr, d)
+	}, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	defer srv.Close()
+	log.Info("director running", "io", cfg.IO, "socket", *sock)
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for s := range sig {
+		if s != syscall.SIGHUP {
+			log.Info("stopping", "signal", s.String())
+			return 0
+		}
+		if *rules == "" {
+			log.Warn("SIGHUP without --rules: nothing to reload")
+			continue
+		}
+		if c := loadRulesFile(*rules, log); c != nil {
+			if err := d.Replace(c); err != nil {
+				log.Error("reload rules: kept the current table", "file", *rules, "err", err)
+			} else {
+				log.Info("rules reloaded", "file", *rules, "services", len(c.Services))
+			}
+		}
+	}
+	return 0
+}
+
+// loadRulesFile reads and checks a rules file; nil (and a log line) when
+// it is bad or there is none.
+func loadRulesFile(path string, log *slog.Logger) *service.Config {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		log.Error("rules file", "err", err)
+		return nil
+	}
+	defer f.Close()
+	c, err := director.LoadRules(f)
+	if err != nil {
+		log.Error("rules file rejected, nothing applied", "file", path, "err", err)
+		return nil
+	}
+	return c
+}
+
+func ipvsadmMain(args []string) int {
+	var stdin []byte
+	for _, a := range args {
+		if a == "-R" || a == "--restore" {
+			b, err := io.ReadAll(os.Stdin)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "ipvsadm: read rules: %v\n", err)
+				return 1
+			}
+			stdin = b
+			break
+		}
+	}
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version" || args[0] == "-v") {
+		// Help needs no director.
+		return ipvsadm.Run(args, nil, os.Stdout, os.Stderr, director.NewTable())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp, err := control.Call(ctx, control.SocketPath(), control.Request{Args: args, Stdin: stdin})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ipvsadm: %v\n", err)
+		return 1
+	}
+	os.Stdout.Write(resp.Stdout)
+	os.Stderr.Write(resp.Stderr)
+	return resp.Code
+}
+
+func labMain(args []string) int {
+	if len(args) == 0 || args[0] != "nat" {
+		fmt.Fprintln(os.Stderr, "usage: director lab nat [--keep] [--io afpacket|tun]")
+		return 2
+	}
+	fs := flag.NewFlagSet("director lab nat", flag.ContinueOnError)
+	keep := fs.Bool("keep", false, "leave the lab running and print how to enter each namespace")
+	ioMode := fs.String("io", director.IOAFPacket, "the director's packet I/O: afpacket or tun")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lab: %v\n", err)
+		return 1
+	}
+	if err := lab.NAT(ctx, lab.Options{IO: *ioMode, Keep: *keep, Out: os.Stdout, Binary: self}); err != nil {
+		fmt.Fprintf(os.Stderr, "lab nat: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,331 @@
+// Package lab builds the classic LVS labs in network namespaces on one
+// host and runs them: a client, a director running this binary, and real
+// servers, with the tutorial's ipvsadm commands typed as they are.
+// The end-to-end tests build the same topology.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"uvs/testbed"
+)
+
+// Addresses of the NAT lab, all in 198.18.0.0/15 and 2001:2::/48.
+const (
+	ClientIP   = "198.18.0.2"
+	DirOuterIP = "198.18.0.1" // the director's outer address; the tutorial's VIP
+	DirInnerIP = "198.18.1.1" // DIP: the real servers' gateway
+	RS1IP      = "198.18.1.2"
+	RS2IP      = "198.18.1.3"
+
+	ClientIP6   = "2001:2::2"
+	DirOuterIP6 = "2001:2::1"
+	DirInnerIP6 = "2001:2:0:1::1"
+	RS1IP6      = "2001:2:0:1::2"
+	RS2IP6      = "2001:2:0:1::3"
+)
+
+// NATNet is the LVS-NAT topology:
+//
+//	client eth0 ---- eth0 director eth1 ---- [bridge in sw] ---- eth0 rs1
+//	                                                        \--- eth0 rs2
+type NATNet struct {
+	Bed                      *testbed.Bed
+	Client, Director, Switch *testbed.Host
+	RS                       []*testbed.Host
+}
+
+// BuildNAT builds the NAT topology in a new bed whose names start with
+// prefix. The caller closes n.Bed.
+func BuildNAT(prefix string) (n *NATNet, err error) {
+	bed, err := testbed.New(prefix)
+	if err != nil {
+		return nil, err
+	}
+	n = &NATNet{Bed: bed}
+	defer func() {
+		if err != nil {
+			bed.Close()
+			n = nil
+		}
+	}()
+	host := func(name string) *testbed.Host {
+		if err != nil {
+			return nil
+		}
+		var h *testbed.Host
+		h, err = bed.Host(name)
+		return h
+	}
+	n.Client, n.Director, n.Switch = host("client"), host("dir"), host("sw")
+	n.RS = []*testbed.Host{host("rs1"), host("rs2")}
+	if err != nil {
+		return nil, err
+	}
+	steps := []func() error{
+		func() error { return bed.Link(n.Client, "eth0", n.Director, "eth0") },
+		func() error { return bed.Bridge(n.Switch, "br0", "eth1", n.Director) },
+		func() error { return bed.Bridge(n.Switch, "br0", "eth0", n.RS...) },
+		func() error { return n.Client.Addr("eth0", ClientIP+"/24") },
+		func() error { return n.Client.Addr("eth0", ClientIP6+"/64") },
+		func() error { return n.Client.Route("default", DirOuterIP) },
+		func() error { return n.Client.Route("default", DirOuterIP6) },
+		func() error { return n.Director.Addr("eth0", DirOuterIP+"/24") },
+		func() error { return n.Director.Addr("eth0", DirOuterIP6+"/64") },
+		func() error { return n.Director.Addr("eth1", DirInnerIP+"/24") },
+		func() error { return n.Director.Addr("eth1", DirInnerIP6+"/64") },
+	}
+	for i, rs := range n.RS {
+		ip, ip6 := []string{RS1IP, RS2IP}[i], []string{RS1IP6, RS2IP6}[i]
+		steps = append(steps,
+			func() error { return rs.Addr("eth0", ip+"/24") },
+			func() error { return rs.Addr("eth0", ip6+"/64") },
+			func() error { return rs.Route("default", DirInnerIP) },
+			func() error { return rs.Route("default", DirInnerIP6) },
+		)
+	}
+	for _, s := range steps {
+		if err = s(); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// Director is a `director run` process inside a namespace.
+type Director struct {
+	Host   *testbed.Host
+	Binary string
+	Socket string
+	cmd    *exec.Cmd
+	log    *logBuffer
+	done   chan error
+}
+
+// StartDirector runs `BINARY run --socket DIR/director.sock EXTRA...` in h
+// and waits until its control socket answers.
+func StartDirector(h *testbed.Host, binary, dir string, extra ...string) (*Director, error) {
+	d := &Director{Host: h, Binary: binary, Socket: filepath.Join(dir, "director.sock"), log: new(logBuffer), done: make(chan error, 1)}
+	args := append([]string{"run", "--socket", d.Socket}, extra...)
+	d.cmd = h.Command(binary, args...)
+	d.cmd.Stdout = d.log
+	d.cmd.Stderr = d.log
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start director: %w", err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			return nil, fmt.Errorf("director exited at start (%v):\n%s", err, d.log.String())
+		default:
+		}
+		if _, _, code, err := d.Ipvsadm("-L", "-n"); err == nil && code == 0 {
+			return d, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.Stop()
+	return nil, fmt.Errorf("director did not come up:\n%s", d.log.String())
+}
+
+// Ipvsadm runs `BINARY ipvsadm ARGS...` against the director, as a user
+// would type `ipvsadm ARGS...`.
+func (d *Director) Ipvsadm(args ...string) (stdout, stderr string, code int, err error) {
+	return d.IpvsadmIn(nil, args...)
+}
+
+// IpvsadmIn is Ipvsadm with standard input (for -R).
+func (d *Director) IpvsadmIn(stdin io.Reader, args ...string) (stdout, stderr string, code int, err error) {
+	cmd := d.Host.Command(d.Binary, append([]string{"ipvsadm"}, args...)...)
+	cmd.Env = append(os.Environ(), "UVS_SOCKET="+d.Socket)
+	cmd.Stdin = stdin
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode(), nil
+	}
+	return o.String(), e.String(), 0, err
+}
+
+// Signal sends sig to the director.
+func (d *Director) Signal(sig os.Signal) error { return d.cmd.Process.Signal(sig) }
+
+// Log is what the director printed so far.
+func (d *Director) Log() string { return d.log.String() }
+
+// Stop sends SIGTERM and waits (up to 10 s, then kills).
+func (d *Director) Stop() error {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		return errors.New("director did not stop on SIGTERM")
+	}
+}
+
+// Options are the lab command's options.
+type Options struct {
+	IO     string    // the director's --io
+	Keep   bool      // leave the lab running until ctx is done
+	Out    io.Writer // where the lab talks
+	Binary string    // this program, to run as the director
+}
+
+// NAT runs the LVS-NAT lab: the tutorial's example 1 with its commands as
+// typed, the VIP being the director's outer address.
+func NAT(ctx context.Context, o Options) (err error) {
+	out := o.Out
+	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
+	say("# LVS-NAT lab: building namespaces (client, director, switch, two real servers)")
+	n, err := BuildNAT("uvslab")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("# tearing the lab down")
+		if cerr := n.Bed.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	for i, rs := range n.RS {
+		l, err := rs.Listen("tcp", ":80")
+		if err != nil {
+			return fmt.Errorf("real server %d: %w", i+1, err)
+		}
+		stop := testbed.ServeHTTP(l, fmt.Sprintf("welcome realserver %d", i+1))
+		defer stop()
+	}
+	say("#   client    %-10s eth0 %s/24, default via %s", n.Client.Name, ClientIP, DirOuterIP)
+	say("#   director  %-10s eth0 %s/24 (VIP), eth1 %s/24 (DIP)", n.Director.Name, DirOuterIP, DirInnerIP)
+	say("#   rs1       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 1\"", n.RS[0].Name, RS1IP, DirInnerIP)
+	say("#   rs2       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 2\"", n.RS[1].Name, RS2IP, DirInnerIP)
+	dir, err := os.MkdirTemp("", "uvslab-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	say("\n# on the director:")
+	say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
+	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	io := o.IO
+	if io == "" {
+		io = "afpacket"
+	}
+	say("$ director run --io %s &", io)
+	d, err := StartDirector(n.Director, o.Binary, dir, "--io", io)
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+
+	vip := DirOuterIP + ":80"
+	for _, c := range [][]string{
+		{"-A", "-t", vip, "-s", "rr"},
+		{"-a", "-t", vip, "-r", RS1IP, "-m"},
+		{"-a", "-t", vip, "-r", RS2IP, "-m"},
+		{"-L", "-n"},
+	} {
+		if err := run(out, d, c...); err != nil {
+			return err
+		}
+	}
+
+	say("\n# on the client: fetch http://%s/ six times", DirOuterIP)
+	hc := n.Client.HTTPClient()
+	hc.Timeout = 5 * time.Second
+	for i := 1; i <= 6; i++ {
+		body, err := get(ctx, hc, "http://"+DirOuterIP+"/")
+		if err != nil {
+			return fmt.Errorf("fetch %d: %w\ndirector log:\n%s", i, err, d.Log())
+		}
+		say("curl %d: %s", i, body)
+	}
+	say("")
+	if err := run(out, d, "-L", "-n", "--stats"); err != nil {
+		return err
+	}
+	if o.Keep {
+		say("\n# the lab keeps running; press Ctrl-C to tear it down. Enter a namespace with:")
+		for _, h := range append([]*testbed.Host{n.Client, n.Director}, n.RS...) {
+			say("#   ip netns exec %s bash", h.Name)
+		}
+		say("# and talk to the director from anywhere with:")
+		say("#   UVS_SOCKET=%s %s ipvsadm -L -n", d.Socket, o.Binary)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// run types an ipvsadm command and shows what it printed.
+func run(out io.Writer, d *Director, args ...string) error {
+	fmt.Fprintf(out, "$ ipvsadm %s\n", strings.Join(args, " "))
+	so, se, code, err := d.Ipvsadm(args...)
+	if err != nil {
+		return fmt.Errorf("ipvsadm %s: %w", strings.Join(args, " "), err)
+	}
+	io.WriteString(out, so)
+	io.WriteString(out, se)
+	if code != 0 {
+		return fmt.Errorf("ipvsadm %s exited %d\ndirector log:\n%s", strings.Join(args, " "), code, d.Log())
+	}
+	return nil
+}
+
+// get fetches url and returns the body without its trailing newline.
+func get(ctx context.Context, hc *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\n"), nil
+}
+
+// logBuffer collects a process's output while others read it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
