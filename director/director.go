@@ -1,0 +1,298 @@
+// Package director is the load balancer itself: it owns the rule table,
+// publishes it to the packet workers as an immutable snapshot, sets the
+// host up so that the kernel hands the balanced traffic over and keeps out
+// of it, and runs the pipeline.
+//
+// A packet goes one way through it (see pipeline.go):
+//
+//	device read (link) -> parse (packet) -> ARP/NDP for virtual addresses
+//	-> connection lookup (conntrack), or service lookup, schedule (scheduler)
+//	and insert -> rewrite (forward/nat) -> device write (link)
+package director
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"uvs/conntrack"
+	"uvs/ipvsadm"
+	"uvs/packet"
+	"uvs/rate"
+	"uvs/scheduler"
+	"uvs/service"
+)
+
+// IO backends.
+const (
+	IOAFPacket = "afpacket"
+	IOTUN      = "tun"
+)
+
+// Config configures a Director. The zero value serves every interface of
+// the namespace over AF_PACKET.
+type Config struct {
+	IO         string   // IOAFPacket (default) or IOTUN
+	Interfaces []string // interfaces to serve; nil = every non-loopback Ethernet interface that is up
+	Workers    int      // packet workers per interface; 0 = GOMAXPROCS
+	Capacity   int      // connection table limit; 0 = 1<<20
+	Logger     *slog.Logger
+}
+
+// Director is a running load balancer.
+type Director struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex // serialises control-plane changes
+	conf   *service.Config
+	snap   atomic.Pointer[snapshot]
+	svcID  map[*service.Stats]uint32 // stable service IDs across snapshots
+	nextS  uint32
+	scheds map[*service.Stats]schedEntry
+
+	reg   service.Registry
+	ct    *conntrack.Table
+	est   *rate.Estimator
+	host  hostBackend
+	ports []*port
+
+	drops   [256]atomic.Uint64 // by packet.DropReason
+	noConn  atomic.Uint64      // non-SYN TCP for a service with no connection
+	noDest  atomic.Uint64      // no available real server
+	full    atomic.Uint64      // connection table full
+	noNeigh atomic.Uint64      // next hop not resolved yet
+	ttl     atomic.Uint64      // TTL exceeded
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type schedEntry struct {
+	name  string
+	flags service.SchedFlags
+	s     scheduler.Scheduler
+}
+
+// hostBackend is the I/O backend plus the host changes it needs: devices to
+// read and write, and the kernel state (routes, rules, filters) that makes
+// the kernel hand over balanced traffic and keep out of it.
+type hostBackend interface {
+	ports() []*port
+	// apply makes the host match the snapshot; it is called before the
+	// snapshot is published and must leave the previous state on error.
+	apply(s *snapshot) error
+	close() error
+}
+
+// New sets the host up and starts the workers with an empty rule table.
+func New(cfg Config) (*Director, error) {
+	if cfg.IO == "" {
+		cfg.IO = IOAFPacket
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Capacity <= 0 {
+		cfg.Capacity = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	d := &Director{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		conf:   service.NewConfig(),
+		svcID:  make(map[*service.Stats]uint32),
+		scheds: make(map[*service.Stats]schedEntry),
+		est:    rate.New(),
+		stop:   make(chan struct{}),
+	}
+	d.ct = conntrack.New(&conntrack.Config{
+		Capacity: cfg.Capacity,
+		Timeouts: d.conf.Timeouts,
+		Counts: func(dest uint32, dA, dI int32) {
+			if st := d.reg.Get(dest); st != nil {
+				st.AddConns(dA, dI)
+			}
+		},
+		Persist: func(dest uint32, delta int32) {
+			if st := d.reg.Get(dest); st != nil {
+				st.AddPersist(delta)
+			}
+		},
+	})
+	var err error
+	switch cfg.IO {
+	case IOAFPacket:
+		d.host, err = openAFPacketHost(d)
+	case IOTUN:
+		d.host, err = openTUNHost(d)
+	default:
+		err = fmt.Errorf("unknown --io %q: want %s or %s", cfg.IO, IOAFPacket, IOTUN)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.ports = d.host.ports()
+	s, err := d.compile(d.conf)
+	if err == nil {
+		err = d.host.apply(s)
+	}
+	if err != nil {
+		d.host.close()
+		return nil, err
+	}
+	d.adopt(s)
+	d.snap.Store(s)
+	d.startWorkers()
+	d.wg.Add(1)
+	go d.housekeeping()
+	return d, nil
+}
+
+// Close stops the workers and restores the host.
+func (d *Director) Close() error {
+	select {
+	case <-d.stop:
+		return nil
+	default:
+	}
+	close(d.stop)
+	err := d.host.close() // closing the devices unblocks the workers
+	d.wg.Wait()
+	return err
+}
+
+// housekeeping reaps expired connections in bounded steps and feeds the
+// rate estimator.
+func (d *Director) housekeeping() {
+	defer d.wg.Done()
+	sweep := time.NewTicker(100 * time.Millisecond)
+	defer sweep.Stop()
+	est := time.NewTicker(2 * time.Second)
+	defer est.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-sweep.C:
+			d.ct.Sweep(4096)
+		case now := <-est.C:
+			d.est.Tick(now)
+		}
+	}
+}
+
+// Config returns the current rule table (ipvsadm.State).
+func (d *Director) Config() *service.Config {
+	return d.snap.Load().conf
+}
+
+// ErrUnsupported wraps changes this director refuses.
+var ErrUnsupported = errors.New("not supported")
+
+// Update applies fn to a copy of the rule table and publishes it if it and
+// the host changes it needs succeed (ipvsadm.State). Nothing changes on
+// error.
+func (d *Director) Update(fn func(c *service.Config) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := d.conf.Clone()
+	if err := fn(next); err != nil {
+		return err
+	}
+	return d.publishLocked(next)
+}
+
+// Replace makes the rule table equal to want, keeping the live state of
+// every service and real server that stays (a rules-file reload).
+func (d *Director) Replace(want *service.Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.publishLocked(service.Carry(d.conf, want))
+}
+
+func (d *Director) publishLocked(next *service.Config) error {
+	s, err := d.compile(next)
+	if err != nil {
+		return err
+	}
+	if err := d.host.apply(s); err != nil {
+		return fmt.Errorf("set up host for new rules: %w", err)
+	}
+	old := d.conf
+	d.conf = next
+	d.adopt(s)
+	d.snap.Store(s)
+	d.ct.SetTimeouts(next.Timeouts)
+	for _, st := range next.Removed(old) {
+		st.MarkGone()
+		d.est.Untrack(&st.Stats)
+	}
+	d.forgetServices(next)
+	return nil
+}
+
+// forgetServices drops the IDs and schedulers of services that are gone.
+func (d *Director) forgetServices(c *service.Config) {
+	live := make(map[*service.Stats]bool, len(c.Services))
+	for _, s := range c.Services {
+		live[s.Stats] = true
+	}
+	for st := range d.svcID {
+		if !live[st] {
+			delete(d.svcID, st)
+			delete(d.scheds, st)
+			d.est.Untrack(st)
+		}
+	}
+}
+
+// Conns lists the connection table (ipvsadm.State).
+func (d *Director) Conns() []ipvsadm.Conn {
+	var out []ipvsadm.Conn
+	d.ct.Walk(func(c *conntrack.Conn, expires time.Duration) bool {
+		out = append(out, ipvsadm.Conn{
+			Proto:   c.Proto,
+			State:   c.State.String(),
+			Expires: expires,
+			Client:  netip.AddrPortFrom(c.Client.Netip(), c.CPort),
+			Virtual: netip.AddrPortFrom(c.VAddr.Netip(), c.VPort),
+			Dest:    netip.AddrPortFrom(c.DAddr.Netip(), c.DPort),
+		})
+		return true
+	})
+	return out
+}
+
+// Rates returns the rate estimates of a service's or real server's
+// counters (ipvsadm.State).
+func (d *Director) Rates(s *service.Stats) rate.Rates { return d.est.Get(s) }
+
+// Counters are the director's own drop counters, for logs and metrics.
+type Counters struct {
+	Malformed                          map[string]uint64 // by reason
+	NoConn, NoDest, Full, NoNeigh, TTL uint64
+	Conns                              int
+}
+
+// Counters returns the drop counters.
+func (d *Director) Counters() Counters {
+	c := Counters{Malformed: map[string]uint64{}, NoConn: d.noConn.Load(), NoDest: d.noDest.Load(),
+		Full: d.full.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), Conns: d.ct.Len()}
+	for _, r := range packet.Reasons() {
+		if n := d.drops[r].Load(); n > 0 {
+			c.Malformed[r.String()] = n
+		}
+	}
+	return c
+}
+
+// ZeroRates restarts the rate estimate of zeroed counters (ipvsadm -Z).
+func (d *Director) ZeroRates(s *service.Stats) { d.est.Reset(s) }

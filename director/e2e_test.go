@@ -1,0 +1,547 @@
+package director_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"uvs/lab"
+	"uvs/testbed"
+)
+
+// The end-to-end tests build the LVS-NAT lab's topology in namespaces, run
+// the real `director` binary in the director's namespace, and talk through
+// it with real sockets, once per packet I/O backend.
+
+var binary string // the director binary built for the tests
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() != 0 {
+			return m.Run() // the tests skip themselves
+		}
+		dir, err := os.MkdirTemp("", "uvse2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binary = filepath.Join(dir, "director")
+		out, err := exec.Command("go", "build", "-o", binary, "../cmd/director").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build director: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// bulkSize is what the bulk server sends: 64 MiB.
+const bulkSize = 64 << 20
+
+// env is one topology with a running director and the real servers'
+// services.
+type env struct {
+	t   *testing.T
+	n   *lab.NATNet
+	d   *lab.Director
+	dir string
+	io  string
+}
+
+func newEnv(t *testing.T, io string) *env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if err := testbed.Available(); err != nil {
+		t.Skip(err)
+	}
+	n, err := lab.BuildNAT("uvse2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Bed.Close() })
+	e := &env{t: t, n: n, dir: t.TempDir(), io: io}
+	// The tutorial's first step: IP forwarding on. The director must keep
+	// the kernel out of balanced traffic all the same.
+	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Director.Sysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
+		t.Fatal(err)
+	}
+	for i, rs := range n.RS {
+		name := fmt.Sprintf("rs%d", i+1)
+		e.serveHTTP(rs, ":80", name)
+		e.serveHTTP(rs, ":8080", name+"-8080")
+		pc, err := rs.ListenPacket("udp", ":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(testbed.ServeUDPEcho(pc, name+" "))
+		e.serveBulk(rs, ":9000")
+		e.serveEcho(rs, ":7000", name)
+	}
+	return e
+}
+
+func (e *env) start(extra ...string) {
+	e.t.Helper()
+	d, err := lab.StartDirector(e.n.Director, binary, e.dir, append([]string{"--io", e.io}, extra...)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.d = d
+	e.t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			e.t.Errorf("director stop: %v", err)
+		}
+		if e.t.Failed() {
+			e.t.Logf("director log:\n%s", d.Log())
+		}
+	})
+}
+
+// ipvsadm runs a command that must succeed.
+func (e *env) ipvsadm(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errs, code, err := e.d.Ipvsadm(args...)
+	if err != nil || code != 0 {
+		t.Fatalf("ipvsadm %s: code %d err %v\n%s%s", strings.Join(args, " "), code, err, out, errs)
+	}
+	return out
+}
+
+func (e *env) serveHTTP(h *testbed.Host, addr, body string) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		l, err := h.Listen(network, addr)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(testbed.ServeHTTP(l, body))
+	}
+}
+
+// serveBulk sends bulkSize bytes of a fixed pseudo-random stream to each
+// client, then closes.
+func (e *env) serveBulk(h *testbed.Host, addr string) {
+	e.serve(h, addr, func(c net.Conn) {
+		w := bufio.NewWriterSize(c, 1<<16)
+		r := rand.NewChaCha8([32]byte{1})
+		buf := make([]byte, 1<<16)
+		for sent := 0; sent < bulkSize; sent += len(buf) {
+			r.Read(buf)
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+		w.Flush()
+	})
+}
+
+// serveEcho answers each line with name + ": " + the line.
+func (e *env) serveEcho(h *testbed.Host, addr, name string) {
+	e.serve(h, addr, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			if _, err := fmt.Fprintf(c, "%s: %s\n", name, sc.Text()); err != nil {
+				return
+			}
+		}
+	})
+}
+
+func (e *env) serve(h *testbed.Host, addr string, fn func(net.Conn)) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		l, err := h.Listen(network, addr)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(60 * time.Second))
+					fn(c)
+				}()
+			}
+		}()
+	}
+}
+
+// get fetches url from the client and returns the body and the client
+// address the server saw.
+func (e *env) get(url string) (body, seen string, err error) {
+	hc := e.n.Client.HTTPClient()
+	hc.Timeout = 5 * time.Second
+	resp, err := hc.Get(url)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b)), resp.Header.Get("X-Client-Addr"), err
+}
+
+func (e *env) dial(addr string) net.Conn {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.n.Client.Dial(ctx, "tcp", addr)
+	if err != nil {
+		e.t.Fatalf("dial %s: %v", addr, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// echo sends a line on c and returns the answer.
+func echo(c net.Conn, r *bufio.Reader, line string) (string, error) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintln(c, line); err != nil {
+		return "", err
+	}
+	s, err := r.ReadString('\n')
+	return strings.TrimSpace(s), err
+}
+
+func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
+
+// snmp reads one counter of /proc/net/snmp inside h ("Tcp", "OutRsts").
+func snmp(t *testing.T, h *testbed.Host, proto, field string) int64 {
+	t.Helper()
+	out, err := h.Exec("cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != proto+":" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == field && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	t.Fatalf("no %s %s in /proc/net/snmp", proto, field)
+	return 0
+}
+
+func TestNAT(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) { testNAT(t, mode) })
+	}
+}
+
+func testNAT(t *testing.T, mode string) {
+	e := newEnv(t, mode)
+	e.start()
+	vip := lab.DirOuterIP
+
+	t.Run("rr alternates and servers see the client", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", vip+":80", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS1IP, "-m")
+		e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS2IP, "-m")
+		defer e.ipvsadm(t, "-D", "-t", vip+":80")
+		rstC, rstD := snmp(t, e.n.Client, "Tcp", "OutRsts"), snmp(t, e.n.Director, "Tcp", "OutRsts")
+		fwd := snmp(t, e.n.Director, "Ip", "ForwDatagrams")
+		var got []string
+		for i := 0; i < 6; i++ {
+			body, seen, err := e.get("http://" + vip + "/")
+			if err != nil {
+				t.Fatalf("request %d: %v", i+1, err)
+			}
+			got = append(got, body)
+			if host, _, _ := net.SplitHostPort(seen); host != lab.ClientIP {
+				t.Errorf("real server saw client %q, want %s", seen, lab.ClientIP)
+			}
+		}
+		// rr, newest server first: rs2 (added last) then rs1.
+		want := []string{"rs2", "rs1", "rs2", "rs1", "rs2", "rs1"}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("answers %v, want %v", got, want)
+		}
+		// The kernel kept out: no resets from the director's stack (a
+		// SYN for its own address), none from the client (an un-NATed
+		// reply), and with AF_PACKET nothing forwarded by the kernel.
+		if n := snmp(t, e.n.Director, "Tcp", "OutRsts"); n != rstD {
+			t.Errorf("director kernel sent %d resets", n-rstD)
+		}
+		if n := snmp(t, e.n.Client, "Tcp", "OutRsts"); n != rstC {
+			t.Errorf("client sent %d resets (un-NATed replies reached it?)", n-rstC)
+		}
+		if mode == "afpacket" {
+			if n := snmp(t, e.n.Director, "Ip", "ForwDatagrams"); n != fwd {
+				t.Errorf("director kernel forwarded %d datagrams with ip_forward on", n-fwd)
+			}
+		}
+		out := e.ipvsadm(t, "-L", "-n", "--stats", "--exact", "-t", vip+":80")
+		if !regexp.MustCompile(`(?m)^TCP  198\.18\.0\.1:80 +6 `).MatchString(out) {
+			t.Errorf("stats do not count 6 connections:\n%s", out)
+		}
+	})
+
+	t.Run("bulk 64 MiB intact", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", vip+":9000", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", vip+":9000", "-r", lab.RS1IP, "-m")
+		defer e.ipvsadm(t, "-D", "-t", vip+":9000")
+		c := e.dial(hostPort(vip, 9000))
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err != nil || n != bulkSize {
+			t.Fatalf("received %d bytes, err %v", n, err)
+		}
+		want := sha256.New()
+		r := rand.NewChaCha8([32]byte{1})
+		io.CopyN(want, r, bulkSize)
+		if hex.EncodeToString(h.Sum(nil)) != hex.EncodeToString(want.Sum(nil)) {
+			t.Fatal("bulk transfer corrupted")
+		}
+	})
+
+	t.Run("udp", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-u", vip+":53", "-s", "rr")
+		e.ipvsadm(t, "-a", "-u", vip+":53", "-r", lab.RS1IP, "-m")
+		e.ipvsadm(t, "-a", "-u", vip+":53", "-r", lab.RS2IP, "-m")
+		defer e.ipvsadm(t, "-D", "-u", vip+":53")
+		seen := map[string]bool{}
+		for i := 0; i < 4; i++ {
+			ans, err := udpAsk(e.n.Client, hostPort(vip, 53), "hello")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(ans, "from "+lab.ClientIP) && !strings.Contains(ans, "from "+lab.ClientIP+":") {
+				t.Errorf("answer %q does not show the client's address", ans)
+			}
+			seen[strings.Fields(ans)[0]] = true
+		}
+		if !seen["rs1"] || !seen["rs2"] {
+			t.Errorf("UDP answers came from %v, want both servers", seen)
+		}
+	})
+
+	t.Run("port mapping", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", vip+":80", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS1IP+":8080", "-m")
+		defer e.ipvsadm(t, "-D", "-t", vip+":80")
+		body, _, err := e.get("http://" + vip + "/")
+		if err != nil || body != "rs1-8080" {
+			t.Fatalf("got %q, %v; want rs1-8080", body, err)
+		}
+	})
+
+	t.Run("weight 0 and edits keep open connections", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", vip+":7000", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", vip+":7000", "-r", lab.RS1IP, "-m")
+		defer e.ipvsadm(t, "-D", "-t", vip+":7000")
+		c := e.dial(hostPort(vip, 7000))
+		r := bufio.NewReader(c)
+		if ans, err := echo(c, r, "one"); err != nil || ans != "rs1: one" {
+			t.Fatalf("echo: %q %v", ans, err)
+		}
+		e.ipvsadm(t, "-e", "-t", vip+":7000", "-r", lab.RS1IP, "-m", "-w", "0")
+		if ans, err := echo(c, r, "two"); err != nil || ans != "rs1: two" {
+			t.Fatalf("after weight 0: %q %v", ans, err)
+		}
+		// No new connection goes to a quiesced server: with no other
+		// server, the client is refused at once.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if nc, err := e.n.Client.Dial(ctx, "tcp", hostPort(vip, 7000)); err == nil {
+			nc.Close()
+			t.Fatal("new connection accepted by a weight-0 server")
+		}
+		e.ipvsadm(t, "-a", "-t", vip+":7000", "-r", lab.RS2IP, "-m")
+		e.ipvsadm(t, "-E", "-t", vip+":7000", "-s", "wrr")
+		if ans, err := echo(c, r, "three"); err != nil || ans != "rs1: three" {
+			t.Fatalf("after edits: %q %v", ans, err)
+		}
+		c2 := e.dial(hostPort(vip, 7000))
+		if ans, err := echo(c2, bufio.NewReader(c2), "new"); err != nil || ans != "rs2: new" {
+			t.Fatalf("new connection: %q %v", ans, err)
+		}
+		out := e.ipvsadm(t, "-L", "-n", "-t", vip+":7000")
+		if !strings.Contains(out, rsLine(lab.RS1IP+":7000", 0, 1, 0)) {
+			t.Errorf("listing does not show the open connection on the quiesced server:\n%s", out)
+		}
+	})
+
+	t.Run("no server fails fast", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", vip+":81", "-s", "rr")
+		defer e.ipvsadm(t, "-D", "-t", vip+":81")
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := e.n.Client.Dial(ctx, "tcp", hostPort(vip, 81))
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial: %v, want connection refused", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("refusal took %v", d)
+		}
+	})
+
+	t.Run("icmp port unreachable from a real server", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-u", vip+":54", "-s", "rr")
+		e.ipvsadm(t, "-a", "-u", vip+":54", "-r", lab.RS1IP, "-m") // nothing listens on :54
+		defer e.ipvsadm(t, "-D", "-u", vip+":54")
+		_, err := udpAsk(e.n.Client, hostPort(vip, 54), "anyone?")
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("got %v, want connection refused (translated ICMP)", err)
+		}
+	})
+
+	t.Run("ipv6", func(t *testing.T) {
+		v6 := "[" + lab.DirOuterIP6 + "]"
+		e.ipvsadm(t, "-A", "-t", v6+":80", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", v6+":80", "-r", "["+lab.RS1IP6+"]:80", "-m")
+		e.ipvsadm(t, "-a", "-t", v6+":80", "-r", "["+lab.RS2IP6+"]:80", "-m")
+		defer e.ipvsadm(t, "-D", "-t", v6+":80")
+		var got []string
+		for i := 0; i < 4; i++ {
+			body, seen, err := e.get("http://" + v6 + "/")
+			if err != nil {
+				t.Fatalf("request %d: %v", i+1, err)
+			}
+			got = append(got, body)
+			if host, _, _ := net.SplitHostPort(seen); host != lab.ClientIP6 {
+				t.Errorf("real server saw %q, want %s", seen, lab.ClientIP6)
+			}
+		}
+		if strings.Join(got, ",") != "rs2,rs1,rs2,rs1" {
+			t.Errorf("answers %v", got)
+		}
+		e.ipvsadm(t, "-A", "-t", v6+":9000", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", v6+":9000", "-r", "["+lab.RS2IP6+"]:9000", "-m")
+		defer e.ipvsadm(t, "-D", "-t", v6+":9000")
+		c := e.dial(hostPort(lab.DirOuterIP6, 9000))
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err != nil || n != bulkSize {
+			t.Fatalf("IPv6 bulk: %d bytes, %v", n, err)
+		}
+		e.ipvsadm(t, "-A", "-t", v6+":81", "-s", "rr")
+		defer e.ipvsadm(t, "-D", "-t", v6+":81")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := e.n.Client.Dial(ctx, "tcp", hostPort(lab.DirOuterIP6, 81)); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("IPv6 no-server dial: %v, want refused", err)
+		}
+	})
+}
+
+// TestReload checks the rules file: loaded at start, reloaded on SIGHUP
+// without breaking an open connection whose server stays, and a bad file
+// changes nothing.
+func TestReload(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, mode)
+			rules := filepath.Join(e.dir, "rules")
+			vip := lab.DirOuterIP + ":7000"
+			write := func(s string) {
+				if err := os.WriteFile(rules, []byte(s), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("-A -t " + vip + " -s rr\n-a -t " + vip + " -r " + lab.RS1IP + ":7000 -m -w 1\n")
+			e.start("--rules", rules)
+			c := e.dial(vip)
+			r := bufio.NewReader(c)
+			if ans, err := echo(c, r, "a"); err != nil || ans != "rs1: a" {
+				t.Fatalf("echo: %q %v", ans, err)
+			}
+			// Reload with a second server and another scheduler.
+			write("-A -t " + vip + " -s wrr\n-a -t " + vip + " -r " + lab.RS1IP + ":7000 -m -w 1\n-a -t " + vip + " -r " + lab.RS2IP + ":7000 -m -w 3\n")
+			e.d.Signal(syscall.SIGHUP)
+			waitFor(t, func() bool { return strings.Contains(e.ipvsadm(t, "-L", "-n"), "198.18.1.3:7000") })
+			if ans, err := echo(c, r, "b"); err != nil || ans != "rs1: b" {
+				t.Fatalf("after reload: %q %v", ans, err)
+			}
+			out := e.ipvsadm(t, "-L", "-n")
+			if !strings.Contains(out, rsLine(lab.RS1IP+":7000", 1, 1, 0)) {
+				t.Errorf("reload lost the connection count:\n%s", out)
+			}
+			// A bad file is refused whole.
+			write("-A -t " + lab.DirOuterIP + ":7001 -s rr\n-a -t " + vip + " -r 198.18.1.300 -m\n")
+			e.d.Signal(syscall.SIGHUP)
+			time.Sleep(300 * time.Millisecond)
+			if now := e.ipvsadm(t, "-L", "-n"); now != out && strings.Contains(now, "7001") {
+				t.Errorf("bad rules file half-applied:\n%s", now)
+			}
+			if ans, err := echo(c, r, "c"); err != nil || ans != "rs1: c" {
+				t.Fatalf("after bad reload: %q %v", ans, err)
+			}
+		})
+	}
+}
+
+// rsLine is a NAT real server's line in ipvsadm -L -n.
+func rsLine(addr string, weight, active, inactive int) string {
+	return fmt.Sprintf("  -> %-28s %-7s %-6d %-10d %-10d", addr, "Masq", weight, active, inactive)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not reached in 5 s")
+}
+
+// udpAsk sends one datagram from a new socket and waits for the answer.
+func udpAsk(h *testbed.Host, addr, msg string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := h.Dial(ctx, "udp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+var _ = http.StatusOK

@@ -1,0 +1,258 @@
+package director
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"uvs/conntrack"
+	"uvs/service"
+)
+
+// afpHost is the AF_PACKET backend. The director reads every frame of the
+// ports it serves and writes whole frames itself; the kernel keeps its own
+// copy of each frame, so an nftables netdev ingress chain per port drops
+// the balanced traffic before the kernel's IP stack sees it (AF_PACKET taps
+// see frames before the ingress hook). Without that the kernel would
+// answer a SYN for a local VIP with a reset, or, with IP forwarding on,
+// forward real servers' replies un-NATed.
+//
+// Host changes: one nftables table "netdev uvs" with a chain per
+// served port, rebuilt in one atomic transaction on every rule change and
+// deleted at stop. No routes, rules, sysctls or addresses change.
+type afpHost struct {
+	d     *Director
+	ps    []*port
+	nb    *neighbours
+	table *nftables.Table
+	local map[conntrack.Addr]bool // the namespace's own addresses
+}
+
+func openAFPacketHost(d *Director) (hostBackend, error) {
+	links, err := servedLinks(d.cfg.Interfaces)
+	if err != nil {
+		return nil, err
+	}
+	h := &afpHost{d: d, table: &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "uvs"}}
+	for _, l := range links {
+		pt, err := openAFPacketPort(l, d.cfg.Workers)
+		if err != nil {
+			h.closePorts()
+			return nil, err
+		}
+		pt.pos = len(h.ps)
+		h.ps = append(h.ps, pt)
+		d.log.Info("serving interface", "io", IOAFPacket, "name", pt.name, "queues", len(pt.queues), "vnet", pt.vnet)
+	}
+	h.nb = newNeighbours(d)
+	d.wg.Add(1)
+	go h.nb.resolver()
+	return h, nil
+}
+
+// servedLinks returns the named links, or every link that is up, not
+// loopback, has an Ethernet address and is not enslaved to a bridge.
+func servedLinks(names []string) ([]netlink.Link, error) {
+	if len(names) > 0 {
+		var out []netlink.Link
+		for _, n := range names {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return nil, fmt.Errorf("interface %s: %w", n, err)
+			}
+			if len(l.Attrs().HardwareAddr) != 6 {
+				return nil, fmt.Errorf("interface %s has no Ethernet address; AF_PACKET mode serves Ethernet interfaces", n)
+			}
+			out = append(out, l)
+		}
+		return out, nil
+	}
+	all, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	var out []netlink.Link
+	for _, l := range all {
+		a := l.Attrs()
+		if a.Flags&net.FlagUp == 0 || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 || a.MasterIndex != 0 {
+			continue
+		}
+		out = append(out, l)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no interface to serve: none is up with an Ethernet address (use --interfaces)")
+	}
+	return out, nil
+}
+
+func (h *afpHost) ports() []*port { return h.ps }
+
+func (h *afpHost) apply(s *snapshot) error {
+	if err := h.nb.resolveAll(s); err != nil {
+		return err
+	}
+	h.local = localAddrs()
+	return h.nftApply(s)
+}
+
+func (h *afpHost) close() error {
+	var errs []error
+	if c, err := nftables.New(); err == nil {
+		c.DelTable(h.table)
+		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete nftables table %s: %w", h.table.Name, err))
+		}
+	}
+	h.closePorts()
+	return errors.Join(errs...)
+}
+
+func (h *afpHost) closePorts() {
+	for _, pt := range h.ps {
+		for _, q := range pt.queues {
+			q.Close()
+		}
+		if pt.dev != nil && !slices.Contains(pt.queues, pt.dev) {
+			pt.dev.Close()
+		}
+	}
+}
+
+// localAddrs returns the namespace's own addresses.
+func localAddrs() map[conntrack.Addr]bool {
+	m := make(map[conntrack.Addr]bool)
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return m
+	}
+	for _, a := range addrs {
+		var ca conntrack.Addr
+		if ip4 := a.IP.To4(); ip4 != nil {
+			setAddr(&ca, ip4)
+		} else {
+			setAddr(&ca, a.IP.To16())
+		}
+		m[ca] = true
+	}
+	return m
+}
+
+// nftApply rebuilds the drop rules in one transaction: the old rules stay
+// until the new ones are in.
+func (h *afpHost) nftApply(s *snapshot) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := c.AddTable(h.table)
+	c.FlushTable(t)
+	var rules [][]expr.Any
+	for k, v := range s.byKey {
+		rules = append(rules, matchDst(k, v.svc.Port == 0)...)
+		if !h.local[k.addr] {
+			// A VIP the kernel does not own must not be routed back out
+			// by it either; everything for it is ours.
+			rules = append(rules, matchAnyTo(k.addr))
+		}
+		for _, ds := range v.svc.Dests {
+			if ds.Fwd == service.FwdMasq {
+				rules = append(rules, matchSrc(conntrack.AddrFrom(ds.Addr), k.proto, ds.Port)...)
+			}
+		}
+	}
+	prio := nftables.ChainPriorityRef(-500)
+	for _, pt := range h.ps {
+		ch := c.AddChain(&nftables.Chain{
+			Name: "in-" + pt.name, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookIngress, Priority: prio, Device: pt.name,
+		})
+		for _, r := range rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), &expr.Verdict{Kind: expr.VerdictDrop})})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("install nftables ingress rules (table netdev %s): %w", h.table.Name, err)
+	}
+	return nil
+}
+
+// Expression helpers. Register 1 holds each loaded field in turn.
+
+func cmpEq(data []byte) expr.Any { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
+
+func etherProto(v6 bool) []expr.Any {
+	p := []byte{0x08, 0x00}
+	if v6 {
+		p = []byte{0x86, 0xdd}
+	}
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}, cmpEq(p)}
+}
+
+func addrMatch(a conntrack.Addr, src bool) []expr.Any {
+	v6 := !a.Netip().Is4()
+	var off, n uint32 = 16, 4 // IPv4 daddr
+	switch {
+	case v6 && src:
+		off, n = 8, 16
+	case v6:
+		off, n = 24, 16
+	case src:
+		off = 12
+	}
+	data := a[12:]
+	if v6 {
+		data = a[:]
+	}
+	return append(etherProto(v6),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		cmpEq(slices.Clone(data)))
+}
+
+func l4(proto uint8) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmpEq([]byte{proto})}
+}
+
+func portMatch(off uint32, p uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		cmpEq(binary.BigEndian.AppendUint16(nil, p)),
+	}
+}
+
+// matchDst matches packets for a virtual service.
+func matchDst(k svcKey, anyPort bool) [][]expr.Any {
+	r := append(addrMatch(k.addr, false), l4(k.proto)...)
+	if !anyPort {
+		r = append(r, portMatch(2, k.port)...)
+	}
+	return [][]expr.Any{r}
+}
+
+func matchAnyTo(a conntrack.Addr) []expr.Any { return addrMatch(a, false) }
+
+// matchSrc matches a NAT real server's replies, and the ICMP errors it
+// sends about its connections.
+func matchSrc(a conntrack.Addr, proto uint8, p uint16) [][]expr.Any {
+	r := append(addrMatch(a, true), l4(proto)...)
+	if p != 0 {
+		r = append(r, portMatch(0, p)...)
+	}
+	out := [][]expr.Any{r}
+	icmp, types := uint8(1), []byte{3, 11, 12} // unreachable, time exceeded, parameter problem
+	if !a.Netip().Is4() {
+		icmp, types = 58, []byte{1, 2, 3, 4}
+	}
+	for _, t := range types {
+		e := append(addrMatch(a, true), l4(icmp)...)
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}, cmpEq([]byte{t}))
+		out = append(out, e)
+	}
+	return out
+}

@@ -1,0 +1,328 @@
+package director
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"uvs/conntrack"
+	"uvs/service"
+)
+
+// tunHost is the TUN backend. Policy routing steers the balanced traffic
+// into a TUN device: packets for a virtual service, and a NAT real
+// server's replies and ICMP errors. The director rewrites them and writes
+// them back into the TUN, and the kernel routes them on. Because the rules
+// come before the kernel's local table, a VIP that is the director's own
+// address is diverted too, so the kernel never answers it with a reset;
+// and because replies are diverted by their source, the kernel never
+// forwards them un-NATed, whatever ip_forward says.
+//
+// Host changes, all undone at stop:
+//   - a TUN device (tunName), up, with the largest MTU of the other links;
+//   - routing table tunTable: default dev tunName (IPv4 and IPv6);
+//   - the local-table rule moved from priority 0 to localPref, so that the
+//     director's rules (rulePref) come first; packets coming out of the TUN
+//     skip the director's rules (priority tunIifPref: iif tunName goto
+//     localPref);
+//   - rules per service (to VIP, protocol, port) and per NAT real server
+//     (from RIP, protocol, port; from RIP, ICMP), lookup tunTable;
+//   - sysctls: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1,
+//     net.ipv4.conf.<tun>.rp_filter=0 and accept_local=1 (replies leave
+//     with the VIP, a local address, as source), and
+//     net.ipv4.conf.all.rp_filter=0 if it was not;
+//   - a VIP that is not one of the host's addresses is added as a /32
+//     (/128) to the interface that routes to it, so the kernel answers
+//     ARP/NDP for it.
+type tunHost struct {
+	d       *Director
+	pt      *port
+	link    netlink.Link
+	rules   map[string]netlink.Rule
+	moved   []int // families whose local rule was moved
+	sysctls []sysctlChange
+	addrs   map[netip.Addr]addedAddr
+	routes  []netlink.Route
+}
+
+const (
+	tunName    = "uvs0"
+	tunTable   = 0x757673 // "uvs"
+	tunIifPref = 80
+	rulePref   = 90
+	localPref  = 100
+)
+
+type sysctlChange struct{ path, old string }
+
+type addedAddr struct {
+	link netlink.Link
+	addr *netlink.Addr
+}
+
+func openTUNHost(d *Director) (hb hostBackend, err error) {
+	h := &tunHost{d: d, rules: make(map[string]netlink.Rule), addrs: make(map[netip.Addr]addedAddr)}
+	defer func() {
+		if err != nil {
+			h.close()
+		}
+	}()
+	mtu := 1500
+	if links, err := netlink.LinkList(); err == nil {
+		for _, l := range links {
+			if a := l.Attrs(); a.Flags&net.FlagLoopback == 0 && a.MTU > mtu {
+				mtu = a.MTU
+			}
+		}
+	}
+	pt, err := openTUNPort(tunName, mtu, d.cfg.Workers)
+	if err != nil {
+		return nil, err
+	}
+	h.pt = pt
+	l, err := netlink.LinkByName(tunName)
+	if err != nil {
+		return nil, fmt.Errorf("tun %s: %w", tunName, err)
+	}
+	h.link = l
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("tun %s up: %w", tunName, err)
+	}
+	for _, kv := range [][2]string{
+		{"net/ipv4/ip_forward", "1"},
+		{"net/ipv6/conf/all/forwarding", "1"},
+		{"net/ipv4/conf/" + tunName + "/rp_filter", "0"},
+		{"net/ipv4/conf/" + tunName + "/accept_local", "1"},
+		{"net/ipv4/conf/all/rp_filter", "0"},
+	} {
+		if err := h.sysctl(kv[0], kv[1]); err != nil {
+			return nil, err
+		}
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		r := netlink.Route{LinkIndex: l.Attrs().Index, Table: tunTable, Family: fam}
+		if fam == netlink.FAMILY_V4 {
+			r.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		} else {
+			r.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
+		if err := netlink.RouteReplace(&r); err != nil {
+			return nil, fmt.Errorf("route default dev %s table %d: %w", tunName, tunTable, err)
+		}
+		h.routes = append(h.routes, r)
+		if err := h.moveLocal(fam); err != nil {
+			return nil, err
+		}
+		skip := netlink.NewRule()
+		skip.Family, skip.Priority, skip.IifName, skip.Goto = fam, tunIifPref, tunName, localPref
+		if err := h.addRule("iif-"+fmt.Sprint(fam), *skip); err != nil {
+			return nil, err
+		}
+	}
+	d.log.Info("serving through TUN", "io", IOTUN, "name", tunName, "queues", len(pt.queues), "mtu", mtu)
+	return h, nil
+}
+
+func (h *tunHost) ports() []*port { return []*port{h.pt} }
+
+// sysctl sets a value and remembers the old one, if it differs.
+func (h *tunHost) sysctl(key, val string) error {
+	path := "/proc/sys/" + key
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	o := strings.TrimSpace(string(old))
+	if o == val {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(val), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, val, err)
+	}
+	h.sysctls = append(h.sysctls, sysctlChange{path, o})
+	return nil
+}
+
+// moveLocal moves the local-table rule from priority 0 to localPref.
+func (h *tunHost) moveLocal(fam int) error {
+	r := netlink.NewRule()
+	r.Family, r.Table, r.Priority = fam, unix.RT_TABLE_LOCAL, localPref
+	if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add local rule at priority %d: %w", localPref, err)
+	}
+	h.moved = append(h.moved, fam)
+	old := netlink.NewRule()
+	old.Family, old.Table, old.Priority = fam, unix.RT_TABLE_LOCAL, 0
+	if err := netlink.RuleDel(old); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("move local rule from priority 0: %w", err)
+	}
+	return nil
+}
+
+func (h *tunHost) addRule(key string, r netlink.Rule) error {
+	if err := netlink.RuleAdd(&r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add rule %s: %w", key, err)
+	}
+	h.rules[key] = r
+	return nil
+}
+
+// apply installs the rules of s, then removes the ones s no longer needs.
+func (h *tunHost) apply(s *snapshot) error {
+	want := make(map[string]netlink.Rule)
+	for k, v := range s.byKey {
+		r := netlink.NewRule()
+		r.Family, r.Priority, r.Table = family(k.addr), rulePref, tunTable
+		r.Dst = hostNet(k.addr)
+		r.IPProto = int(k.proto)
+		if k.port != 0 {
+			r.Dport = netlink.NewRulePortRange(k.port, k.port)
+		}
+		want[fmt.Sprintf("to %v %d %d", k.addr.Netip(), k.proto, k.port)] = *r
+		for _, ds := range v.svc.Dests {
+			if ds.Fwd != service.FwdMasq {
+				continue
+			}
+			a := conntrack.AddrFrom(ds.Addr)
+			r := netlink.NewRule()
+			r.Family, r.Priority, r.Table = family(a), rulePref, tunTable
+			r.Src = hostNet(a)
+			r.IPProto = int(k.proto)
+			if ds.Port != 0 {
+				r.Sport = netlink.NewRulePortRange(ds.Port, ds.Port)
+			}
+			want[fmt.Sprintf("from %v %d %d", ds.Addr, k.proto, ds.Port)] = *r
+			ic := netlink.NewRule()
+			ic.Family, ic.Priority, ic.Table = family(a), rulePref, tunTable
+			ic.Src = hostNet(a)
+			ic.IPProto = unix.IPPROTO_ICMP
+			if ds.Addr.Is6() {
+				ic.IPProto = unix.IPPROTO_ICMPV6
+			}
+			want[fmt.Sprintf("from %v icmp", ds.Addr)] = *ic
+		}
+	}
+	var added []string
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if _, ok := h.rules[k]; ok {
+			continue
+		}
+		if err := h.addRule(k, want[k]); err != nil {
+			for _, a := range added {
+				r := h.rules[a]
+				netlink.RuleDel(&r)
+				delete(h.rules, a)
+			}
+			return err
+		}
+		added = append(added, k)
+	}
+	for k, r := range h.rules {
+		if strings.HasPrefix(k, "iif-") {
+			continue
+		}
+		if _, ok := want[k]; !ok {
+			netlink.RuleDel(&r)
+			delete(h.rules, k)
+		}
+	}
+	return h.vipAddrs(s)
+}
+
+// vipAddrs makes every VIP an address of the host, adding the missing ones
+// and removing those it added that are no longer VIPs.
+func (h *tunHost) vipAddrs(s *snapshot) error {
+	local := localAddrs()
+	want := make(map[netip.Addr]bool)
+	for a := range s.vips {
+		ip := a.Netip()
+		want[ip] = true
+		if _, ours := h.addrs[ip]; ours || local[a] {
+			continue
+		}
+		routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
+		if err != nil || len(routes) == 0 {
+			return fmt.Errorf("VIP %s: no route to find its interface: %v", ip, err)
+		}
+		l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+		if err != nil {
+			return fmt.Errorf("VIP %s: %w", ip, err)
+		}
+		na := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}}
+		if ip.Is6() {
+			na.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(l, na); err != nil {
+			return fmt.Errorf("add VIP %s to %s: %w", ip, l.Attrs().Name, err)
+		}
+		h.addrs[ip] = addedAddr{l, na}
+	}
+	for ip, a := range h.addrs {
+		if !want[ip] {
+			netlink.AddrDel(a.link, a.addr)
+			delete(h.addrs, ip)
+		}
+	}
+	return nil
+}
+
+func (h *tunHost) close() error {
+	var errs []error
+	for k, r := range h.rules {
+		if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete rule %s: %w", k, err))
+		}
+	}
+	for _, fam := range h.moved {
+		r := netlink.NewRule()
+		r.Family, r.Table, r.Priority = fam, unix.RT_TABLE_LOCAL, 0
+		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("restore local rule: %w", err))
+			continue
+		}
+		r.Priority = localPref
+		netlink.RuleDel(r)
+	}
+	for _, r := range h.routes {
+		netlink.RouteDel(&r)
+	}
+	for _, a := range h.addrs {
+		netlink.AddrDel(a.link, a.addr)
+	}
+	for i := len(h.sysctls) - 1; i >= 0; i-- {
+		c := h.sysctls[i]
+		if err := os.WriteFile(c.path, []byte(c.old), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s: %w", c.path, err))
+		}
+	}
+	if h.pt != nil {
+		for _, q := range h.pt.queues {
+			q.Close()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func family(a conntrack.Addr) int {
+	if a.Netip().Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+func hostNet(a conntrack.Addr) *net.IPNet {
+	ip := a.Netip()
+	return &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}
+}

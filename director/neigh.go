@@ -1,0 +1,338 @@
+package director
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"uvs/conntrack"
+	"uvs/link"
+	"uvs/packet"
+)
+
+// nexthop is where frames for one real server go on an Ethernet port: the
+// port and the link-layer address of the server or of the gateway towards
+// it. The address is learned from the kernel's neighbour table or from
+// ARP/NDP answers the workers see, and may change under the workers' feet.
+type nexthop struct {
+	port   *port
+	ip     netip.Addr
+	mac    atomic.Uint64 // bit 48 set when valid; the address in the low 48 bits
+	kicked atomic.Int64  // last resolution request, unix nanoseconds
+	kick_  chan<- *nexthop
+}
+
+const macValid = 1 << 48
+
+func (n *nexthop) get() ([6]byte, bool) {
+	v := n.mac.Load()
+	var m [6]byte
+	for i := range 6 {
+		m[i] = byte(v >> (8 * (5 - i)))
+	}
+	return m, v&macValid != 0
+}
+
+func (n *nexthop) set(m []byte) {
+	var v uint64 = macValid
+	for i := range 6 {
+		v |= uint64(m[i]) << (8 * (5 - i))
+	}
+	n.mac.Store(v)
+}
+
+// kick asks the resolver for the address, at most once a second.
+func (n *nexthop) kick() {
+	now := time.Now().UnixNano()
+	last := n.kicked.Load()
+	if now-last < int64(time.Second) || !n.kicked.CompareAndSwap(last, now) {
+		return
+	}
+	select {
+	case n.kick_ <- n:
+	default:
+	}
+}
+
+type nhKey struct {
+	ifindex int
+	ip      netip.Addr
+}
+
+// neighbours keeps the next hops of real servers on Ethernet ports.
+type neighbours struct {
+	d     *Director
+	byKey map[nhKey]*nexthop // guarded by d.mu
+	kick  chan *nexthop
+}
+
+func newNeighbours(d *Director) *neighbours {
+	return &neighbours{d: d, byKey: make(map[nhKey]*nexthop), kick: make(chan *nexthop, 256)}
+}
+
+// resolveAll builds s.nh for every real server of s and makes sure each
+// next hop is known, waiting up to a second for ARP/NDP answers so that
+// the first connection after `ipvsadm -a` already finds it.
+func (nb *neighbours) resolveAll(s *snapshot) error {
+	var pending []*nexthop
+	for _, v := range s.byKey {
+		for _, ds := range v.svc.Dests {
+			nh, err := nb.nexthopFor(ds.Addr)
+			if err != nil {
+				return fmt.Errorf("real server %s: %w", ds.Addr, err)
+			}
+			id := ds.ID()
+			for int(id) >= len(s.nh) {
+				s.nh = append(s.nh, nil)
+			}
+			s.nh[id] = nh
+			a := conntrack.AddrFrom(nh.ip)
+			s.nhByIP[a] = append(s.nhByIP[a], nh)
+			if _, ok := nh.get(); !ok {
+				pending = append(pending, nh)
+			}
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	// Workers learn answers only through the published snapshot; until
+	// then learn here from the kernel's table, which sees the same ARP.
+	for _, nh := range pending {
+		nb.request(nh)
+	}
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		done := true
+		for _, nh := range pending {
+			if _, ok := nh.get(); !ok {
+				nb.fromKernel(nh)
+			}
+			if _, ok := nh.get(); !ok {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// nexthopFor finds (or makes) the next hop towards addr through the
+// routing table.
+func (nb *neighbours) nexthopFor(addr netip.Addr) (*nexthop, error) {
+	routes, err := netlink.RouteGet(net.IP(addr.AsSlice()))
+	if err != nil || len(routes) == 0 {
+		return nil, fmt.Errorf("no route: %v", err)
+	}
+	r := routes[0]
+	pt := nb.d.portByIndex(r.LinkIndex)
+	if pt == nil {
+		name := fmt.Sprint(r.LinkIndex)
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		return nil, fmt.Errorf("routed via %s, which this director does not serve", name)
+	}
+	ip := addr
+	if r.Gw != nil {
+		if g, ok := netip.AddrFromSlice(r.Gw); ok {
+			ip = g.Unmap()
+		}
+	}
+	k := nhKey{pt.index, ip}
+	if nh := nb.byKey[k]; nh != nil {
+		return nh, nil
+	}
+	nh := &nexthop{port: pt, ip: ip, kick_: nb.kick}
+	nb.fromKernel(nh)
+	nb.byKey[k] = nh
+	return nh, nil
+}
+
+// fromKernel takes the address from the kernel's neighbour table if it
+// has a usable entry.
+func (nb *neighbours) fromKernel(nh *nexthop) {
+	fam := netlink.FAMILY_V4
+	if nh.ip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	list, err := netlink.NeighList(nh.port.index, fam)
+	if err != nil {
+		return
+	}
+	for _, n := range list {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || ip.Unmap() != nh.ip || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		if n.State&(unix.NUD_REACHABLE|unix.NUD_STALE|unix.NUD_DELAY|unix.NUD_PROBE|unix.NUD_PERMANENT|unix.NUD_NOARP) != 0 {
+			nh.set(n.HardwareAddr)
+		}
+	}
+}
+
+// request sends an ARP request or neighbour solicitation for nh.
+func (nb *neighbours) request(nh *nexthop) {
+	pt := nh.port
+	src, ok := portAddr(pt.index, nh.ip)
+	if !ok {
+		return
+	}
+	buf := make([]byte, headroom+link.VnetHdrLen+128)
+	off := headroom
+	if pt.vnet {
+		off += link.VnetHdrLen
+	}
+	var n int
+	if nh.ip.Is4() {
+		n = packet.BuildARPRequest(buf[off:], pt.mac, src.AsSlice(), nh.ip.AsSlice())
+	} else {
+		n = packet.BuildNeighborSolicit(buf[off:], pt.mac, src.AsSlice(), nh.ip.AsSlice())
+	}
+	if n == 0 {
+		return
+	}
+	if _, err := pt.dev.Write([][]byte{buf[:off+n]}, headroom); err != nil {
+		nb.d.log.Debug("neighbour request", "port", pt.name, "ip", nh.ip, "err", err)
+	}
+}
+
+// portAddr picks the port's own address to ask from, in ip's family.
+func portAddr(ifindex int, ip netip.Addr) (netip.Addr, bool) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	fam := netlink.FAMILY_V4
+	if ip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(l, fam)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	var fallback netip.Addr
+	for _, a := range addrs {
+		p, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		p = p.Unmap()
+		ones, _ := a.Mask.Size()
+		if netip.PrefixFrom(p, ones).Masked().Contains(ip) {
+			return p, true
+		}
+		if !fallback.IsValid() {
+			fallback = p
+		}
+	}
+	return fallback, fallback.IsValid()
+}
+
+// resolver answers kicks and refreshes every next hop now and then, so a
+// server that changed its link-layer address is followed.
+func (nb *neighbours) resolver() {
+	defer nb.d.wg.Done()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-nb.d.stop:
+			return
+		case nh := <-nb.kick:
+			nb.fromKernel(nh)
+			if _, ok := nh.get(); !ok {
+				nb.request(nh)
+			}
+		case <-t.C:
+			nb.d.mu.Lock()
+			all := make([]*nexthop, 0, len(nb.byKey))
+			for _, nh := range nb.byKey {
+				all = append(all, nh)
+			}
+			nb.d.mu.Unlock()
+			for _, nh := range all {
+				nb.request(nh)
+			}
+		}
+	}
+}
+
+// arp answers ARP requests for virtual addresses and learns next hops
+// from any ARP packet they send.
+func (w *worker) arp(s *snapshot) {
+	p := &w.p
+	a := p.Buf[p.L3:]
+	if len(a) < 28 {
+		return
+	}
+	op := uint16(a[6])<<8 | uint16(a[7])
+	var sender, target conntrack.Addr
+	setAddr(&sender, a[14:18])
+	setAddr(&target, a[24:28])
+	for _, nh := range s.nhByIP[sender] {
+		if nh.port == w.in {
+			nh.set(a[8:14])
+		}
+	}
+	if op == 1 && s.vips[target] {
+		b := w.scratch()
+		if b == nil {
+			return
+		}
+		off := headroom
+		if w.in.vnet {
+			clear(b[off : off+link.VnetHdrLen])
+			off += link.VnetHdrLen
+		}
+		if n := packet.BuildARPReply(b[off:], p, w.in.mac); n > 0 {
+			w.send(w.in, b[:off+n])
+		}
+	}
+}
+
+// ndp answers neighbour solicitations for virtual addresses and learns
+// next hops from advertisements.
+func (w *worker) ndp(s *snapshot) {
+	p := &w.p
+	if p.L4 < 0 || len(p.Buf) < p.L4+24 {
+		return
+	}
+	var target conntrack.Addr
+	copy(target[:], p.Buf[p.L4+8:p.L4+24])
+	if p.ICMPType == packet.ICMPv6NeighborAdvert {
+		var src conntrack.Addr
+		setAddr(&src, p.Src())
+		for _, key := range [2]conntrack.Addr{target, src} {
+			for _, nh := range s.nhByIP[key] {
+				if nh.port == w.in && p.L2 >= 0 {
+					nh.set(p.Buf[p.L2+6 : p.L2+12])
+				}
+			}
+		}
+		return
+	}
+	if !s.vips[target] || !w.in.ether {
+		return
+	}
+	b := w.scratch()
+	if b == nil {
+		return
+	}
+	off := headroom
+	if w.in.vnet {
+		clear(b[off : off+link.VnetHdrLen])
+		off += link.VnetHdrLen
+	}
+	if n := packet.BuildNeighborAdvert(b[off:], p, w.in.mac); n > 0 {
+		w.send(w.in, b[:off+n])
+	}
+}

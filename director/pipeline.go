@@ -1,0 +1,448 @@
+package director
+
+import (
+	"errors"
+
+	"uvs/conntrack"
+	"uvs/forward/nat"
+	"uvs/link"
+	"uvs/packet"
+	"uvs/scheduler"
+	"uvs/service"
+)
+
+// The pipeline, in the order a packet meets it:
+//
+//  1. worker.run: a batch of frames is read from one queue of one port.
+//  2. worker.frame: the virtio-net header (if any) and the frame are
+//     parsed; malformed frames are counted by reason and dropped.
+//  3. ARP and NDP for a virtual address are answered; answers from next
+//     hops are learned (neigh.go).
+//  4. worker.ip: the connection is looked up by its tuple in either
+//     direction; a first packet for a virtual service is scheduled and
+//     inserted; ICMP errors are matched through the packet they quote.
+//  5. The NAT rewrite (forward/nat) and, on Ethernet ports, the new
+//     link-layer header for the next hop.
+//  6. worker.flush: every port's pending frames are written in one batch.
+
+const (
+	headroom = 64 // room to prepend an outer header in place (tunnels)
+	maxFrame = 65535 + 14
+	bufSize  = headroom + link.VnetHdrLen + maxFrame
+	scratchN = 8 // generated replies (ARP, ICMP) per batch
+)
+
+// port is one device the director serves.
+type port struct {
+	dev    link.Device   // for writes from any worker
+	queues []link.Device // one reader per worker
+	index  int           // interface index
+	name   string
+	mac    [6]byte
+	ether  bool
+	vnet   bool
+	pos    int // position in Director.ports
+}
+
+// worker reads one queue of one port and handles what it reads.
+type worker struct {
+	d    *Director
+	id   int
+	in   *port
+	q    link.Device
+	bufs [][]byte
+	lens []int
+	pend [][][]byte // per port: frames to write, sliced from bufs or scratch
+	scr  [][]byte
+	nscr int
+
+	p    packet.Parsed
+	tp   conntrack.Tuple
+	c    conntrack.Conn
+	flow scheduler.Flow
+	vh   link.VnetHdr
+	tk   conntrack.TemplateKey
+	tmpl conntrack.TemplateRef // the template pick used, if any
+}
+
+func (d *Director) startWorkers() {
+	id := 0
+	for _, pt := range d.ports {
+		for _, q := range pt.queues {
+			w := &worker{d: d, id: id, in: pt, q: q}
+			id++
+			n := q.BatchSize()
+			w.bufs = make([][]byte, n)
+			for i := range w.bufs {
+				w.bufs[i] = make([]byte, bufSize)
+			}
+			w.lens = make([]int, n)
+			w.pend = make([][][]byte, len(d.ports))
+			for i := range w.pend {
+				w.pend[i] = make([][]byte, 0, n+scratchN)
+			}
+			w.scr = make([][]byte, scratchN)
+			for i := range w.scr {
+				w.scr[i] = make([]byte, headroom+link.VnetHdrLen+2048)
+			}
+			d.wg.Add(1)
+			go w.run()
+		}
+	}
+}
+
+func (w *worker) run() {
+	defer w.d.wg.Done()
+	for {
+		n, err := w.q.Read(w.bufs, w.lens, headroom)
+		if err != nil {
+			select {
+			case <-w.d.stop:
+			default:
+				w.d.log.Error("read failed; worker stops", "port", w.in.name, "err", err)
+			}
+			return
+		}
+		s := w.d.snap.Load()
+		w.nscr = 0
+		for i := 0; i < n; i++ {
+			w.frame(s, w.bufs[i][:headroom+w.lens[i]])
+		}
+		w.flush()
+	}
+}
+
+// flush writes every port's pending frames.
+func (w *worker) flush() {
+	for i, fr := range w.pend {
+		if len(fr) == 0 {
+			continue
+		}
+		pt := w.d.ports[i]
+		if _, err := pt.dev.Write(fr, headroom); err != nil {
+			w.d.log.Debug("write", "port", pt.name, "err", err)
+		}
+		clear(fr)
+		w.pend[i] = fr[:0]
+	}
+}
+
+// send queues buf (headroom included) for pt.
+func (w *worker) send(pt *port, buf []byte) {
+	w.pend[pt.pos] = append(w.pend[pt.pos], buf)
+}
+
+// scratch returns a buffer for a generated reply, or nil when the batch
+// has used them all (the reply is then skipped; it is best effort).
+func (w *worker) scratch() []byte {
+	if w.nscr == len(w.scr) {
+		return nil
+	}
+	b := w.scr[w.nscr]
+	w.nscr++
+	return b
+}
+
+// frame handles one frame; buf is headroom + [vnet header] + packet.
+func (w *worker) frame(s *snapshot, buf []byte) {
+	d := w.d
+	pkt := buf[headroom:]
+	partial := false
+	if w.in.vnet {
+		if len(pkt) < link.VnetHdrLen {
+			d.drops[packet.TooShort].Add(1)
+			return
+		}
+		w.vh.Decode(pkt)
+		partial = w.vh.Flags&link.VnetHdrFNeedsCsum != 0
+		pkt = pkt[link.VnetHdrLen:]
+	}
+	p := &w.p
+	if r := p.Decode(pkt, w.in.ether); r != 0 {
+		d.drops[r].Add(1)
+		return
+	}
+	switch {
+	case p.EtherType == packet.EtherTypeARP:
+		w.arp(s)
+		return
+	case p.IPVersion == 0:
+		return
+	case p.Proto == packet.ProtoICMPv6 && (p.ICMPType == packet.ICMPv6NeighborSolicit || p.ICMPType == packet.ICMPv6NeighborAdvert):
+		w.ndp(s)
+		return
+	}
+	if p.Inner.L3 >= 0 {
+		w.icmpError(s, buf, partial)
+		return
+	}
+	if p.Fragment {
+		// Only first fragments carry ports; IPVS does not balance the
+		// rest without reassembly either. Leave them to the kernel.
+		w.passThrough(buf)
+		return
+	}
+	w.ip(s, buf, partial)
+}
+
+// tuple fills w.tp from the packet's own addresses and ports.
+func (w *worker) tuple() {
+	p := &w.p
+	w.tp = conntrack.Tuple{SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto}
+	setAddr(&w.tp.Src, p.Src())
+	setAddr(&w.tp.Dst, p.Dst())
+}
+
+// setAddr stores a 4- or 16-byte address in the table's form.
+func setAddr(a *conntrack.Addr, b []byte) {
+	if len(b) == 4 {
+		*a = conntrack.Addr{10: 0xff, 11: 0xff}
+		copy(a[12:], b)
+		return
+	}
+	copy(a[:], b)
+}
+
+// addrBytes returns a's bytes in the family of the packet being rewritten.
+func addrBytes(a *conntrack.Addr, v4 bool) []byte {
+	if v4 {
+		return a[12:16]
+	}
+	return a[:]
+}
+
+func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
+	d := w.d
+	p := &w.p
+	if p.Proto != service.TCP && p.Proto != service.UDP {
+		w.passThrough(buf)
+		return
+	}
+	w.tuple()
+	dir, ok := d.ct.Lookup(&w.tp, p.TCPFlags, &w.c)
+	if !ok {
+		w.newConn(s, buf, partial)
+		return
+	}
+	c := &w.c
+	st := d.reg.Get(c.Dest)
+	v := s.svc(c.Svc)
+	if st == nil || st.Gone() || v == nil {
+		// The real server or its service was deleted: its connections
+		// stop, as in IPVS.
+		d.ct.Remove(&w.tp)
+		return
+	}
+	v4 := p.IPVersion == 4
+	size := uint64(len(p.Buf) - p.L3)
+	if dir == conntrack.Orig {
+		if !w.ttlOK() {
+			return
+		}
+		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
+		st.Stats.AddIn(w.id, 1, size)
+		v.svc.Stats.AddIn(w.id, 1, size)
+		w.toServer(s, buf, c.Dest)
+		return
+	}
+	if !w.ttlOK() {
+		return
+	}
+	nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
+	st.Stats.AddOut(w.id, 1, size)
+	v.svc.Stats.AddOut(w.id, 1, size)
+	w.toClient(buf, c)
+}
+
+// ttlOK drops a packet whose TTL or hop limit would run out here.
+func (w *worker) ttlOK() bool {
+	if w.p.TTL() <= 1 {
+		w.d.ttl.Add(1)
+		return false
+	}
+	return true
+}
+
+// newConn handles a packet that belongs to no connection.
+func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
+	d := w.d
+	p := &w.p
+	v := s.service(p.Proto, w.tp.Dst, p.DstPort)
+	if v == nil {
+		w.passThrough(buf)
+		return
+	}
+	if p.Proto == service.TCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn {
+		// Only a SYN opens a TCP connection; anything else for a
+		// connection we do not know is dropped (IPVS leaves it to the
+		// local stack, which would answer with a reset).
+		d.noConn.Add(1)
+		return
+	}
+	dest := w.pick(v)
+	if dest == nil {
+		d.noDest.Add(1)
+		w.unreachable()
+		return
+	}
+	c := &w.c
+	*c = conntrack.Conn{
+		Proto:  p.Proto,
+		Client: w.tp.Src, CPort: p.SrcPort,
+		VAddr: w.tp.Dst, VPort: p.DstPort,
+		DPort: dest.Port,
+		Svc:   v.id,
+		Dest:  dest.ID(),
+		Fwd:   uint8(dest.Fwd),
+		Tmpl:  w.tmpl,
+	}
+	if c.DPort == 0 {
+		c.DPort = p.DstPort // port-zero service: the packet's own port
+	}
+	c.DAddr = conntrack.AddrFrom(dest.Addr)
+	if w.in.ether {
+		copy(c.PeerMAC[:], p.Buf[p.L2+6:p.L2+12])
+	}
+	c.PeerIf = int32(w.in.index)
+	if err := d.ct.Insert(c, p.TCPFlags); err != nil {
+		if errors.Is(err, conntrack.ErrFull) {
+			d.full.Add(1)
+		}
+		return
+	}
+	dest.Stats.AddConn(w.id)
+	v.svc.Stats.AddConn(w.id)
+	if !w.ttlOK() {
+		return
+	}
+	size := uint64(len(p.Buf) - p.L3)
+	nat.DNAT(p, addrBytes(&c.DAddr, p.IPVersion == 4), c.DPort, partial)
+	dest.Stats.AddIn(w.id, 1, size)
+	v.svc.Stats.AddIn(w.id, 1, size)
+	w.toServer(s, buf, c.Dest)
+}
+
+// pick schedules a new connection, through the persistence template when
+// the service is persistent.
+func (w *worker) pick(v *vsvc) *service.Dest {
+	p := &w.p
+	w.flow = scheduler.Flow{Proto: p.Proto, SrcPort: p.SrcPort, DstPort: p.DstPort,
+		Src: w.tp.Src.Netip(), Dst: w.tp.Dst.Netip()}
+	w.tmpl = 0
+	if v.svc.Persistent {
+		return w.persistent(v)
+	}
+	return v.sched.Schedule(&w.flow)
+}
+
+// icmpError forwards an ICMP error about a tracked connection, rewritten.
+func (w *worker) icmpError(s *snapshot, buf []byte, partial bool) {
+	d := w.d
+	p := &w.p
+	in := &p.Inner
+	// The quoted packet went the other way: swap it to get the tuple of
+	// the direction this error travels.
+	w.tp = conntrack.Tuple{SrcPort: in.DstPort, DstPort: in.SrcPort, Proto: in.Proto}
+	setAddr(&w.tp.Src, p.InnerDst())
+	setAddr(&w.tp.Dst, p.InnerSrc())
+	dir, ok := d.ct.Peek(&w.tp, &w.c)
+	if !ok {
+		w.passThrough(buf)
+		return
+	}
+	c := &w.c
+	v4 := p.IPVersion == 4
+	if !w.ttlOK() {
+		return
+	}
+	if dir == conntrack.Orig {
+		nat.ICMPToServer(p, addrBytes(&c.DAddr, v4), c.DPort)
+		w.toServer(s, buf, c.Dest)
+		return
+	}
+	nat.ICMPToClient(p, addrBytes(&c.VAddr, v4), c.VPort)
+	w.toClient(buf, c)
+}
+
+// unreachable answers the current packet with ICMP port unreachable from
+// the virtual address, as IPVS does when a service has no server.
+func (w *worker) unreachable() {
+	b := w.scratch()
+	if b == nil {
+		return
+	}
+	off := headroom
+	if w.in.vnet {
+		clear(b[off : off+link.VnetHdrLen])
+		off += link.VnetHdrLen
+	}
+	n := packet.BuildUnreachable(b[off:], &w.p)
+	if n == 0 {
+		return
+	}
+	w.send(w.in, b[:off+n])
+}
+
+// toServer sends a rewritten packet to a real server.
+func (w *worker) toServer(s *snapshot, buf []byte, dest uint32) {
+	if !w.in.ether {
+		w.send(w.in, buf) // TUN: the kernel routes it
+		return
+	}
+	var nh *nexthop
+	if int(dest) < len(s.nh) {
+		nh = s.nh[dest]
+	}
+	if nh == nil {
+		w.d.noNeigh.Add(1)
+		return
+	}
+	mac, ok := nh.get()
+	if !ok {
+		w.d.noNeigh.Add(1)
+		nh.kick()
+		return
+	}
+	w.setEther(buf, nh.port, mac)
+	w.send(nh.port, buf)
+}
+
+// toClient sends a rewritten packet back the way its connection came.
+func (w *worker) toClient(buf []byte, c *conntrack.Conn) {
+	if !w.in.ether {
+		w.send(w.in, buf)
+		return
+	}
+	pt := w.d.portByIndex(int(c.PeerIf))
+	if pt == nil {
+		return
+	}
+	w.setEther(buf, pt, c.PeerMAC)
+	w.send(pt, buf)
+}
+
+// setEther rewrites the Ethernet addresses for the next hop.
+func (w *worker) setEther(buf []byte, pt *port, dst [6]byte) {
+	e := w.p.Buf[w.p.L2:]
+	copy(e[0:6], dst[:])
+	copy(e[6:12], pt.mac[:])
+	_ = buf
+}
+
+// passThrough is for packets that are not ours. On AF_PACKET the kernel
+// has its own copy and acts on it; on TUN only diverted traffic arrives,
+// and what is not ours goes back to the kernel unchanged.
+func (w *worker) passThrough(buf []byte) {
+	if !w.in.ether {
+		w.send(w.in, buf)
+	}
+}
+
+func (d *Director) portByIndex(idx int) *port {
+	for _, pt := range d.ports {
+		if pt.index == idx {
+			return pt
+		}
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package director
+
+import (
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+
+	"uvs/link"
+)
+
+// openAFPacketPort opens one AF_PACKET socket per worker on l, all in one
+// fanout group so that a flow stays with one worker.
+func openAFPacketPort(l netlink.Link, workers int) (*port, error) {
+	name := l.Attrs().Name
+	first, err := link.OpenAFPacket(name, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	pt := &port{dev: first, queues: []link.Device{first}, index: first.Index(), name: name,
+		mac: first.MAC(), ether: first.Ethernet(), vnet: first.VnetHdr()}
+	for len(pt.queues) < workers {
+		q, err := first.OpenQueue()
+		if err != nil {
+			for _, q := range pt.queues {
+				q.Close()
+			}
+			return nil, fmt.Errorf("open %s queue %d: %w", name, len(pt.queues), err)
+		}
+		pt.queues = append(pt.queues, q)
+	}
+	return pt, nil
+}
+
+// openTUNPort creates the TUN device with one queue per worker.
+func openTUNPort(name string, mtu, workers int) (*port, error) {
+	first, err := link.OpenTUN(name, &link.TUNConfig{MTU: mtu, MultiQueue: workers > 1})
+	if err != nil {
+		return nil, fmt.Errorf("create tun %s: %w", name, err)
+	}
+	pt := &port{dev: first, queues: []link.Device{first}, index: first.Index(), name: first.Name(),
+		ether: false, vnet: first.VnetHdr()}
+	for len(pt.queues) < workers {
+		q, err := first.OpenQueue()
+		if err != nil {
+			for _, q := range pt.queues {
+				q.Close()
+			}
+			return nil, fmt.Errorf("open %s queue %d: %w", name, len(pt.queues), err)
+		}
+		pt.queues = append(pt.queues, q)
+	}
+	return pt, nil
+}

@@ -1,0 +1,146 @@
+package director
+
+import (
+	"fmt"
+	"net/netip"
+
+	"uvs/conntrack"
+	"uvs/scheduler"
+	"uvs/service"
+)
+
+// snapshot is the packet workers' read-only view of the rule table. It is
+// built by the control plane and swapped in whole; workers never lock.
+type snapshot struct {
+	conf  *service.Config
+	byKey map[svcKey]*vsvc
+	byID  []*vsvc // by service ID (conntrack.Conn.Svc)
+	// vips are the virtual addresses, answered for in ARP/NDP.
+	vips map[conntrack.Addr]bool
+	// nh is each real server's next hop by DestState ID (AF_PACKET only).
+	nh []*nexthop
+	// nhByIP finds the next hops a learned ARP/NDP answer belongs to.
+	nhByIP map[conntrack.Addr][]*nexthop
+}
+
+type svcKey struct {
+	addr  conntrack.Addr
+	port  uint16
+	proto uint8
+}
+
+// vsvc is a virtual service as the workers use it.
+type vsvc struct {
+	id    uint32
+	svc   *service.Service
+	sched scheduler.Scheduler
+	dests []*service.Dest // by position, for templates
+}
+
+func (s *snapshot) service(proto uint8, addr conntrack.Addr, port uint16) *vsvc {
+	if v := s.byKey[svcKey{addr, port, proto}]; v != nil {
+		return v
+	}
+	// A port-zero (persistent) service takes every port of its address.
+	return s.byKey[svcKey{addr, 0, proto}]
+}
+
+func (s *snapshot) svc(id uint32) *vsvc {
+	if int(id) < len(s.byID) {
+		return s.byID[id]
+	}
+	return nil
+}
+
+// compile checks c for what this director supports and builds its snapshot.
+// Called with d.mu held.
+func (d *Director) compile(c *service.Config) (*snapshot, error) {
+	s := &snapshot{
+		conf:   c,
+		byKey:  make(map[svcKey]*vsvc),
+		vips:   make(map[conntrack.Addr]bool),
+		nhByIP: make(map[conntrack.Addr][]*nexthop),
+	}
+	maxID := uint32(0)
+	for _, sv := range c.Services {
+		if err := d.check(sv); err != nil {
+			return nil, err
+		}
+		se, ok := d.scheds[sv.Stats]
+		if !ok || se.name != sv.Scheduler || se.flags != sv.Flags {
+			sch, err := scheduler.New(sv.Scheduler, sv.Flags, nil)
+			if err != nil {
+				return nil, err
+			}
+			se = schedEntry{sv.Scheduler, sv.Flags, sch}
+		}
+		id, ok := d.svcID[sv.Stats]
+		if !ok {
+			d.nextS++
+			id = d.nextS
+		}
+		v := &vsvc{id: id, svc: sv, sched: se.s, dests: sv.Dests}
+		a := conntrack.AddrFrom(sv.Addr)
+		s.byKey[svcKey{a, sv.Port, sv.Proto}] = v
+		s.vips[a] = true
+		maxID = max(maxID, id)
+	}
+	s.byID = make([]*vsvc, maxID+1)
+	for _, v := range s.byKey {
+		s.byID[v.id] = v
+	}
+	for _, v := range s.byKey {
+		for _, ds := range v.svc.Dests {
+			d.reg.Register(ds.DestState) // next hops are kept by ID
+		}
+	}
+	return s, nil
+}
+
+// adopt records what a published snapshot uses: service IDs, schedulers
+// (handed their new server lists only now, so a refused change leaves them
+// alone), thresholds and rate tracking. Called with d.mu held.
+func (d *Director) adopt(s *snapshot) {
+	for _, v := range s.byKey {
+		sv := v.svc
+		d.svcID[sv.Stats] = v.id
+		d.scheds[sv.Stats] = schedEntry{sv.Scheduler, sv.Flags, v.sched}
+		v.sched.Update(sv.Dests)
+		d.est.Track(sv.Stats)
+		for _, ds := range sv.Dests {
+			ds.SetThresholds(ds.UThresh, ds.LThresh)
+			d.est.Track(&ds.Stats)
+		}
+	}
+}
+
+// check refuses what this director cannot do yet, with a message that
+// says so, rather than accepting rules it would not honour.
+func (d *Director) check(sv *service.Service) error {
+	if sv.IsFWMark() {
+		return fmt.Errorf("firewall-mark service %s: %w by this director yet", sv.Key, ErrUnsupported)
+	}
+	if sv.PE != "" {
+		return fmt.Errorf("persistence engine %q: %w", sv.PE, ErrUnsupported)
+	}
+	for _, ds := range sv.Dests {
+		if ds.Fwd != service.FwdMasq {
+			return fmt.Errorf("real server %s uses forwarding method %s: only masquerading (-m) is supported by this director yet; %w",
+				netip.AddrPortFrom(ds.Addr, ds.Port), fwdFlag(ds.Fwd), ErrUnsupported)
+		}
+		if ds.Addr.Is4() != sv.Addr.Is4() {
+			return fmt.Errorf("real server %s: address family differs from service %s", ds.Addr, sv.Key)
+		}
+	}
+	return nil
+}
+
+func fwdFlag(f service.Fwd) string {
+	switch f {
+	case service.FwdRoute:
+		return "Route (-g, the default when no method is given)"
+	case service.FwdTunnel:
+		return "Tunnel (-i)"
+	}
+	return f.String()
+}
