@@ -58,6 +58,7 @@ type Director struct {
 
 	reg   service.Registry
 	ct    *conntrack.Table
+	clock *conntrack.Clock // coarse time for the table, ticked once per batch
 	est   *rate.Estimator
 	host  hostBackend
 	ports []*port
@@ -104,6 +105,30 @@ func New(cfg Config) (*Director, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	d := newDirector(cfg)
+	var (
+		h   hostBackend
+		err error
+	)
+	switch cfg.IO {
+	case IOAFPacket:
+		h, err = openAFPacketHost(d)
+	case IOTUN:
+		h, err = openTUNHost(d)
+	default:
+		err = fmt.Errorf("unknown --io %q: want %s or %s", cfg.IO, IOAFPacket, IOTUN)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := d.start(h); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// newDirector makes a Director with an empty table and no host yet.
+func newDirector(cfg Config) *Director {
 	d := &Director{
 		cfg:    cfg,
 		log:    cfg.Logger,
@@ -111,11 +136,13 @@ func New(cfg Config) (*Director, error) {
 		svcID:  make(map[*service.Stats]uint32),
 		scheds: make(map[*service.Stats]schedEntry),
 		est:    rate.New(),
+		clock:  conntrack.NewClock(),
 		stop:   make(chan struct{}),
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,
 		Timeouts: d.conf.Timeouts,
+		Now:      d.clock.Now,
 		Counts: func(dest uint32, dA, dI int32) {
 			if st := d.reg.Get(dest); st != nil {
 				st.AddConns(dA, dI)
@@ -127,33 +154,27 @@ func New(cfg Config) (*Director, error) {
 			}
 		},
 	})
-	var err error
-	switch cfg.IO {
-	case IOAFPacket:
-		d.host, err = openAFPacketHost(d)
-	case IOTUN:
-		d.host, err = openTUNHost(d)
-	default:
-		err = fmt.Errorf("unknown --io %q: want %s or %s", cfg.IO, IOAFPacket, IOTUN)
-	}
-	if err != nil {
-		return nil, err
-	}
-	d.ports = d.host.ports()
+	return d
+}
+
+// start publishes the empty table through host h and starts the workers.
+func (d *Director) start(h hostBackend) error {
+	d.host = h
+	d.ports = h.ports()
 	s, err := d.compile(d.conf)
 	if err == nil {
-		err = d.host.apply(s)
+		err = h.apply(s)
 	}
 	if err != nil {
-		d.host.close()
-		return nil, err
+		h.close()
+		return err
 	}
 	d.adopt(s)
 	d.snap.Store(s)
 	d.startWorkers()
 	d.wg.Add(1)
 	go d.housekeeping()
-	return d, nil
+	return nil
 }
 
 // Close stops the workers and restores the host.
@@ -182,6 +203,7 @@ func (d *Director) housekeeping() {
 		case <-d.stop:
 			return
 		case <-sweep.C:
+			d.clock.Tick()
 			d.ct.Sweep(4096)
 		case now := <-est.C:
 			d.est.Tick(now)

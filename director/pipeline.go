@@ -103,6 +103,7 @@ func (w *worker) run() {
 			}
 			return
 		}
+		w.d.clock.Tick()
 		s := w.d.snap.Load()
 		w.nscr = 0
 		for i := 0; i < n; i++ {
