@@ -244,4 +244,3 @@ func FuzzPipeline(f *testing.F) {
 		}
 	})
 }
-
