@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 these errors are printed verbatim as the kernel's answers, capitalised as ipvsadm prints them
+
 package service
 
 import (
