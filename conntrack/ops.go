@@ -82,6 +82,11 @@ func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn,
 			t.moveState(e, ns)
 		}
 	}
+	if e.link != 0 && e.flags&fAssured == 0 &&
+		(e.state == StateEstablished || e.proto != service.TCP && d == Reply) {
+		e.flags |= fAssured
+		t.tmplAssure(e.link)
+	}
 	e.expires = now + t.timeouts.Load()[e.state]
 	e.copyTo(c)
 	return true

@@ -19,6 +19,10 @@ const (
 	StateListen
 	StateSynAck
 	StateUDP
+	// StateAssured is a persistence template's state once a connection
+	// made through it was established (TCP) or answered; before that a
+	// template is in StateNone.
+	StateAssured
 
 	numStates
 	numTCPStates = StateUDP
@@ -26,7 +30,7 @@ const (
 
 var stateNames = [numStates]string{
 	"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
-	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
+	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP", "ASSURED",
 }
 
 // String is the name ipvsadm -L -c prints.

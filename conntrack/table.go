@@ -20,6 +20,7 @@ const (
 	fUsed  = 1 << iota
 	fReply // indexed by its Reply tuple too (NAT)
 	fInOnly
+	fAssured // its template was told the connection got established or answered
 )
 
 func (e *entry) matchOrig(tp *Tuple) bool {

@@ -54,6 +54,7 @@ type tmplEntry struct {
 	daddr    Addr
 	dport    uint16
 	used     bool
+	assured  bool // a connection made through it got established (TCP) or answered
 	dead     bool   // out of the map, kept while connections refer to it
 	svc      uint32 // svc, dest as in Template
 	dest     uint32
@@ -218,6 +219,16 @@ func (t *Table) tmplAcquire(ref TemplateRef) uint32 {
 	return r
 }
 
+// tmplAssure marks a connection's template assured, as IPVS lists a
+// template once a connection it controls is established or answered.
+func (t *Table) tmplAssure(r uint32) {
+	s := &t.tshards[r>>tmplSlotBits]
+	slot := r&(1<<tmplSlotBits-1) - 1
+	s.mu.Lock()
+	s.ents[slot].assured = true
+	s.mu.Unlock()
+}
+
 // tmplRelease drops a connection's reference.
 func (t *Table) tmplRelease(r uint32) {
 	s := &t.tshards[r>>tmplSlotBits]
@@ -286,6 +297,9 @@ func (t *Table) walkTemplates(fn func(c *Conn, expires time.Duration) bool) {
 					Proto: e.key.proto, Client: e.key.client, VAddr: e.key.vaddr, VPort: e.key.vport,
 					DAddr: e.daddr, DPort: e.dport, Svc: e.svc, Dest: e.dest,
 					State: StateNone, Template: true,
+				}
+				if e.assured {
+					c.State = StateAssured
 				}
 				if e.key.proto == 0 {
 					c.FWMark = binary.BigEndian.Uint32(e.key.vaddr[12:])

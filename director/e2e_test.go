@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+
 	"uvs/lab"
 	"uvs/testbed"
 )
@@ -452,6 +454,12 @@ func testNAT(t *testing.T, mode string) {
 		if err != nil || n != bulkSize {
 			t.Fatalf("IPv6 bulk: %d bytes, %v", n, err)
 		}
+		e.ipvsadm(t, "-A", "-u", v6+":53", "-s", "rr")
+		e.ipvsadm(t, "-a", "-u", v6+":53", "-r", "["+lab.RS1IP6+"]:53", "-m")
+		defer e.ipvsadm(t, "-D", "-u", v6+":53")
+		if ans, err := udpAsk(e.n.Client, hostPort(lab.DirOuterIP6, 53), "hi6"); err != nil || !strings.HasPrefix(ans, "rs1 hi6 from ["+lab.ClientIP6+"]") {
+			t.Errorf("IPv6 UDP: %q %v", ans, err)
+		}
 		e.ipvsadm(t, "-A", "-t", v6+":81", "-s", "rr")
 		defer e.ipvsadm(t, "-D", "-t", v6+":81")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -545,3 +553,110 @@ func udpAsk(h *testbed.Host, addr, msg string) (string, error) {
 }
 
 var _ = http.StatusOK
+
+// hostState is what the director may change in its namespace, as text.
+func hostState(t *testing.T, h *testbed.Host) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-4", "rule", "show"}, {"ip", "-6", "rule", "show"},
+		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+		{"ip", "-br", "addr"}, {"ip", "-br", "link"},
+		{"cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/conf/all/rp_filter"},
+	} {
+		out, err := h.Exec(args[0], args[1:]...)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		// Kernel-made IPv6 link-local routes of the TUN come and go with it.
+		fmt.Fprintf(&b, "$ %s\n%s", strings.Join(args, " "), out)
+	}
+	err := h.Do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tables, err := c.ListTables()
+		if err != nil {
+			return err
+		}
+		for _, tb := range tables {
+			fmt.Fprintf(&b, "nft table %v %s\n", tb.Family, tb.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestStopRestoresHost checks that everything the director changes on the
+// host while it runs is undone when it stops.
+func TestStopRestoresHost(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, mode)
+			h := e.n.Director
+			for _, kv := range [][2]string{{"net.ipv4.ip_forward", "0"}, {"net.ipv4.conf.all.rp_filter", "1"}} {
+				if err := h.Sysctl(kv[0], kv[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := hostState(t, h)
+			e.start()
+			// A VIP that is not a host address, a NAT server, and IPv6.
+			e.ipvsadm(t, "-A", "-t", "198.18.0.100:80", "-s", "rr")
+			e.ipvsadm(t, "-a", "-t", "198.18.0.100:80", "-r", lab.RS1IP, "-m")
+			e.ipvsadm(t, "-A", "-u", "["+lab.DirOuterIP6+"]:53", "-s", "rr")
+			e.ipvsadm(t, "-a", "-u", "["+lab.DirOuterIP6+"]:53", "-r", "["+lab.RS1IP6+"]:53", "-m")
+			// The non-local VIP works (the director answers ARP for it, or
+			// adds it to the host with the TUN backend).
+			if body, _, err := e.get("http://198.18.0.100/"); err != nil || body != "rs1" {
+				t.Fatalf("extra VIP: %q %v", body, err)
+			}
+			during := hostState(t, h)
+			if during == before {
+				t.Fatal("no host change while running: the test would not see a leak")
+			}
+			if err := e.d.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			after := hostState(t, h)
+			if after != before {
+				t.Errorf("host state not restored.\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+}
+
+// TestPersistence: a persistent service sends a client back to the same
+// server while its template lives, and lists the template.
+func TestPersistence(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	e.start()
+	vip := lab.DirOuterIP + ":80"
+	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr", "-p", "60")
+	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m")
+	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS2IP, "-m")
+	var got []string
+	for i := 0; i < 4; i++ {
+		body, _, err := e.get("http://" + vip + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, body)
+	}
+	if strings.Join(got, ",") != "rs2,rs2,rs2,rs2" {
+		t.Errorf("persistent answers %v, want rs2 every time", got)
+	}
+	out := e.ipvsadm(t, "-L", "-n", "--persistent-conn")
+	want := fmt.Sprintf("  -> %-28s %-9d %-11d", lab.RS2IP+":80", 1, 1)
+	if !strings.Contains(out, want) {
+		t.Errorf("--persistent-conn does not show the template on rs2 (%q):\n%s", want, out)
+	}
+	conns := e.ipvsadm(t, "-L", "-n", "-c")
+	if !regexp.MustCompile(`TCP 0[01]:[0-9]{2}  ASSURED     198\.18\.0\.2:0 +198\.18\.0\.1:80 +198\.18\.1\.3:80`).MatchString(conns) {
+		t.Errorf("no template in the connection listing:\n%s", conns)
+	}
+}

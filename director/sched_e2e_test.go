@@ -1,0 +1,418 @@
+package director_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"uvs/lab"
+	"uvs/scheduler"
+	"uvs/service"
+	"uvs/testbed"
+)
+
+// The scheduler end-to-end tests need three real servers (the lab has
+// two), so they build their own NAT topology, the lab's with a third real
+// server, and check through the running director that each scheduler picks
+// what the real kernel picks.
+
+// Real servers of the scheduler topology, named rs1..rs3 in add order.
+var schedRS = []string{"198.18.1.2", "198.18.1.3", "198.18.1.4"}
+
+// Extra client addresses for sh: each client address maps to a fixed
+// server.
+var shClients = func() []string {
+	var a []string
+	for i := 10; i < 26; i++ {
+		a = append(a, "198.18.0."+strconv.Itoa(i))
+	}
+	return a
+}()
+
+// nameService is where the real servers answer with their name and then
+// wait for the client to close first (see below).
+const nameService = "7000"
+
+// buildNAT3 is lab.BuildNAT with three real servers and extra client
+// addresses, IPv4 only.
+func buildNAT3(prefix string) (n *lab.NATNet, err error) {
+	bed, err := testbed.New(prefix)
+	if err != nil {
+		return nil, err
+	}
+	n = &lab.NATNet{Bed: bed}
+	defer func() {
+		if err != nil {
+			bed.Close()
+			n = nil
+		}
+	}()
+	host := func(name string) *testbed.Host {
+		if err != nil {
+			return nil
+		}
+		var h *testbed.Host
+		h, err = bed.Host(name)
+		return h
+	}
+	n.Client, n.Director, n.Switch = host("client"), host("dir"), host("sw")
+	for i := range schedRS {
+		n.RS = append(n.RS, host(fmt.Sprintf("rs%d", i+1)))
+	}
+	if err != nil {
+		return nil, err
+	}
+	steps := []func() error{
+		func() error { return bed.Link(n.Client, "eth0", n.Director, "eth0") },
+		func() error { return bed.Bridge(n.Switch, "br0", "eth1", n.Director) },
+		func() error { return bed.Bridge(n.Switch, "br0", "eth0", n.RS...) },
+		func() error { return n.Client.Addr("eth0", lab.ClientIP+"/24") },
+		func() error { return n.Client.Route("default", lab.DirOuterIP) },
+		func() error { return n.Director.Addr("eth0", lab.DirOuterIP+"/24") },
+		func() error { return n.Director.Addr("eth1", lab.DirInnerIP+"/24") },
+	}
+	for _, a := range shClients {
+		steps = append(steps, func() error { return n.Client.Addr("eth0", a+"/24") })
+	}
+	for i, rs := range n.RS {
+		steps = append(steps,
+			func() error { return rs.Addr("eth0", schedRS[i]+"/24") },
+			func() error { return rs.Route("default", lab.DirInnerIP) },
+		)
+	}
+	for _, s := range steps {
+		if err = s(); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// newSchedEnv builds the three-server topology, starts the real servers
+// (HTTP on :80 answering with the name, the name service on :7000) and the
+// director.
+func newSchedEnv(t *testing.T, io string) *env {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if err := testbed.Available(); err != nil {
+		t.Skip(err)
+	}
+	n, err := buildNAT3("uvssched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Bed.Close() })
+	e := &env{t: t, n: n, dir: t.TempDir(), io: io}
+	for i, rs := range n.RS {
+		name := fmt.Sprintf("rs%d", i+1)
+		e.serveHTTP(rs, ":80", name)
+		e.serveName(rs, ":"+nameService, name)
+	}
+	e.start()
+	return e
+}
+
+// serveName answers each connection with name and a newline, then waits
+// for the client to close before closing: the client closes first, so no
+// real server holds a TIME_WAIT socket that could make a later SYN from a
+// reused client port be scheduled twice (ipvs-oracle README, "Caveat").
+func (e *env) serveName(h *testbed.Host, addr, name string) {
+	e.serve(h, addr, func(c net.Conn) {
+		if _, err := io.WriteString(c, name+"\n"); err != nil {
+			return
+		}
+		io.Copy(io.Discard, c)
+	})
+}
+
+// dialFrom connects from the client namespace, from local address src
+// ("" for the kernel's choice).
+func (e *env) dialFrom(ctx context.Context, src, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := e.n.Client.Do(func() error {
+		var d net.Dialer
+		if src != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+		}
+		var err error
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	return c, err
+}
+
+// pick opens one new connection to addr and returns the name of the real
+// server that answered. With hold the connection stays open until the
+// test ends; otherwise the client closes it at once, first.
+func (e *env) pick(t *testing.T, addr string, hold bool) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.dialFrom(ctx, "", addr)
+	if err != nil {
+		return "", err
+	}
+	if hold {
+		t.Cleanup(func() { c.Close() })
+	} else {
+		defer c.Close()
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	name, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read name from %s: %w", addr, err)
+	}
+	return strings.TrimSpace(name), nil
+}
+
+// picks makes n sequential new connections to addr, each closed by the
+// client before the next, and returns the servers' names in order.
+func (e *env) picks(t *testing.T, addr string, n int) []string {
+	t.Helper()
+	var got []string
+	for i := range n {
+		t0 := time.Now()
+		name, err := e.pick(t, addr, false)
+		t.Logf("DEBUG pick %d %s %v", i, name, time.Since(t0))
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		got = append(got, name)
+	}
+	return got
+}
+
+// addServers adds schedRS[i]:7000 as NAT real servers in order, with
+// weights (all 1 if none given).
+func (e *env) addServers(t *testing.T, vip string, weights ...int) {
+	t.Helper()
+	for i, ip := range schedRS {
+		w := 1
+		if weights != nil {
+			w = weights[i]
+		}
+		e.ipvsadm(t, "-a", "-t", vip, "-r", ip+":"+nameService, "-m", "-w", strconv.Itoa(w))
+	}
+}
+
+func TestSchedulers(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) { testSchedulers(t, mode) })
+	}
+}
+
+func testSchedulers(t *testing.T, mode string) {
+	e := newSchedEnv(t, mode)
+	vip := lab.DirOuterIP
+
+	t.Run("wrr 4,3,2 follows the kernel", func(t *testing.T) {
+		svc := vip + ":7001"
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "wrr")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		e.addServers(t, svc, 4, 3, 2)
+		// Recorded on a real kernel (IPVS.md): A=4, B=3, C=2 added in
+		// that order.
+		kernel := strings.NewReplacer("A", "rs1", "B", "rs2", "C", "rs3").
+			Replace("C B A A B A C B A C B A A B A C B A")
+		want := strings.Fields(kernel)
+		got := e.picks(t, svc, len(want))
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("wrr order\n got %v\nwant %v (real kernel)", got, want)
+		}
+	})
+
+	t.Run("rr visits the newest server first", func(t *testing.T) {
+		svc := vip + ":7002"
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "rr")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		e.addServers(t, svc)
+		// Real kernel: .2, .3, .4 added in that order are picked
+		// .4 .3 .2 .4 .3 .2 (IPVS.md).
+		want := []string{"rs3", "rs2", "rs1", "rs3", "rs2", "rs1"}
+		if got := e.picks(t, svc, len(want)); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("rr order %v, want %v", got, want)
+		}
+	})
+
+	t.Run("sh maps each client to a fixed server", func(t *testing.T) {
+		svc := vip + ":80"
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "sh")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		weights := []int{4, 3, 2}
+		for i, ip := range schedRS {
+			e.ipvsadm(t, "-a", "-t", svc, "-r", ip, "-m", "-w", strconv.Itoa(weights[i]))
+		}
+		want := shExpected(t, vip, weights)
+		servers := map[string]bool{}
+		for _, src := range shClients {
+			hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+				Proxy:             nil,
+				DisableKeepAlives: true,
+				DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+					return e.dialFrom(ctx, src, addr)
+				},
+			}}
+			for i := range 2 {
+				resp, err := hc.Get("http://" + svc + "/")
+				if err != nil {
+					t.Fatalf("client %s request %d: %v", src, i+1, err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					t.Fatalf("client %s request %d: %v", src, i+1, err)
+				}
+				body := strings.TrimSpace(string(b))
+				if body != want[src] {
+					t.Errorf("client %s request %d went to %s, want %s", src, i+1, body, want[src])
+				}
+				if host, _, _ := net.SplitHostPort(resp.Header.Get(testbed.ClientAddrHeader)); host != src {
+					t.Errorf("real server saw client %s, want %s", host, src)
+				}
+				servers[body] = true
+			}
+		}
+		if len(servers) < 2 {
+			t.Errorf("all clients on %v: the addresses do not exercise the mapping", servers)
+		}
+	})
+
+	t.Run("lc prefers fewer open connections", func(t *testing.T) {
+		svc := vip + ":7004"
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "lc")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		e.ipvsadm(t, "-a", "-t", svc, "-r", schedRS[0]+":"+nameService, "-m")
+		hold := func(want string) {
+			t.Helper()
+			got, err := e.pick(t, svc, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("new connection went to %s, want %s\n%s", got, want, e.ipvsadm(t, "-L", "-n", "-t", svc))
+			}
+		}
+		hold("rs1")
+		hold("rs1")
+		e.ipvsadm(t, "-a", "-t", svc, "-r", schedRS[1]+":"+nameService, "-m")
+		hold("rs2") // 0 open against 2
+		hold("rs2") // 1 against 2
+		hold("rs2") // 2 against 2: a tie goes to the newest server
+		hold("rs1") // 3 against 2
+		out := e.ipvsadm(t, "-L", "-n", "-t", svc)
+		for _, l := range []string{rsLine(schedRS[0]+":"+nameService, 1, 3, 0), rsLine(schedRS[1]+":"+nameService, 1, 3, 0)} {
+			if !strings.Contains(out, l) {
+				t.Errorf("listing lacks %q:\n%s", l, out)
+			}
+		}
+	})
+
+	t.Run("upper threshold stops new connections", func(t *testing.T) {
+		svc := vip + ":7005"
+		rs1 := schedRS[0] + ":" + nameService
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "rr")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		e.ipvsadm(t, "-a", "-t", svc, "-r", rs1, "-m", "-x", "2", "-y", "1")
+		thresholds := func(active int) {
+			t.Helper()
+			out := e.ipvsadm(t, "-L", "-n", "--thresholds", "-t", svc)
+			if l := thresholdLine(rs1, 2, 1, active, 0); !strings.Contains(out, l) {
+				t.Errorf("--thresholds listing lacks %q:\n%s", l, out)
+			}
+		}
+		thresholds(0)
+		for i := range 2 {
+			if got, err := e.pick(t, svc, true); err != nil || got != "rs1" {
+				t.Fatalf("connection %d: %q, %v", i+1, got, err)
+			}
+		}
+		thresholds(2)
+		// Two open connections reach -x 2: the only server is overloaded
+		// and a third client is refused.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := e.dialFrom(ctx, "", svc)
+		if err == nil {
+			c.Close()
+			t.Fatal("a third connection was accepted by a server with -x 2")
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("third connection: %v, want connection refused", err)
+		}
+		// Another server takes the new connections.
+		e.ipvsadm(t, "-a", "-t", svc, "-r", schedRS[1]+":"+nameService, "-m")
+		for i := range 2 {
+			if got, err := e.pick(t, svc, false); err != nil || got != "rs2" {
+				t.Fatalf("connection %d after adding rs2: %q, %v", i+1, got, err)
+			}
+		}
+	})
+}
+
+// shExpected computes each client's server with the scheduler package, for
+// the service's real servers added in schedRS order with weights, and
+// checks that against IPVS.md's rule: 256 buckets filled walking the list
+// newest first, each server taking weight buckets in a row; bucket =
+// hash_32(client address, 8).
+func shExpected(t *testing.T, vip string, weights []int) map[string]string {
+	t.Helper()
+	key := service.Key{Proto: service.TCP, Addr: netip.MustParseAddr(vip), Port: 80}
+	cfg := service.NewConfig()
+	if err := cfg.AddService(&service.Service{Key: key, Scheduler: "sh"}); err != nil {
+		t.Fatal(err)
+	}
+	name := map[netip.Addr]string{}
+	for i, ip := range schedRS {
+		a := netip.MustParseAddr(ip)
+		name[a] = fmt.Sprintf("rs%d", i+1)
+		if err := cfg.AddDest(key, &service.Dest{Addr: a, Port: 80, Fwd: service.FwdMasq, Weight: int32(weights[i])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := scheduler.New("sh", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dests := cfg.Service(key).Dests
+	s.Update(dests)
+
+	var buckets []string // IPVS.md's table, newest server first
+	for i := len(schedRS) - 1; len(buckets) < 256; i = (i + len(schedRS) - 1) % len(schedRS) {
+		for range weights[i] {
+			buckets = append(buckets, fmt.Sprintf("rs%d", i+1))
+		}
+	}
+	want := map[string]string{}
+	for _, src := range shClients {
+		a := netip.MustParseAddr(src)
+		d := s.Schedule(&scheduler.Flow{Proto: 6, Src: a, Dst: key.Addr, SrcPort: 40000, DstPort: 80})
+		if d == nil {
+			t.Fatalf("sh picked no server for %s", src)
+		}
+		b := a.As4()
+		x := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		if rule := buckets[(x*0x61C88647)>>24]; rule != name[d.Addr] {
+			t.Fatalf("scheduler package maps %s to %s, IPVS.md's rule to %s", src, name[d.Addr], rule)
+		}
+		want[src] = name[d.Addr]
+	}
+	return want
+}
+
+// thresholdLine is a real server's line in ipvsadm -L -n --thresholds.
+func thresholdLine(addr string, upper, lower, active, inactive int) string {
+	return fmt.Sprintf("  -> %-28s %-10d %-10d %-10d %-10d", addr, upper, lower, active, inactive)
+}
