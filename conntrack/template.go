@@ -54,7 +54,7 @@ type tmplEntry struct {
 	daddr    Addr
 	dport    uint16
 	used     bool
-	assured  bool // a connection made through it got established (TCP) or answered
+	assured  bool   // a connection made through it got established (TCP) or answered
 	dead     bool   // out of the map, kept while connections refer to it
 	svc      uint32 // svc, dest as in Template
 	dest     uint32
