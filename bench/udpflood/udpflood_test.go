@@ -1,0 +1,130 @@
+package udpflood
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+func sink(t *testing.T) (*Sink, *net.UDPAddr) {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Skip("no loopback UDP:", err)
+	}
+	s, err := NewSink(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, c.LocalAddr().(*net.UDPAddr)
+}
+
+func flows(t *testing.T, to *net.UDPAddr, n int) []*net.UDPConn {
+	t.Helper()
+	var cs []*net.UDPConn
+	for range n {
+		c, err := net.DialUDP("udp", nil, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// waitFor polls until cond holds or a second has passed.
+func waitFor(cond func() bool) {
+	for deadline := time.Now().Add(time.Second); !cond() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSendCount(t *testing.T) {
+	s, addr := sink(t)
+	r, err := Send(context.Background(), flows(t, addr, 3), Config{Size: 64, Count: 1001, Duration: 5 * time.Second, Batch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != 1001 {
+		t.Errorf("sent %d, want exactly the count 1001", r.Sent)
+	}
+	waitFor(func() bool { return s.Received() == r.Sent })
+	// Loopback may drop under a flood, but never invents datagrams.
+	if got := s.Received(); got <= 0 || got > r.Sent {
+		t.Errorf("received %d of %d", got, r.Sent)
+	}
+	if s.Others() != 0 {
+		t.Errorf("%d datagrams without the marker", s.Others())
+	}
+}
+
+func TestSendStopsAtDuration(t *testing.T) {
+	_, addr := sink(t)
+	start := time.Now()
+	r, err := Send(context.Background(), flows(t, addr, 2), Config{Size: 64, Count: 1 << 40, Duration: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("a 100ms flood took %v", took)
+	}
+	if r.Sent <= 0 || r.Sent >= 1<<40 {
+		t.Errorf("sent %d", r.Sent)
+	}
+}
+
+func TestSinkIgnoresStrangers(t *testing.T) {
+	s, addr := sink(t)
+	c := flows(t, addr, 1)[0]
+	for _, p := range []string{"hello", "uvsbench", "uvsbenchXXXXXXXX"} {
+		if _, err := c.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(func() bool { return s.Received()+s.Others() == 3 })
+	// Only the last has the marker and a sequence number.
+	if s.Received() != 1 || s.Others() != 2 {
+		t.Errorf("received %d, others %d; want 1 and 2", s.Received(), s.Others())
+	}
+}
+
+func TestSendRejects(t *testing.T) {
+	_, addr := sink(t)
+	cs := flows(t, addr, 1)
+	for _, c := range []Config{
+		{Size: 8, Count: 1, Duration: time.Second},
+		{Size: 70000, Count: 1, Duration: time.Second},
+		{Size: 64, Count: 0, Duration: time.Second},
+		{Size: 64, Count: 1, Duration: 0},
+	} {
+		if _, err := Send(context.Background(), cs, c); err == nil {
+			t.Errorf("Send with %+v: no error", c)
+		}
+	}
+	if _, err := Send(context.Background(), nil, Config{Size: 64, Count: 1, Duration: time.Second}); err == nil {
+		t.Error("Send without sockets: no error")
+	}
+}
+
+func BenchmarkSend(b *testing.B) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Skip(err)
+	}
+	s, _ := NewSink(c)
+	defer s.Close()
+	d, err := net.DialUDP("udp", nil, c.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	r, err := Send(context.Background(), []*net.UDPConn{d}, Config{Size: 64, Count: int64(b.N), Duration: time.Minute})
+	if err != nil || r.Sent != int64(b.N) {
+		b.Fatalf("sent %d of %d: %v", r.Sent, b.N, err)
+	}
+}
