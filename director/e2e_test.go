@@ -660,3 +660,45 @@ func TestPersistence(t *testing.T) {
 		t.Errorf("no template in the connection listing:\n%s", conns)
 	}
 }
+
+// TestRefusals: what this director cannot do yet is refused with a clear
+// message and changes nothing; ipvsadm's own errors keep their wording.
+func TestRefusals(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	e.start()
+	vip := lab.DirOuterIP + ":80"
+	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
+	before := e.ipvsadm(t, "-S", "-n")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-a", "-t", vip, "-r", lab.RS1IP}, 255, "only masquerading (-m) is supported"},
+		{[]string{"-a", "-t", vip, "-r", lab.RS1IP, "-g"}, 255, "only masquerading (-m) is supported"},
+		{[]string{"-a", "-t", vip, "-r", lab.RS1IP, "-i"}, 255, "Tunnel (-i)"},
+		{[]string{"-A", "-t", lab.DirOuterIP + ":81", "-s", "rr", "-g"}, 2, "Illegal 'forwarding-method' option with the 'add-service' command"},
+		{[]string{"-A", "-t", vip, "-s", "rr"}, 255, "Service already exists"},
+		{[]string{"-A", "-t", lab.DirOuterIP + ":82", "-s", "nosuch"}, 255, "Scheduler or persistence engine not found"},
+	} {
+		out, errs, code, err := e.d.Ipvsadm(c.args...)
+		if err != nil || code != c.code || !strings.Contains(errs, c.want) || out != "" {
+			t.Errorf("ipvsadm %s: code %d (want %d), stderr %q (want %q), stdout %q, err %v",
+				strings.Join(c.args, " "), code, c.code, errs, c.want, out, err)
+		}
+	}
+	if after := e.ipvsadm(t, "-S", "-n"); after != before {
+		t.Errorf("a refused command changed the table:\n%s\nthen\n%s", before, after)
+	}
+	// The classic name works too, through a symlink.
+	link := filepath.Join(e.dir, "ipvsadm")
+	if err := os.Symlink(binary, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.n.Director.Command(link, "-S", "-n")
+	cmd.Env = append(os.Environ(), "UVS_SOCKET="+e.d.Socket)
+	out, err := cmd.Output()
+	if err != nil || string(out) != before {
+		t.Errorf("ipvsadm through a symlink: %q, %v; want %q", out, err, before)
+	}
+}

@@ -121,6 +121,24 @@ func newSchedEnv(t *testing.T, io string) *env {
 		e.serveHTTP(rs, ":80", name)
 		e.serveName(rs, ":"+nameService, name)
 	}
+	// A health check from the director's host before it starts, as
+	// keepalived would make: the kernel learns the servers' link-layer
+	// addresses, which the director takes from its neighbour table.
+	// Without it each `ipvsadm -a` of a new server waits up to a second
+	// for the kernel (it ignores ARP answers it did not ask for) and the
+	// first SYN to each server is lost, which costs a retransmission.
+	for _, ip := range schedRS {
+		err := n.Director.Do(func() error {
+			c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, nameService), 5*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("health check of %s: %v", ip, err)
+		}
+	}
 	e.start()
 	return e
 }
@@ -159,9 +177,24 @@ func (e *env) dialFrom(ctx context.Context, src, addr string) (net.Conn, error) 
 // test ends; otherwise the client closes it at once, first.
 func (e *env) pick(t *testing.T, addr string, hold bool) (string, error) {
 	t.Helper()
+	return e.pickSrc(t, "", addr, hold)
+}
+
+// pickFrom is pick from client address src, closing at once.
+func (e *env) pickFrom(t *testing.T, src, addr string) (string, error) {
+	t.Helper()
+	return e.pickSrc(t, src, addr, false)
+}
+
+func (e *env) pickSrc(t *testing.T, src, addr string, hold bool) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := e.dialFrom(ctx, "", addr)
+	t0 := time.Now()
+	c, err := e.dialFrom(ctx, src, addr)
+	if d := time.Since(t0); d > 100*time.Millisecond {
+		t.Logf("DEBUG slow dial %s %s %v %v", src, addr, d, c.LocalAddr())
+	}
 	if err != nil {
 		return "", err
 	}
@@ -176,6 +209,25 @@ func (e *env) pick(t *testing.T, addr string, hold bool) (string, error) {
 		return "", fmt.Errorf("read name from %s: %w", addr, err)
 	}
 	return strings.TrimSpace(name), nil
+}
+
+// getFrom fetches url from client address src on a new connection and
+// returns the body and the client address the server saw.
+func (e *env) getFrom(src, url string) (body, seen string, err error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Proxy:             nil,
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return e.dialFrom(ctx, src, addr)
+		},
+	}}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b)), resp.Header.Get(testbed.ClientAddrHeader), err
 }
 
 // picks makes n sequential new connections to addr, each closed by the
@@ -204,7 +256,11 @@ func (e *env) addServers(t *testing.T, vip string, weights ...int) {
 		if weights != nil {
 			w = weights[i]
 		}
+		t0 := time.Now()
 		e.ipvsadm(t, "-a", "-t", vip, "-r", ip+":"+nameService, "-m", "-w", strconv.Itoa(w))
+		t.Logf("DEBUG -a %s %v", ip, time.Since(t0))
+		out, _ := e.n.Director.Exec("ip", "neigh")
+		t.Logf("DEBUG neigh %s", out)
 	}
 }
 
@@ -248,42 +304,46 @@ func testSchedulers(t *testing.T, mode string) {
 	})
 
 	t.Run("sh maps each client to a fixed server", func(t *testing.T) {
-		svc := vip + ":80"
-		e.ipvsadm(t, "-A", "-t", svc, "-s", "sh")
-		defer e.ipvsadm(t, "-D", "-t", svc)
+		// Two sh services with the same servers and weights: sh hashes
+		// the client address only, so each client lands on the same
+		// server in both. The HTTP one shows that the server sees the
+		// client's own address; the name service, where the client
+		// closes first, is asked twice more.
+		web, names := vip+":80", vip+":7003"
 		weights := []int{4, 3, 2}
-		for i, ip := range schedRS {
-			e.ipvsadm(t, "-a", "-t", svc, "-r", ip, "-m", "-w", strconv.Itoa(weights[i]))
+		for _, svc := range []string{web, names} {
+			e.ipvsadm(t, "-A", "-t", svc, "-s", "sh")
+			defer e.ipvsadm(t, "-D", "-t", svc)
 		}
+		for i, ip := range schedRS {
+			e.ipvsadm(t, "-a", "-t", web, "-r", ip, "-m", "-w", strconv.Itoa(weights[i]))
+		}
+		e.addServers(t, names, weights...)
 		want := shExpected(t, vip, weights)
 		servers := map[string]bool{}
 		for _, src := range shClients {
-			hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-				Proxy:             nil,
-				DisableKeepAlives: true,
-				DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-					return e.dialFrom(ctx, src, addr)
-				},
-			}}
-			for i := range 2 {
-				resp, err := hc.Get("http://" + svc + "/")
-				if err != nil {
-					t.Fatalf("client %s request %d: %v", src, i+1, err)
-				}
-				b, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err != nil {
-					t.Fatalf("client %s request %d: %v", src, i+1, err)
-				}
-				body := strings.TrimSpace(string(b))
-				if body != want[src] {
-					t.Errorf("client %s request %d went to %s, want %s", src, i+1, body, want[src])
-				}
-				if host, _, _ := net.SplitHostPort(resp.Header.Get(testbed.ClientAddrHeader)); host != src {
-					t.Errorf("real server saw client %s, want %s", host, src)
-				}
-				servers[body] = true
+			t0 := time.Now()
+			body, seen, err := e.getFrom(src, "http://"+web+"/")
+			t.Logf("DEBUG get %s %v", src, time.Since(t0))
+			if err != nil {
+				t.Fatalf("client %s: %v", src, err)
 			}
+			if body != want[src] {
+				t.Errorf("client %s: HTTP answered by %s, want %s", src, body, want[src])
+			}
+			if host, _, _ := net.SplitHostPort(seen); host != src {
+				t.Errorf("real server saw client %s, want %s", host, src)
+			}
+			for i := range 2 {
+				got, err := e.pickFrom(t, src, names)
+				if err != nil {
+					t.Fatalf("client %s connection %d: %v", src, i+1, err)
+				}
+				if got != want[src] {
+					t.Errorf("client %s connection %d went to %s, want %s", src, i+1, got, want[src])
+				}
+			}
+			servers[want[src]] = true
 		}
 		if len(servers) < 2 {
 			t.Errorf("all clients on %v: the addresses do not exercise the mapping", servers)
