@@ -1,0 +1,280 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"uvs/bench/parse"
+	"uvs/bench/udpflood"
+)
+
+// Workload is one kind of traffic.
+type Workload struct {
+	Name  string
+	Label string
+	Unit  string // of Sample.Value
+	// CostUnit is what the balancer's CPU time is divided by.
+	CostUnit string
+	UDP      bool
+	run      func(ctx context.Context, t *Topo, o *Options, target string) (Sample, error)
+}
+
+// Workloads are all the workloads, in the order of the tables.
+var Workloads = []Workload{
+	{Name: "bulk1", Label: "bulk TCP, 1 stream", Unit: "Gbit/s", CostUnit: "GB", run: bulk(1)},
+	{Name: "bulk4", Label: "bulk TCP, 4 streams", Unit: "Gbit/s", CostUnit: "GB", run: bulk(4)},
+	{Name: "http-ka", Label: "HTTP keep-alive", Unit: "req/s", CostUnit: "M req", run: httpLoad(false)},
+	{Name: "http-close", Label: "HTTP new connection per request", Unit: "req/s", CostUnit: "M req", run: httpLoad(true)},
+	{Name: "udp", Label: "small UDP packets", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpLoad},
+}
+
+// WorkloadByName finds a workload.
+func WorkloadByName(name string) (Workload, bool) {
+	for _, w := range Workloads {
+		if w.Name == name {
+			return w, true
+		}
+	}
+	return Workload{}, false
+}
+
+// Sample is one workload through one path, once.
+type Sample struct {
+	Path, Workload string
+	Repeat         int     // 0-based
+	Value          float64 // in the workload's Unit; 0 when Err is set
+	P50, P99       time.Duration
+	Errors         int64   // failed requests (HTTP)
+	Sent, Lost     int64   // datagrams (UDP)
+	Work           float64 // in the workload's CostUnit (GB, M req, M pkt)
+	// CPU is what the balancer's processes used during the run; CPUKnown
+	// is false when no process does the work (kernel paths) or it could
+	// not be read.
+	CPU      time.Duration
+	CPUKnown bool
+	Err      string // why there is no figure
+	Skipped  string // why the path does not do this workload
+}
+
+// Options are the benchmark's settings.
+type Options struct {
+	Director  string        // director binary
+	Duration  time.Duration // per run
+	Repeat    int
+	Paths     []Path
+	Workloads []Workload
+	UDPFlows  int   // sockets (client ports) of the UDP workload
+	UDPCount  int64 // datagrams at most per UDP run
+	UDPSize   int   // payload bytes
+	Log       *slog.Logger
+	// Progress, if set, is called after each sample.
+	Progress func(Sample)
+}
+
+// Run measures every workload through every path, Repeat times, over t.
+// Repeats go round all paths before starting again, so a slow stretch of
+// a shared machine spreads over the paths instead of hitting one. It
+// returns what it measured so far when ctx ends.
+func Run(ctx context.Context, t *Topo, o Options) ([]Sample, error) {
+	if o.Repeat < 1 {
+		o.Repeat = 1
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	var out []Sample
+	add := func(s Sample) {
+		out = append(out, s)
+		if o.Progress != nil {
+			o.Progress(s)
+		}
+	}
+	for r := range o.Repeat {
+		for _, p := range o.Paths {
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+			o.Log.Info("path", "repeat", r+1, "path", p.Name)
+			a, err := p.start(ctx, t, &o)
+			for _, w := range o.Workloads {
+				s := Sample{Path: p.Name, Workload: w.Name, Repeat: r}
+				switch {
+				case w.UDP && !p.UDP:
+					s.Skipped = "n/a"
+				case err != nil:
+					s.Err = err.Error()
+				case ctx.Err() != nil:
+					return out, errors.Join(ctx.Err(), a.stop())
+				default:
+					s = measure(ctx, t, &o, p, w, a, r)
+				}
+				add(s)
+			}
+			if err != nil {
+				o.Log.Error("path did not start", "path", p.Name, "err", err)
+				continue
+			}
+			if err := a.stop(); err != nil {
+				o.Log.Warn("path stop", "path", p.Name, "err", err)
+			}
+		}
+	}
+	return out, ctx.Err()
+}
+
+// measure runs w once through the active path a and charges the
+// balancer's CPU time to it.
+func measure(ctx context.Context, t *Topo, o *Options, p Path, w Workload, a *active, r int) Sample {
+	var pids []int
+	if p.Balancer && a.pids != nil {
+		pids = a.pids()
+	}
+	before, cerr := cpuOf(pids)
+	s, err := w.run(ctx, t, o, a.target)
+	after, cerr2 := cpuOf(pids)
+	s.Path, s.Workload, s.Repeat = p.Name, w.Name, r
+	if err != nil {
+		s = Sample{Path: p.Name, Workload: w.Name, Repeat: r, Err: err.Error()}
+		o.Log.Warn("run failed", "path", p.Name, "workload", w.Name, "err", err, "balancer log", tail([]byte(a.logs()), 800))
+		return s
+	}
+	if len(pids) > 0 && cerr == nil && cerr2 == nil {
+		s.CPU, s.CPUKnown = after-before, true
+	}
+	return s
+}
+
+// runTool runs a client command bounded by limit and returns its stdout.
+func runTool(ctx context.Context, cmd *exec.Cmd, limit time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var out, errb logBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return []byte(out.String()), fmt.Errorf("%s: %w: %s", cmd.Args, err, tail([]byte(errb.String()), 500))
+		}
+		return []byte(out.String()), nil
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return nil, fmt.Errorf("%s: stopped after %v: %w", cmd.Args, limit, ctx.Err())
+	}
+}
+
+func seconds(d time.Duration) string {
+	return strconv.Itoa(max(1, int((d+time.Second/2)/time.Second)))
+}
+
+func bulk(streams int) func(context.Context, *Topo, *Options, string) (Sample, error) {
+	return func(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
+		bin, err := LookPath("iperf3")
+		if err != nil {
+			return Sample{}, err
+		}
+		cmd := t.Net.Client.Command(bin, "-c", target, "-p", strconv.Itoa(BulkPort),
+			"-t", seconds(o.Duration), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "3000")
+		out, err := runTool(ctx, cmd, o.Duration+20*time.Second)
+		if err != nil {
+			// iperf3 -J reports its own errors in the JSON.
+			if _, perr := parse.ParseIperf3(out); perr != nil && len(out) > 0 {
+				err = fmt.Errorf("%w (%v)", err, perr)
+			}
+			return Sample{}, err
+		}
+		r, err := parse.ParseIperf3(out)
+		if err != nil {
+			return Sample{}, err
+		}
+		return Sample{Value: r.BitsPerSecond / 1e9, Work: float64(r.BytesReceived) / 1e9}, nil
+	}
+}
+
+func httpLoad(closeEach bool) func(context.Context, *Topo, *Options, string) (Sample, error) {
+	return func(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
+		bin, err := LookPath("wrk")
+		if err != nil {
+			return Sample{}, err
+		}
+		args := []string{"-t", "2", "-c", "32", "-d", seconds(o.Duration) + "s", "--latency", "--timeout", "2s"}
+		if closeEach {
+			args = append(args, "-H", "Connection: close")
+		}
+		url := "http://" + net.JoinHostPort(target, strconv.Itoa(HTTPPort)) + SmallFile
+		out, err := runTool(ctx, t.Net.Client.Command(bin, append(args, url)...), o.Duration+20*time.Second)
+		if err != nil {
+			return Sample{}, err
+		}
+		w, err := parse.ParseWrk(out)
+		if err != nil {
+			return Sample{}, err
+		}
+		if w.Requests == 0 {
+			return Sample{}, fmt.Errorf("wrk completed no request (%d errors)", w.Errors())
+		}
+		return Sample{Value: w.RequestsPerSec, P50: w.Percentiles[50], P99: w.Percentiles[99],
+			Errors: w.Errors(), Work: float64(w.Requests) / 1e6}, nil
+	}
+}
+
+func udpLoad(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
+	to := &net.UDPAddr{IP: net.ParseIP(target), Port: UDPPort}
+	var conns []*net.UDPConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range max(1, o.UDPFlows) {
+		var c *net.UDPConn
+		err := t.Net.Client.Do(func() error {
+			var err error
+			c, err = net.DialUDP("udp", nil, to)
+			return err
+		})
+		if err != nil {
+			return Sample{}, fmt.Errorf("udp socket: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	recv := func() int64 {
+		var n int64
+		for _, s := range t.Sinks {
+			n += s.Received()
+		}
+		return n
+	}
+	before := recv()
+	r, err := udpflood.Send(ctx, conns, udpflood.Config{Size: o.UDPSize, Count: o.UDPCount, Duration: o.Duration})
+	if err != nil {
+		return Sample{}, err
+	}
+	// Let what is in flight arrive: until the count stops moving, at most 1 s.
+	last := recv()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		n := recv()
+		if n == last {
+			break
+		}
+		last = n
+	}
+	got := last - before
+	if r.Sent == 0 || r.Elapsed <= 0 {
+		return Sample{}, errors.New("udp flood sent nothing")
+	}
+	lost := max(0, r.Sent-got)
+	return Sample{Value: float64(got) / r.Elapsed.Seconds(), Sent: r.Sent, Lost: lost, Work: float64(got) / 1e6}, nil
+}

@@ -1,0 +1,288 @@
+// Package harness runs the side-by-side benchmark of issue 4: it builds
+// the LVS-NAT lab topology (package lab) with benchmark servers on the
+// real servers, sets up each balancing path in the director namespace in
+// turn (kernel routing, nftables DNAT, HAProxy, UVS with each packet I/O
+// backend), runs each workload through it and measures what the balancer
+// process itself spent. Package report turns the samples into tables and
+// a chart; bench/cmd/compare is the command.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"uvs/bench/udpflood"
+	"uvs/lab"
+	"uvs/testbed"
+)
+
+// Ports of the benchmark's services, the same on the real servers and on
+// the VIP.
+const (
+	HTTPPort = 80   // nginx
+	BulkPort = 5201 // iperf3 server
+	UDPPort  = 9000 // udpflood sink
+)
+
+// SmallFile is what the HTTP workloads fetch: nginx's 612-byte welcome
+// page size, a typical small object.
+const (
+	SmallFile     = "/small.html"
+	smallFileSize = 612
+)
+
+// Topo is the lab topology with the benchmark's servers running on the
+// real servers.
+type Topo struct {
+	Net   *lab.NATNet
+	Sinks []*udpflood.Sink // one per real server, on UDPPort
+	dir   string
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	procs []*proc
+}
+
+// proc is a long-running peer process and its end.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Build makes the topology in namespaces named prefix-RANDOM-*, starts
+// nginx, iperf3 servers and UDP sinks on both real servers and waits until
+// they answer. The caller must Close it.
+func Build(ctx context.Context, prefix string, log *slog.Logger) (t *Topo, err error) {
+	n, err := lab.BuildNAT(prefix)
+	if err != nil {
+		return nil, fmt.Errorf("build topology: %w", err)
+	}
+	t = &Topo{Net: n, log: log}
+	defer func() {
+		if err != nil {
+			t.Close()
+			t = nil
+		}
+	}()
+	// The director routes for the kernel paths; the userspace paths set
+	// their own needs on top. Wide port ranges and TIME_WAIT reuse on the
+	// connecting sides keep the new-connection workload from running out of
+	// ports; they are per-namespace sysctls.
+	if err := n.Director.Forward(); err != nil {
+		return nil, err
+	}
+	for _, h := range []*testbed.Host{n.Client, n.Director} {
+		if err := h.Sysctl("net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
+			return nil, err
+		}
+		if err := h.Sysctl("net.ipv4.tcp_tw_reuse", "1"); err != nil {
+			return nil, err
+		}
+	}
+	if t.dir, err = os.MkdirTemp("", "uvsbench-"); err != nil {
+		return nil, err
+	}
+	// nginx's workers run as nobody: they must be able to read the files.
+	if err := os.Chmod(t.dir, 0o755); err != nil {
+		return nil, err
+	}
+	www := filepath.Join(t.dir, "www")
+	if err := os.Mkdir(www, 0o755); err != nil {
+		return nil, err
+	}
+	body := strings.Repeat("x", smallFileSize-1) + "\n"
+	if err := os.WriteFile(filepath.Join(www, SmallFile), []byte(body), 0o644); err != nil {
+		return nil, err
+	}
+	nginx, err := LookPath("nginx")
+	if err != nil {
+		return nil, err
+	}
+	iperf3, err := LookPath("iperf3")
+	if err != nil {
+		return nil, err
+	}
+	for i, rs := range n.RS {
+		name := fmt.Sprintf("rs%d", i+1)
+		conf, err := t.nginxConf(name, www)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.start(rs, name+"-nginx", nginx, "-p", filepath.Join(t.dir, name), "-c", conf); err != nil {
+			return nil, err
+		}
+		if err := t.start(rs, name+"-iperf3", iperf3, "-s", "-p", strconv.Itoa(BulkPort)); err != nil {
+			return nil, err
+		}
+		pc, err := rs.ListenPacket("udp", ":"+strconv.Itoa(UDPPort))
+		if err != nil {
+			return nil, fmt.Errorf("%s udp sink: %w", name, err)
+		}
+		s, err := udpflood.NewSink(pc.(*net.UDPConn))
+		if err != nil {
+			pc.Close()
+			return nil, err
+		}
+		t.Sinks = append(t.Sinks, s)
+	}
+	for _, ip := range RealServers() {
+		for _, port := range []int{HTTPPort, BulkPort} {
+			if err := waitTCP(ctx, n.Director, net.JoinHostPort(ip, strconv.Itoa(port)), 10*time.Second); err != nil {
+				return nil, fmt.Errorf("real server service: %w\n%s", err, t.procLogs())
+			}
+		}
+	}
+	return t, nil
+}
+
+// RealServers are the real servers' addresses, rs1 first.
+func RealServers() []string { return []string{lab.RS1IP, lab.RS2IP} }
+
+// VIP is the virtual service address: the director's outer address, as in
+// the lab.
+const VIP = lab.DirOuterIP
+
+func (t *Topo) nginxConf(name, www string) (string, error) {
+	prefix := filepath.Join(t.dir, name)
+	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
+		return "", err
+	}
+	// One worker per real server: two real servers on two cores. Keep-alive
+	// connections live as long as the run (nginx closes them after 1000
+	// requests by default, which would turn keep-alive into reconnects).
+	conf := fmt.Sprintf(`worker_processes 1;
+daemon off;
+master_process on;
+pid %[1]s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    server {
+        listen %[2]d reuseport backlog=4096;
+        root %[3]s;
+    }
+}
+`, prefix, HTTPPort, www)
+	p := filepath.Join(prefix, "nginx.conf")
+	return p, os.WriteFile(p, []byte(conf), 0o644)
+}
+
+// start runs a long-lived process inside h; Close ends it.
+func (t *Topo) start(h *testbed.Host, name, bin string, args ...string) error {
+	cmd := h.Command(bin, args...)
+	lb := new(logBuffer)
+	cmd.Stdout, cmd.Stderr = lb, lb
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.mu.Lock()
+	t.procs = append(t.procs, p)
+	t.mu.Unlock()
+	return nil
+}
+
+// procLogs is what the peers printed, for error messages.
+func (t *Topo) procLogs() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var b strings.Builder
+	for _, p := range t.procs {
+		fmt.Fprintf(&b, "--- %s:\n%s\n", p.name, tail([]byte(p.cmd.Stdout.(*logBuffer).String()), 1000))
+	}
+	return b.String()
+}
+
+// Dir is a scratch directory that Close removes.
+func (t *Topo) Dir() string { return t.dir }
+
+// Close stops the servers and removes the namespaces (which kills every
+// process left in them) and the scratch directory.
+func (t *Topo) Close() error {
+	var errs []error
+	for _, s := range t.Sinks {
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.Sinks = nil
+	errs = append(errs, t.Net.Bed.Close())
+	t.mu.Lock()
+	for _, p := range t.procs {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = p.cmd.Process.Kill()
+			errs = append(errs, fmt.Errorf("%s did not end with its namespace", p.name))
+		}
+	}
+	t.procs = nil
+	t.mu.Unlock()
+	if t.dir != "" {
+		errs = append(errs, os.RemoveAll(t.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// waitTCP dials addr from h until it connects or limit passes.
+func waitTCP(ctx context.Context, h *testbed.Host, addr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		c, err := h.Dial(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("%s from %s: no answer within %v: %w", addr, h.Short, limit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logBuffer collects a process's output, capped so a chatty peer cannot
+// fill the memory.
+type logBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+const logCap = 64 << 10
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	if len(l.b) > logCap {
+		l.b = append(l.b[:0], l.b[len(l.b)-logCap/2:]...)
+	}
+	return len(p), nil
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
