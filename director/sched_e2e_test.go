@@ -190,11 +190,7 @@ func (e *env) pickSrc(t *testing.T, src, addr string, hold bool) (string, error)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	t0 := time.Now()
 	c, err := e.dialFrom(ctx, src, addr)
-	if d := time.Since(t0); d > 100*time.Millisecond {
-		t.Logf("DEBUG slow dial %s %s %v %v", src, addr, d, c.LocalAddr())
-	}
 	if err != nil {
 		return "", err
 	}
@@ -236,9 +232,7 @@ func (e *env) picks(t *testing.T, addr string, n int) []string {
 	t.Helper()
 	var got []string
 	for i := range n {
-		t0 := time.Now()
 		name, err := e.pick(t, addr, false)
-		t.Logf("DEBUG pick %d %s %v", i, name, time.Since(t0))
 		if err != nil {
 			t.Fatalf("connection %d: %v", i+1, err)
 		}
@@ -256,11 +250,7 @@ func (e *env) addServers(t *testing.T, vip string, weights ...int) {
 		if weights != nil {
 			w = weights[i]
 		}
-		t0 := time.Now()
 		e.ipvsadm(t, "-a", "-t", vip, "-r", ip+":"+nameService, "-m", "-w", strconv.Itoa(w))
-		t.Logf("DEBUG -a %s %v", ip, time.Since(t0))
-		out, _ := e.n.Director.Exec("ip", "neigh")
-		t.Logf("DEBUG neigh %s", out)
 	}
 }
 
@@ -322,9 +312,7 @@ func testSchedulers(t *testing.T, mode string) {
 		want := shExpected(t, vip, weights)
 		servers := map[string]bool{}
 		for _, src := range shClients {
-			t0 := time.Now()
 			body, seen, err := e.getFrom(src, "http://"+web+"/")
-			t.Logf("DEBUG get %s %v", src, time.Since(t0))
 			if err != nil {
 				t.Fatalf("client %s: %v", src, err)
 			}
@@ -418,6 +406,34 @@ func testSchedulers(t *testing.T, mode string) {
 			if got, err := e.pick(t, svc, false); err != nil || got != "rs2" {
 				t.Fatalf("connection %d after adding rs2: %q, %v", i+1, got, err)
 			}
+		}
+	})
+
+	t.Run("closed connections count toward the threshold", func(t *testing.T) {
+		// As on a real kernel (ipvs-oracle): -x 2, two connections the
+		// client closed are still inactive entries, so a third client is
+		// refused and the listing shows 0 active, 2 inactive.
+		svc := vip + ":7006"
+		rs1 := schedRS[0] + ":" + nameService
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "rr")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		e.ipvsadm(t, "-a", "-t", svc, "-r", rs1, "-m", "-x", "2")
+		if got := e.picks(t, svc, 2); strings.Join(got, " ") != "rs1 rs1" {
+			t.Fatalf("picks %v", got)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := e.dialFrom(ctx, "", svc)
+		if err == nil {
+			c.Close()
+			t.Fatal("a third connection was accepted by a server with -x 2 and two closed connections")
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("third connection: %v, want connection refused", err)
+		}
+		out := e.ipvsadm(t, "-L", "-n", "--thresholds", "-t", svc)
+		if l := thresholdLine(rs1, 2, 0, 0, 2); !strings.Contains(out, l) {
+			t.Errorf("--thresholds listing lacks %q:\n%s", l, out)
 		}
 	})
 }
