@@ -33,7 +33,8 @@ type Source interface {
 	// Drops returns dropped packets by reason since start; the collector
 	// only reads the map.
 	Drops() map[string]uint64
-	// ConnCount is the number of entries in the connection table.
+	// ConnCount is the number of entries in the connection table,
+	// persistence templates included (what ipvsadm -Lc would list).
 	ConnCount() int
 }
 

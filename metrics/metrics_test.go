@@ -445,3 +445,30 @@ func BenchmarkCollect(b *testing.B) {
 		}
 	}
 }
+
+// TestConcurrentScrapes: two Prometheus servers may scrape at once while
+// the data path counts; run with -race.
+func TestConcurrentScrapes(t *testing.T) {
+	cfg, src := testConfig(t)
+	c := NewCollector(src)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for range 50 {
+				if _, err := reg.Gather(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for range 100 {
+		traffic(cfg, webKey, "198.18.1.1", 0, 0, 1, 1, 1)
+	}
+	wg.Wait()
+	if err := testutil.CollectAndCompare(c, strings.NewReader(totalsText(100, 100, 100)), totalsNames...); err != nil {
+		t.Error(err)
+	}
+}
