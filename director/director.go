@@ -318,3 +318,20 @@ func (d *Director) Counters() Counters {
 
 // ZeroRates restarts the rate estimate of zeroed counters (ipvsadm -Z).
 func (d *Director) ZeroRates(s *service.Stats) { d.est.Reset(s) }
+
+// Drops returns the packets the director dropped, by reason: the parser's
+// reasons for malformed frames, and its own (metrics.Source).
+func (d *Director) Drops() map[string]uint64 {
+	c := d.Counters()
+	m := c.Malformed
+	m["no_connection"] = c.NoConn
+	m["no_server"] = c.NoDest
+	m["table_full"] = c.Full
+	m["no_neighbour"] = c.NoNeigh
+	m["ttl_exceeded"] = c.TTL
+	return m
+}
+
+// ConnCount is the number of entries in the connection table, persistence
+// templates included (metrics.Source).
+func (d *Director) ConnCount() int { return d.ct.Len() + d.ct.Templates() }

@@ -702,3 +702,40 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("ipvsadm through a symlink: %q, %v; want %q", out, err, before)
 	}
 }
+
+// TestMetrics scrapes --metrics after traffic: node_exporter's IPVS names
+// with the real counts.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	e.start("--metrics", "127.0.0.1:9100")
+	vip := lab.DirOuterIP + ":80"
+	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
+	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m", "-w", "3")
+	for i := 0; i < 3; i++ {
+		if _, _, err := e.get("http://" + vip + "/"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hc := e.n.Director.HTTPClient()
+	hc.Timeout = 5 * time.Second
+	resp, err := hc.Get("http://127.0.0.1:9100/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	labels := `local_address="198.18.0.1",local_mark="",local_port="80",proto="TCP",remote_address="198.18.1.2",remote_port="80"`
+	for _, want := range []string{
+		"node_ipvs_connections_total 3\n",
+		"node_ipvs_backend_weight{" + labels + "} 3\n",
+		"node_ipvs_backend_connections_inactive{" + labels + "} 3\n",
+		"uvs_backend_connections_total{" + labels + "} 3\n",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", b)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 	"uvs/director"
 	"uvs/ipvsadm"
 	"uvs/lab"
+	"uvs/metrics"
 	"uvs/service"
 )
 
@@ -70,6 +73,7 @@ func runMain(args []string) int {
 	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core)")
 	capacity := fs.Int("capacity", 1<<20, "connection table limit")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this address, e.g. :9100")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -114,6 +118,17 @@ func runMain(args []string) int {
 		return 1
 	}
 	defer srv.Close()
+	if *metricsAddr != "" {
+		ms := &http.Server{Addr: *metricsAddr, Handler: metrics.Handler(d), ReadHeaderTimeout: 10 * time.Second}
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			log.Error("metrics", "err", err)
+			return 1
+		}
+		go ms.Serve(ln)
+		defer ms.Close()
+		log.Info("serving metrics", "addr", ln.Addr().String())
+	}
 	log.Info("director running", "io", cfg.IO, "socket", *sock)
 
 	sig := make(chan os.Signal, 4)
