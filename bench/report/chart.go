@@ -90,6 +90,7 @@ func (r *Report) panel(wl harness.Workload) (*plot.Plot, error) {
 	p.Y.Min = 0
 	p.Title.TextStyle.Font.Variant = "Sans"
 	var names []string
+	top := 0.0
 	for i, path := range r.Paths {
 		c := r.cell(path.Name, wl.Name)
 		s := c.spread(value)
@@ -111,10 +112,9 @@ func (r *Report) panel(wl harness.Workload) (*plot.Plot, error) {
 		}
 		eb.LineStyle.Width = vg.Points(1.2)
 		p.Add(bc, eb)
-		if s.Max > p.Y.Max {
-			p.Y.Max = s.Max * 1.08
-		}
+		top = max(top, s.Max)
 	}
+	p.Y.Max = top * 1.08 // room above the tallest whisker
 	p.NominalX(names...)
 	p.X.Tick.Label.Rotation = math.Pi / 9
 	p.X.Tick.Label.XAlign = draw.XRight
