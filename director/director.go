@@ -59,9 +59,11 @@ type Director struct {
 	reg   service.Registry
 	ct    *conntrack.Table
 	clock *conntrack.Clock // coarse time for the table, ticked once per batch
-	est   *rate.Estimator
-	host  hostBackend
-	ports []*port
+	// nhByIP finds the next hops an ARP/NDP answer teaches (AF_PACKET).
+	nhByIP atomic.Pointer[map[conntrack.Addr][]*nexthop]
+	est    *rate.Estimator
+	host   hostBackend
+	ports  []*port
 
 	drops   [256]atomic.Uint64 // by packet.DropReason
 	noConn  atomic.Uint64      // non-SYN TCP for a service with no connection

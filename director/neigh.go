@@ -91,8 +91,6 @@ func (nb *neighbours) resolveAll(s *snapshot) error {
 				s.nh = append(s.nh, nil)
 			}
 			s.nh[id] = nh
-			a := conntrack.AddrFrom(nh.ip)
-			s.nhByIP[a] = append(s.nhByIP[a], nh)
 			if _, ok := nh.get(); !ok {
 				pending = append(pending, nh)
 			}
@@ -154,6 +152,18 @@ func (nb *neighbours) nexthopFor(addr netip.Addr) (*nexthop, error) {
 	nh := &nexthop{port: pt, ip: ip, kick_: nb.kick}
 	nb.fromKernel(nh)
 	nb.byKey[k] = nh
+	// Workers learn answers from this map at once, before the snapshot
+	// that uses the next hop is published (the kernel ignores answers to
+	// requests it did not make, so its table would not have them).
+	m := make(map[conntrack.Addr][]*nexthop)
+	if old := nb.d.nhByIP.Load(); old != nil {
+		for a, l := range *old {
+			m[a] = l
+		}
+	}
+	a := conntrack.AddrFrom(ip)
+	m[a] = append(append([]*nexthop(nil), m[a]...), nh)
+	nb.d.nhByIP.Store(&m)
 	return nh, nil
 }
 
@@ -179,6 +189,14 @@ func (nb *neighbours) fromKernel(nh *nexthop) {
 	}
 }
 
+// nexthops returns the known next hops with address a.
+func (d *Director) nexthops(a conntrack.Addr) []*nexthop {
+	if m := d.nhByIP.Load(); m != nil {
+		return (*m)[a]
+	}
+	return nil
+}
+
 // request sends an ARP request or neighbour solicitation for nh.
 func (nb *neighbours) request(nh *nexthop) {
 	pt := nh.port
@@ -200,7 +218,7 @@ func (nb *neighbours) request(nh *nexthop) {
 	if n == 0 {
 		return
 	}
-	if _, err := pt.dev.Write([][]byte{buf[:off+n]}, headroom); err != nil {
+	if err := pt.write(0, [][]byte{buf[:off+n]}); err != nil {
 		nb.d.log.Debug("neighbour request", "port", pt.name, "ip", nh.ip, "err", err)
 	}
 }
@@ -278,7 +296,7 @@ func (w *worker) arp(s *snapshot) {
 	var sender, target conntrack.Addr
 	setAddr(&sender, a[14:18])
 	setAddr(&target, a[24:28])
-	for _, nh := range s.nhByIP[sender] {
+	for _, nh := range w.d.nexthops(sender) {
 		if nh.port == w.in {
 			nh.set(a[8:14])
 		}
@@ -312,7 +330,7 @@ func (w *worker) ndp(s *snapshot) {
 		var src conntrack.Addr
 		setAddr(&src, p.Src())
 		for _, key := range [2]conntrack.Addr{target, src} {
-			for _, nh := range s.nhByIP[key] {
+			for _, nh := range w.d.nexthops(key) {
 				if nh.port == w.in && p.L2 >= 0 {
 					nh.set(p.Buf[p.L2+6 : p.L2+12])
 				}

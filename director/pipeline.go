@@ -2,6 +2,7 @@ package director
 
 import (
 	"errors"
+	"sync"
 
 	"uvs/conntrack"
 	"uvs/forward/nat"
@@ -34,14 +35,17 @@ const (
 
 // port is one device the director serves.
 type port struct {
-	dev    link.Device   // for writes from any worker
+	dev    link.Device   // the first queue, for Info
 	queues []link.Device // one reader per worker
-	index  int           // interface index
-	name   string
-	mac    [6]byte
-	ether  bool
-	vnet   bool
-	pos    int // position in Director.ports
+	// wmu serialises writes per queue: a device takes one Write at a
+	// time, and workers of every port write to every port.
+	wmu   []sync.Mutex
+	index int // interface index
+	name  string
+	mac   [6]byte
+	ether bool
+	vnet  bool
+	pos   int // position in Director.ports
 }
 
 // worker reads one queue of one port and handles what it reads.
@@ -120,12 +124,26 @@ func (w *worker) flush() {
 			continue
 		}
 		pt := w.d.ports[i]
-		if _, err := pt.dev.Write(fr, headroom); err != nil {
+		if err := pt.write(w.id, fr); err != nil {
 			w.d.log.Debug("write", "port", pt.name, "err", err)
 		}
 		clear(fr)
 		w.pend[i] = fr[:0]
 	}
+}
+
+// write sends frames on the queue writer picks (workers spread over the
+// queues by their id), holding that queue's write lock.
+func (pt *port) write(writer int, frames [][]byte) error {
+	if len(pt.queues) == 0 {
+		_, err := pt.dev.Write(frames, headroom)
+		return err
+	}
+	i := writer % len(pt.queues)
+	pt.wmu[i].Lock()
+	_, err := pt.queues[i].Write(frames, headroom)
+	pt.wmu[i].Unlock()
+	return err
 }
 
 // send queues buf (headroom included) for pt.

@@ -2,6 +2,7 @@ package director
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 
@@ -28,6 +29,7 @@ func openAFPacketPort(l netlink.Link, workers int) (*port, error) {
 		}
 		pt.queues = append(pt.queues, q)
 	}
+	pt.wmu = make([]sync.Mutex, len(pt.queues))
 	return pt, nil
 }
 
@@ -49,5 +51,6 @@ func openTUNPort(name string, mtu, workers int) (*port, error) {
 		}
 		pt.queues = append(pt.queues, q)
 	}
+	pt.wmu = make([]sync.Mutex, len(pt.queues))
 	return pt, nil
 }

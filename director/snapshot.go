@@ -19,8 +19,6 @@ type snapshot struct {
 	vips map[conntrack.Addr]bool
 	// nh is each real server's next hop by DestState ID (AF_PACKET only).
 	nh []*nexthop
-	// nhByIP finds the next hops a learned ARP/NDP answer belongs to.
-	nhByIP map[conntrack.Addr][]*nexthop
 }
 
 type svcKey struct {
@@ -56,10 +54,9 @@ func (s *snapshot) svc(id uint32) *vsvc {
 // Called with d.mu held.
 func (d *Director) compile(c *service.Config) (*snapshot, error) {
 	s := &snapshot{
-		conf:   c,
-		byKey:  make(map[svcKey]*vsvc),
-		vips:   make(map[conntrack.Addr]bool),
-		nhByIP: make(map[conntrack.Addr][]*nexthop),
+		conf:  c,
+		byKey: make(map[svcKey]*vsvc),
+		vips:  make(map[conntrack.Addr]bool),
 	}
 	maxID := uint32(0)
 	for _, sv := range c.Services {

@@ -100,9 +100,16 @@ func runMain(args []string) int {
 		return 1
 	}
 	defer func() {
+		var drops []any
+		for reason, n := range d.Drops() {
+			if n > 0 {
+				drops = append(drops, reason, n)
+			}
+		}
 		if err := d.Close(); err != nil {
 			log.Error("stop", "err", err)
 		}
+		log.Info("stopped; packets dropped by reason", drops...)
 	}()
 	if initial != nil {
 		if err := d.Replace(initial); err != nil {
