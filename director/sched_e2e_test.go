@@ -121,24 +121,6 @@ func newSchedEnv(t *testing.T, io string) *env {
 		e.serveHTTP(rs, ":80", name)
 		e.serveName(rs, ":"+nameService, name)
 	}
-	// A health check from the director's host before it starts, as
-	// keepalived would make: the kernel learns the servers' link-layer
-	// addresses, which the director takes from its neighbour table.
-	// Without it each `ipvsadm -a` of a new server waits up to a second
-	// for the kernel (it ignores ARP answers it did not ask for) and the
-	// first SYN to each server is lost, which costs a retransmission.
-	for _, ip := range schedRS {
-		err := n.Director.Do(func() error {
-			c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, nameService), 5*time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
-		if err != nil {
-			t.Fatalf("health check of %s: %v", ip, err)
-		}
-	}
 	e.start()
 	return e
 }

@@ -95,9 +95,17 @@ type Wrk struct {
 	ConnectErrors, ReadErrors, WriteErrors, Timeouts int64
 }
 
-// Errors is every failed request or socket operation wrk reported.
+// Errors is every failed request or socket operation wrk reported
+// (saturating at the largest int64 rather than wrapping).
 func (w Wrk) Errors() int64 {
-	return w.Non2xx3xx + w.ConnectErrors + w.ReadErrors + w.WriteErrors + w.Timeouts
+	var sum int64
+	for _, n := range []int64{w.Non2xx3xx, w.ConnectErrors, w.ReadErrors, w.WriteErrors, w.Timeouts} {
+		if sum > math.MaxInt64-n {
+			return math.MaxInt64
+		}
+		sum += n
+	}
+	return sum
 }
 
 // ParseWrk reads wrk's text report (wrk 4.x, with or without --latency).
