@@ -234,8 +234,23 @@ func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, err
 			pids, _ := pidsInNetns(t.Net.Director, comm)
 			return pids
 		},
-		stop: d.Stop,
 		logs: d.Log,
+	}
+	a.stop = func() error {
+		err := d.Stop()
+		if err != nil {
+			err = fmt.Errorf("director --io %s: %w\n%s", io, err, tail([]byte(d.Log()), 3000))
+		}
+		// A director that died without cleaning up leaves its netdev
+		// table dropping the balanced traffic, which would fail every path
+		// after it: remove it, and say so.
+		if nft, lerr := LookPath("nft"); lerr == nil {
+			if _, lerr := t.Net.Director.Exec(nft, "list", "table", "netdev", "uvs"); lerr == nil {
+				_, derr := t.Net.Director.Exec(nft, "delete", "table", "netdev", "uvs")
+				err = errors.Join(err, fmt.Errorf("director --io %s left its nftables table behind (removed: %v)", io, derr))
+			}
+		}
+		return err
 	}
 	for _, args := range uvsRules() {
 		so, se, code, err := d.Ipvsadm(args...)

@@ -186,7 +186,7 @@ func bulk(streams int) func(context.Context, *Topo, *Options, string) (Sample, e
 		}
 		cmd := t.Net.Client.Command(bin, "-c", target, "-p", strconv.Itoa(BulkPort),
 			"-t", seconds(o.Duration), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "3000")
-		out, err := runTool(ctx, cmd, o.Duration+10*time.Second)
+		out, err := runTool(ctx, cmd, o.Duration+8*time.Second)
 		if err != nil {
 			// iperf3 -J reports its own errors in the JSON.
 			if _, perr := parse.ParseIperf3(out); perr != nil && len(out) > 0 {
@@ -213,7 +213,7 @@ func httpLoad(closeEach bool) func(context.Context, *Topo, *Options, string) (Sa
 			args = append(args, "-H", "Connection: close")
 		}
 		url := "http://" + net.JoinHostPort(target, strconv.Itoa(HTTPPort)) + SmallFile
-		out, err := runTool(ctx, t.Net.Client.Command(bin, append(args, url)...), o.Duration+10*time.Second)
+		out, err := runTool(ctx, t.Net.Client.Command(bin, append(args, url)...), o.Duration+8*time.Second)
 		if err != nil {
 			return Sample{}, err
 		}
