@@ -150,7 +150,7 @@ func run() int {
 	rep := report.Report{
 		Machine:   report.DetectMachine(),
 		Date:      start,
-		Command:   "go run ./bench/cmd/compare " + strings.Join(os.Args[1:], " "),
+		Command:   strings.TrimSpace("go run ./bench/cmd/compare " + strings.Join(os.Args[1:], " ")),
 		Settings:  fmt.Sprintf("%v per run, %d repeat(s), wrk -t2 -c32, UDP %d flows × %d-byte payloads (at most %d datagrams per run); total time %v", *duration, *repeat, *udpFlows, *udpSize, *udpCount, time.Since(start).Round(time.Second)),
 		Paths:     opts.Paths,
 		Workloads: opts.Workloads,
