@@ -739,3 +739,39 @@ func TestMetrics(t *testing.T) {
 		t.Logf("metrics:\n%s", b)
 	}
 }
+
+// TestRestartAfterKill: a director killed outright leaves its filter
+// behind (nothing runs to remove it); the next start removes it, serves,
+// and leaves the host as it found it.
+func TestRestartAfterKill(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	before := hostState(t, e.n.Director)
+	first, err := lab.StartDirector(e.n.Director, binary, e.dir, "--io", "afpacket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d = first
+	vip := lab.DirOuterIP + ":80"
+	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
+	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m")
+	if err := first.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.Stop() // reaps it
+	d, err := lab.StartDirector(e.n.Director, binary, e.dir, "--io", "afpacket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d = d
+	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
+	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS2IP, "-m")
+	if body, _, err := e.get("http://" + vip + "/"); err != nil || body != "rs2" {
+		t.Fatalf("after restart: %q %v", body, err)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if after := hostState(t, e.n.Director); after != before {
+		t.Errorf("host not restored after a restart.\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}

@@ -31,6 +31,7 @@ type afpHost struct {
 	d     *Director
 	ps    []*port
 	nb    *neighbours
+	nft   *nftables.Conn // one lasting netlink socket for every change
 	table *nftables.Table
 	local map[conntrack.Addr]bool // the namespace's own addresses
 }
@@ -40,11 +41,23 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A table left behind by a director that was killed outright (a
+	// worker panic restores the host itself) is removed first, so its
+	// stale rules do not outlive it past the next start.
 	h := &afpHost{d: d, table: &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "uvs"}}
+	if c, err := nftables.New(); err == nil {
+		c.DelTable(h.table)
+		_ = c.Flush() // ENOENT when there is none
+	}
+	nft, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	h.nft = nft
 	for _, l := range links {
 		pt, err := openAFPacketPort(l, d.cfg.Workers)
 		if err != nil {
-			h.closePorts()
+			h.close()
 			return nil, err
 		}
 		pt.pos = len(h.ps)
@@ -104,11 +117,12 @@ func (h *afpHost) apply(s *snapshot) error {
 
 func (h *afpHost) close() error {
 	var errs []error
-	if c, err := nftables.New(); err == nil {
-		c.DelTable(h.table)
-		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+	if h.nft != nil {
+		h.nft.DelTable(h.table)
+		if err := h.nft.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete nftables table %s: %w", h.table.Name, err))
 		}
+		h.nft.CloseLasting()
 	}
 	h.closePorts()
 	return errors.Join(errs...)
@@ -147,10 +161,7 @@ func localAddrs() map[conntrack.Addr]bool {
 // nftApply rebuilds the drop rules in one transaction: the old rules stay
 // until the new ones are in.
 func (h *afpHost) nftApply(s *snapshot) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
+	c := h.nft
 	t := c.AddTable(h.table)
 	c.FlushTable(t)
 	var rules [][]expr.Any

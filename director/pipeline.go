@@ -97,6 +97,15 @@ func (d *Director) startWorkers() {
 
 func (w *worker) run() {
 	defer w.d.wg.Done()
+	defer func() {
+		// A bug here must not leave the host diverting traffic to a dead
+		// process: undo the host changes, then crash as before.
+		if r := recover(); r != nil {
+			w.d.log.Error("worker panic; restoring the host and exiting", "port", w.in.name, "panic", r)
+			w.d.host.close()
+			panic(r)
+		}
+	}()
 	for {
 		n, err := w.q.Read(w.bufs, w.lens, headroom)
 		if err != nil {

@@ -164,6 +164,9 @@ func (d *Director) IpvsadmIn(stdin io.Reader, args ...string) (stdout, stderr st
 	return o.String(), e.String(), 0, err
 }
 
+// Pid is the director's process id (of `ip netns exec`, which execs it).
+func (d *Director) Pid() int { return d.cmd.Process.Pid }
+
 // Signal sends sig to the director.
 func (d *Director) Signal(sig os.Signal) error { return d.cmd.Process.Signal(sig) }
 
