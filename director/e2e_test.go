@@ -775,3 +775,60 @@ func TestRestartAfterKill(t *testing.T) {
 		t.Errorf("host not restored after a restart.\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestTUNLocalTimeWait: a VIP that a local server used before leaves
+// TIME_WAIT sockets in the director's host; a client reusing its port must
+// still get through the TUN backend at once (early demux would tie the
+// SYN to the local socket, and the kernel would not forward it).
+func TestTUNLocalTimeWait(t *testing.T) {
+	e := newEnv(t, "tun")
+	e.start()
+	const port = 8081
+	vip := hostPort(lab.DirOuterIP, port)
+	l, err := e.n.Director.Listen("tcp4", vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close() // the local server closes first: TIME_WAIT here
+		}
+	}()
+	local := &net.TCPAddr{IP: net.ParseIP(lab.ClientIP), Port: 42424}
+	dial := func() (time.Duration, error) {
+		var c net.Conn
+		start := time.Now()
+		err := e.n.Client.Do(func() error {
+			d := net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}
+			var err error
+			c, err = d.Dial("tcp4", vip)
+			return err
+		})
+		if err != nil {
+			return 0, err
+		}
+		took := time.Since(start)
+		c.SetDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, c) // the local server's close
+		c.Close()
+		return took, nil
+	}
+	if _, err := dial(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
+	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP+":80", "-m")
+	time.Sleep(100 * time.Millisecond)
+	took, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > 500*time.Millisecond {
+		t.Errorf("connection through the director took %v: the SYN was lost", took)
+	}
+}

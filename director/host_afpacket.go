@@ -164,18 +164,12 @@ func (h *afpHost) nftApply(s *snapshot) error {
 	c := h.nft
 	t := c.AddTable(h.table)
 	c.FlushTable(t)
-	var rules [][]expr.Any
-	for k, v := range s.byKey {
-		rules = append(rules, matchDst(k, v.svc.Port == 0)...)
+	rules := divertedMatches(s)
+	for k := range s.byKey {
 		if !h.local[k.addr] {
 			// A VIP the kernel does not own must not be routed back out
 			// by it either; everything for it is ours.
 			rules = append(rules, matchAnyTo(k.addr))
-		}
-		for _, ds := range v.svc.Dests {
-			if ds.Fwd == service.FwdMasq {
-				rules = append(rules, matchSrc(conntrack.AddrFrom(ds.Addr), k.proto, ds.Port)...)
-			}
 		}
 	}
 	prio := nftables.ChainPriorityRef(-500)
@@ -192,6 +186,21 @@ func (h *afpHost) nftApply(s *snapshot) error {
 		return fmt.Errorf("install nftables ingress rules (table netdev %s): %w", h.table.Name, err)
 	}
 	return nil
+}
+
+// divertedMatches matches the traffic the director balances: packets for
+// each virtual service, and each NAT real server's replies and ICMP errors.
+func divertedMatches(s *snapshot) [][]expr.Any {
+	var rules [][]expr.Any
+	for k, v := range s.byKey {
+		rules = append(rules, matchDst(k, v.svc.Port == 0)...)
+		for _, ds := range v.svc.Dests {
+			if ds.Fwd == service.FwdMasq {
+				rules = append(rules, matchSrc(conntrack.AddrFrom(ds.Addr), k.proto, ds.Port)...)
+			}
+		}
+	}
+	return rules
 }
 
 // Expression helpers. Register 1 holds each loaded field in turn.

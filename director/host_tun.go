@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -37,10 +40,20 @@ import (
 //   - sysctls: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1,
 //     net.ipv4.conf.<tun>.rp_filter=0 and accept_local=1 (replies leave
 //     with the VIP, a local address, as source), and
-//     net.ipv4.conf.all.rp_filter=0 if it was not;
+//     net.ipv4.conf.all.rp_filter=0 if it was not, and
+//     net.ipv4.tcp_early_demux=0, net.ipv4.udp_early_demux=0 (early demux
+//     would tie a diverted packet to a local socket of the same addresses,
+//     and the kernel does not forward such packets);
 //   - a VIP that is not one of the host's addresses is added as a /32
 //     (/128) to the interface that routes to it, so the kernel answers
-//     ARP/NDP for it.
+//     ARP/NDP for it;
+//   - an nftables table "inet uvs" whose raw-priority prerouting chain
+//     exempts the diverted traffic, and everything coming out of the TUN,
+//     from the kernel's connection tracking (as IPVS does with its
+//     conntrack=0 default). Otherwise, on a host where conntrack is active,
+//     the kernel tracks the two halves of each balanced connection as
+//     unrelated flows, and a reused client port clashes with an entry
+//     left from before and is dropped.
 type tunHost struct {
 	d       *Director
 	pt      *port
@@ -50,6 +63,8 @@ type tunHost struct {
 	sysctls []sysctlChange
 	addrs   map[netip.Addr]addedAddr
 	routes  []netlink.Route
+	nft     *nftables.Conn
+	table   *nftables.Table
 }
 
 const (
@@ -68,7 +83,8 @@ type addedAddr struct {
 }
 
 func openTUNHost(d *Director) (hb hostBackend, err error) {
-	h := &tunHost{d: d, rules: make(map[string]netlink.Rule), addrs: make(map[netip.Addr]addedAddr)}
+	h := &tunHost{d: d, rules: make(map[string]netlink.Rule), addrs: make(map[netip.Addr]addedAddr),
+		table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "uvs"}}
 	defer func() {
 		if err != nil {
 			h.close()
@@ -101,6 +117,12 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 		{"net/ipv4/conf/" + tunName + "/rp_filter", "0"},
 		{"net/ipv4/conf/" + tunName + "/accept_local", "1"},
 		{"net/ipv4/conf/all/rp_filter", "0"},
+		// Early demux would attach a diverted packet to a local socket
+		// with the same addresses (a TIME_WAIT left by a local server on
+		// the VIP, say) before the policy rules run, and the kernel then
+		// refuses to forward it into the TUN.
+		{"net/ipv4/tcp_early_demux", "0"},
+		{"net/ipv4/udp_early_demux", "0"},
 	} {
 		if err := h.sysctl(kv[0], kv[1]); err != nil {
 			return nil, err
@@ -125,6 +147,13 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 		if err := h.addRule("iif-"+fmt.Sprint(fam), *skip); err != nil {
 			return nil, err
 		}
+	}
+	if c, err := nftables.New(); err == nil {
+		c.DelTable(h.table) // left by a director that was killed
+		_ = c.Flush()
+	}
+	if h.nft, err = nftables.New(nftables.AsLasting()); err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	d.log.Info("serving through TUN", "io", IOTUN, "name", tunName, "queues", len(pt.queues), "mtu", mtu)
 	return h, nil
@@ -238,7 +267,30 @@ func (h *tunHost) apply(s *snapshot) error {
 			delete(h.rules, k)
 		}
 	}
-	return h.vipAddrs(s)
+	if err := h.vipAddrs(s); err != nil {
+		return err
+	}
+	return h.notrack(s)
+}
+
+// notrack rebuilds the conntrack exemptions in one transaction.
+func (h *tunHost) notrack(s *snapshot) error {
+	c := h.nft
+	t := c.AddTable(h.table)
+	c.FlushTable(t)
+	ch := c.AddChain(&nftables.Chain{Name: "raw-prerouting", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, tunName)
+	rules := [][]expr.Any{{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, cmpEq(name)}}
+	rules = append(rules, divertedMatches(s)...)
+	for _, r := range rules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), &expr.Notrack{})})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("install nftables notrack rules (table inet %s): %w", h.table.Name, err)
+	}
+	return nil
 }
 
 // vipAddrs makes every VIP an address of the host, adding the missing ones
@@ -280,6 +332,13 @@ func (h *tunHost) vipAddrs(s *snapshot) error {
 
 func (h *tunHost) close() error {
 	var errs []error
+	if h.nft != nil {
+		h.nft.DelTable(h.table)
+		if err := h.nft.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete nftables table inet %s: %w", h.table.Name, err))
+		}
+		h.nft.CloseLasting()
+	}
 	for k, r := range h.rules {
 		if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete rule %s: %w", k, err))
