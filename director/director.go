@@ -39,7 +39,7 @@ const (
 type Config struct {
 	IO         string   // IOAFPacket (default) or IOTUN
 	Interfaces []string // interfaces to serve; nil = every non-loopback Ethernet interface that is up
-	Workers    int      // packet workers per interface; 0 = GOMAXPROCS
+	Workers    int      // packet workers (queues) per interface; 0 = one per core, spread over the interfaces
 	Capacity   int      // connection table limit; 0 = 1<<20
 	Logger     *slog.Logger
 }
@@ -98,9 +98,6 @@ func New(cfg Config) (*Director, error) {
 	if cfg.IO == "" {
 		cfg.IO = IOAFPacket
 	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = runtime.GOMAXPROCS(0)
-	}
 	if cfg.Capacity <= 0 {
 		cfg.Capacity = 1 << 20
 	}
@@ -127,6 +124,17 @@ func New(cfg Config) (*Director, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// queuesPerPort is how many workers read each of n ports: as asked, or
+// one per core spread over the ports. More readers than cores only adds
+// context switches (measured on 2 cores: 2 ports x 1 queue beat 2 x 2 by
+// 10-30 % on HTTP requests/s, with less CPU).
+func (d *Director) queuesPerPort(n int) int {
+	if d.cfg.Workers > 0 {
+		return d.cfg.Workers
+	}
+	return max(1, runtime.GOMAXPROCS(0)/max(1, n))
 }
 
 // newDirector makes a Director with an empty table and no host yet.

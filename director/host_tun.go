@@ -98,7 +98,7 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 			}
 		}
 	}
-	pt, err := openTUNPort(tunName, mtu, d.cfg.Workers)
+	pt, err := openTUNPort(tunName, mtu, d.queuesPerPort(1))
 	if err != nil {
 		return nil, err
 	}

@@ -220,7 +220,11 @@ func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, err
 	if err != nil {
 		return nil, err
 	}
-	d, err := lab.StartDirector(t.Net.Director, o.Director, dir, "--io", io, "--log-level", "warn")
+	args := []string{"--io", io, "--log-level", "warn"}
+	// UVSBENCH_DIRECTOR_ARGS adds flags to `director run` (e.g. "--workers 1"
+	// or "--pprof 127.0.0.1:6060") for experiments.
+	args = append(args, strings.Fields(os.Getenv("UVSBENCH_DIRECTOR_ARGS"))...)
+	d, err := lab.StartDirector(t.Net.Director, o.Director, dir, args...)
 	if err != nil {
 		return nil, fmt.Errorf("uvs --io %s: %w", io, err)
 	}

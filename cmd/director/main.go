@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -70,9 +71,10 @@ func runMain(args []string) int {
 	ioMode := fs.String("io", director.IOAFPacket, "packet I/O: afpacket or tun")
 	sock := fs.String("socket", control.SocketPath(), "control socket")
 	ifs := fs.String("interfaces", "", "comma-separated interfaces to serve (afpacket; default: every Ethernet interface that is up)")
-	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core)")
+	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core, spread over the interfaces)")
 	capacity := fs.Int("capacity", 1<<20, "connection table limit")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof on this address (for profiling the data path)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this address, e.g. :9100")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -135,6 +137,16 @@ func runMain(args []string) int {
 		go ms.Serve(ln)
 		defer ms.Close()
 		log.Info("serving metrics", "addr", ln.Addr().String())
+	}
+	if *pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Addr: *pprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go ps.ListenAndServe()
+		defer ps.Close()
 	}
 	log.Info("director running", "io", cfg.IO, "socket", *sock)
 
