@@ -76,7 +76,7 @@ func newEnv(t *testing.T, io string) *env {
 	if err := testbed.Available(); err != nil {
 		t.Skip(err)
 	}
-	n, err := lab.BuildNAT("uvse2e")
+	n, err := lab.BuildNAT("uvse2e", 2)
 	if err != nil {
 		t.Fatal(err)
 	}

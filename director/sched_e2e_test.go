@@ -28,7 +28,7 @@ import (
 // what the real kernel picks.
 
 // Real servers of the scheduler topology, named rs1..rs3 in add order.
-var schedRS = []string{"198.18.1.2", "198.18.1.3", "198.18.1.4"}
+var schedRS = []string{lab.RSIP(0), lab.RSIP(1), lab.RSIP(2)}
 
 // Extra client addresses for sh: each client address maps to a fixed
 // server.
@@ -45,54 +45,15 @@ var shClients = func() []string {
 const nameService = "7000"
 
 // buildNAT3 is lab.BuildNAT with three real servers and extra client
-// addresses, IPv4 only.
-func buildNAT3(prefix string) (n *lab.NATNet, err error) {
-	bed, err := testbed.New(prefix)
+// addresses for sh.
+func buildNAT3(prefix string) (*lab.NATNet, error) {
+	n, err := lab.BuildNAT(prefix, len(schedRS))
 	if err != nil {
 		return nil, err
-	}
-	n = &lab.NATNet{Bed: bed}
-	defer func() {
-		if err != nil {
-			bed.Close()
-			n = nil
-		}
-	}()
-	host := func(name string) *testbed.Host {
-		if err != nil {
-			return nil
-		}
-		var h *testbed.Host
-		h, err = bed.Host(name)
-		return h
-	}
-	n.Client, n.Director, n.Switch = host("client"), host("dir"), host("sw")
-	for i := range schedRS {
-		n.RS = append(n.RS, host(fmt.Sprintf("rs%d", i+1)))
-	}
-	if err != nil {
-		return nil, err
-	}
-	steps := []func() error{
-		func() error { return bed.Link(n.Client, "eth0", n.Director, "eth0") },
-		func() error { return bed.Bridge(n.Switch, "br0", "eth1", n.Director) },
-		func() error { return bed.Bridge(n.Switch, "br0", "eth0", n.RS...) },
-		func() error { return n.Client.Addr("eth0", lab.ClientIP+"/24") },
-		func() error { return n.Client.Route("default", lab.DirOuterIP) },
-		func() error { return n.Director.Addr("eth0", lab.DirOuterIP+"/24") },
-		func() error { return n.Director.Addr("eth1", lab.DirInnerIP+"/24") },
 	}
 	for _, a := range shClients {
-		steps = append(steps, func() error { return n.Client.Addr("eth0", a+"/24") })
-	}
-	for i, rs := range n.RS {
-		steps = append(steps,
-			func() error { return rs.Addr("eth0", schedRS[i]+"/24") },
-			func() error { return rs.Route("default", lab.DirInnerIP) },
-		)
-	}
-	for _, s := range steps {
-		if err = s(); err != nil {
+		if err := n.Client.Addr("eth0", a+"/24"); err != nil {
+			n.Bed.Close()
 			return nil, err
 		}
 	}

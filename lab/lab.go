@@ -47,9 +47,14 @@ type NATNet struct {
 	RS                       []*testbed.Host
 }
 
-// BuildNAT builds the NAT topology in a new bed whose names start with
-// prefix. The caller closes n.Bed.
-func BuildNAT(prefix string) (n *NATNet, err error) {
+// RSIP and RSIP6 are the addresses of real server i (0-based): RS1IP,
+// RS2IP, then on up the 198.18.1.0/24 (2001:2:0:1::/64) subnet.
+func RSIP(i int) string  { return fmt.Sprintf("198.18.1.%d", 2+i) }
+func RSIP6(i int) string { return fmt.Sprintf("2001:2:0:1::%x", 2+i) }
+
+// BuildNAT builds the NAT topology with servers real servers (the lab has
+// two) in a new bed whose names start with prefix. The caller closes n.Bed.
+func BuildNAT(prefix string, servers int) (n *NATNet, err error) {
 	bed, err := testbed.New(prefix)
 	if err != nil {
 		return nil, err
@@ -70,7 +75,9 @@ func BuildNAT(prefix string) (n *NATNet, err error) {
 		return h
 	}
 	n.Client, n.Director, n.Switch = host("client"), host("dir"), host("sw")
-	n.RS = []*testbed.Host{host("rs1"), host("rs2")}
+	for i := range servers {
+		n.RS = append(n.RS, host(fmt.Sprintf("rs%d", i+1)))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +95,7 @@ func BuildNAT(prefix string) (n *NATNet, err error) {
 		func() error { return n.Director.Addr("eth1", DirInnerIP6+"/64") },
 	}
 	for i, rs := range n.RS {
-		ip, ip6 := []string{RS1IP, RS2IP}[i], []string{RS1IP6, RS2IP6}[i]
+		ip, ip6 := RSIP(i), RSIP6(i)
 		steps = append(steps,
 			func() error { return rs.Addr("eth0", ip+"/24") },
 			func() error { return rs.Addr("eth0", ip6+"/64") },
@@ -200,7 +207,7 @@ func NAT(ctx context.Context, o Options) (err error) {
 	out := o.Out
 	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	say("# LVS-NAT lab: building namespaces (client, director, switch, two real servers)")
-	n, err := BuildNAT("uvslab")
+	n, err := BuildNAT("uvslab", 2)
 	if err != nil {
 		return err
 	}

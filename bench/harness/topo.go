@@ -64,7 +64,7 @@ type proc struct {
 // nginx, iperf3 servers and UDP sinks on both real servers and waits until
 // they answer. The caller must Close it.
 func Build(ctx context.Context, prefix string, log *slog.Logger) (t *Topo, err error) {
-	n, err := lab.BuildNAT(prefix)
+	n, err := lab.BuildNAT(prefix, 2)
 	if err != nil {
 		return nil, fmt.Errorf("build topology: %w", err)
 	}
