@@ -454,6 +454,15 @@ func testNAT(t *testing.T, mode string) {
 		if err != nil || n != bulkSize {
 			t.Fatalf("IPv6 bulk: %d bytes, %v", n, err)
 		}
+		// A VIP that is no address of the host: the director answers
+		// neighbour solicitations for it (AF_PACKET) or adds it (TUN).
+		extra := "[2001:2::100]"
+		e.ipvsadm(t, "-A", "-t", extra+":80", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", extra+":80", "-r", "["+lab.RS1IP6+"]:80", "-m")
+		defer e.ipvsadm(t, "-D", "-t", extra+":80")
+		if body, _, err := e.get("http://" + extra + "/"); err != nil || body != "rs1" {
+			t.Errorf("IPv6 extra VIP: %q %v", body, err)
+		}
 		e.ipvsadm(t, "-A", "-u", v6+":53", "-s", "rr")
 		e.ipvsadm(t, "-a", "-u", v6+":53", "-r", "["+lab.RS1IP6+"]:53", "-m")
 		defer e.ipvsadm(t, "-D", "-u", v6+":53")
