@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/vishvananda/netns"
@@ -24,6 +25,20 @@ type AFPacketConfig struct {
 	// NoVnetHdr turns the virtio-net header off. Only for diagnosis: without
 	// it, GSO frames with partial checksums cannot be forwarded correctly.
 	NoVnetHdr bool
+
+	// RXRing receives through a TPACKET_V3 memory-mapped ring instead of
+	// recvmmsg (see afpacket_ring_linux.go). Off by default: a block is
+	// only handed over when full or after RingBlockTimeout, which adds
+	// latency under light load.
+	RXRing bool
+	// RingBlockSize is the size of one ring block, rounded up to the
+	// page size; default 128 KiB, at least one 64 KiB frame plus headers.
+	RingBlockSize int
+	// RingBlocks is the number of blocks; default SocketBuffer/RingBlockSize.
+	RingBlocks int
+	// RingBlockTimeout is how long the kernel keeps a block that is not
+	// full before handing it over; default 1ms, the kernel's smallest.
+	RingBlockTimeout time.Duration
 }
 
 const (
@@ -48,8 +63,9 @@ type AFPacket struct {
 	group *fanoutGroup
 	closeFlag
 
-	r afRx
-	w afTx
+	r    afRx
+	w    afTx
+	ring *rxRing // nil unless RXRing
 }
 
 // fanoutGroup is shared by all queues of one interface.
@@ -187,6 +203,9 @@ func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutG
 	d.f = os.NewFile(uintptr(fd), "af_packet:"+ifname)
 	if d.rc, err = d.f.SyscallConn(); err != nil {
 		d.f.Close()
+		if d.ring != nil {
+			d.ring.unmap()
+		}
 		return nil, fmt.Errorf("af_packet %s: %w", ifname, err)
 	}
 	d.ns = ns
@@ -195,7 +214,7 @@ func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutG
 	return d, nil
 }
 
-func setupAFPacket(fd int, ifname string, c AFPacketConfig) (*AFPacket, error) {
+func setupAFPacket(fd int, ifname string, c AFPacketConfig) (d *AFPacket, err error) {
 	ifr, err := unix.NewIfreq(ifname)
 	if err != nil {
 		return nil, err
@@ -217,11 +236,22 @@ func setupAFPacket(fd int, ifname string, c AFPacketConfig) (*AFPacket, error) {
 	if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, c.SocketBuffer); err != nil {
 		return nil, fmt.Errorf("send buffer: %w", err)
 	}
+	var ring *rxRing
+	if c.RXRing {
+		if ring, err = setupRXRing(fd, c); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				ring.unmap()
+			}
+		}()
+	}
 	sa := &unix.SockaddrLinklayer{Protocol: htons(ethPAll), Ifindex: index}
 	if err := unix.Bind(fd, sa); err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
 	}
-	d := &AFPacket{name: ifname, index: index, vnet: !c.NoVnetHdr, batch: c.BatchSize, cfg: c}
+	d = &AFPacket{name: ifname, index: index, vnet: !c.NoVnetHdr, batch: c.BatchSize, cfg: c, ring: ring}
 	// The bound address carries the interface's hardware address.
 	got, err := unix.Getsockname(fd)
 	if err != nil {
@@ -260,6 +290,9 @@ func (d *AFPacket) initBatch() {
 		h.Name = (*byte)(unsafe.Pointer(&d.r.names[i]))
 	}
 	d.r.fn = d.recv
+	if d.ring != nil {
+		d.r.fn = d.ringRecv
+	}
 	d.w.msgs = make([]unix.Mmsghdr, n)
 	d.w.iovs = make([]unix.Iovec, n)
 	for i := range d.w.msgs {
@@ -282,7 +315,7 @@ func (d *AFPacket) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, fmt.Errorf("af_packet %s: read: %w", d.name, d.closedErr(err))
 	}
 	if r.err != nil {
-		return 0, fmt.Errorf("af_packet %s: recvmmsg: %w", d.name, r.err)
+		return 0, fmt.Errorf("af_packet %s: recvmmsg: %w", d.name, r.err) // never on the ring path
 	}
 	return r.n, nil
 }
@@ -395,6 +428,11 @@ func (d *AFPacket) BatchSize() int { return d.batch }
 func (d *AFPacket) Close() error {
 	d.closed.Store(true)
 	err := d.f.Close()
+	// The file's Close waited for a Read inside the RawConn callback to
+	// leave it, so nothing reads the ring now.
+	if d.ring != nil && err == nil {
+		err = d.ring.unmap()
+	}
 	if d.ns.IsOpen() {
 		d.ns.Close()
 		d.ns = netns.None()
