@@ -42,6 +42,10 @@ type Config struct {
 	Workers    int      // packet workers (queues) per interface; 0 = one per core, spread over the interfaces
 	Capacity   int      // connection table limit; 0 = 1<<20
 	Logger     *slog.Logger
+
+	// AFPacketRing reads AF_PACKET frames through a TPACKET_V3 ring
+	// instead of recvmmsg (link.AFPacketConfig.RXRing). Experimental.
+	AFPacketRing bool
 }
 
 // Director is a running load balancer.

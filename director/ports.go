@@ -11,9 +11,9 @@ import (
 
 // openAFPacketPort opens one AF_PACKET socket per worker on l, all in one
 // fanout group so that a flow stays with one worker.
-func openAFPacketPort(l netlink.Link, workers int) (*port, error) {
+func openAFPacketPort(l netlink.Link, workers int, ring bool) (*port, error) {
 	name := l.Attrs().Name
-	first, err := link.OpenAFPacket(name, nil)
+	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: ring})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

@@ -73,6 +73,7 @@ func runMain(args []string) int {
 	ifs := fs.String("interfaces", "", "comma-separated interfaces to serve (afpacket; default: every Ethernet interface that is up)")
 	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core, spread over the interfaces)")
 	capacity := fs.Int("capacity", 1<<20, "connection table limit")
+	ring := fs.Bool("afpacket-ring", false, "afpacket: receive through a TPACKET_V3 ring instead of recvmmsg (experimental)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof on this address (for profiling the data path)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this address, e.g. :9100")
@@ -87,7 +88,7 @@ func runMain(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 
-	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, Logger: log}
+	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, AFPacketRing: *ring, Logger: log}
 	if *ifs != "" {
 		cfg.Interfaces = strings.Split(*ifs, ",")
 	}
