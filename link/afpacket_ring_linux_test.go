@@ -368,19 +368,28 @@ func TestRingMatchesRecvmmsg(t *testing.T) {
 	go collect(ring, &fromRing, &wg)
 	go collect(plain, &fromPlain, &wg)
 
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	x.do(t, func() error {
 		c, err := net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
+		// Send until both readers have their frames, at most 10 s.
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		data := make([]byte, 16<<20)
-		_, err = c.Write(data)
-		return err
+		data := make([]byte, 1<<20)
+		for {
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			if _, err := c.Write(data); err != nil {
+				return err
+			}
+		}
 	})
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
