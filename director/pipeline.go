@@ -297,7 +297,13 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	p := &w.p
 	v := s.service(p.Proto, w.tp.Dst, p.DstPort)
 	if v == nil {
-		w.passThrough(buf)
+		if !w.in.ether {
+			// Diverted into the TUN yet neither a connection's nor a
+			// service's: a real server's packet for a connection we no
+			// longer know. Handing it back would let the kernel forward
+			// it un-NATed.
+			d.noConn.Add(1)
+		}
 		return
 	}
 	if p.Proto == service.TCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn {
