@@ -10,7 +10,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -612,7 +611,6 @@ func udpAsk(h *testbed.Host, addr, msg string) (string, error) {
 	return strings.TrimSpace(string(buf[:n])), nil
 }
 
-var _ = http.StatusOK
 
 // hostState is what the director may change in its namespace, as text.
 func hostState(t *testing.T, h *testbed.Host) string {

@@ -437,7 +437,7 @@ func (w *worker) toServer(s *snapshot, buf []byte, dest uint32) {
 		nh.kick()
 		return
 	}
-	w.setEther(buf, nh.port, mac)
+	w.setEther(nh.port, mac)
 	w.send(nh.port, buf)
 }
 
@@ -451,16 +451,15 @@ func (w *worker) toClient(buf []byte, c *conntrack.Conn) {
 	if pt == nil {
 		return
 	}
-	w.setEther(buf, pt, c.PeerMAC)
+	w.setEther(pt, c.PeerMAC)
 	w.send(pt, buf)
 }
 
 // setEther rewrites the Ethernet addresses for the next hop.
-func (w *worker) setEther(buf []byte, pt *port, dst [6]byte) {
+func (w *worker) setEther(pt *port, dst [6]byte) {
 	e := w.p.Buf[w.p.L2:]
 	copy(e[0:6], dst[:])
 	copy(e[6:12], pt.mac[:])
-	_ = buf
 }
 
 // passThrough is for packets that are not ours. On AF_PACKET the kernel
