@@ -611,7 +611,6 @@ func udpAsk(h *testbed.Host, addr, msg string) (string, error) {
 	return strings.TrimSpace(string(buf[:n])), nil
 }
 
-
 // hostState is what the director may change in its namespace, as text.
 func hostState(t *testing.T, h *testbed.Host) string {
 	t.Helper()
