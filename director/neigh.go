@@ -99,8 +99,8 @@ func (nb *neighbours) resolveAll(s *snapshot) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	// Workers learn answers only through the published snapshot; until
-	// then learn here from the kernel's table, which sees the same ARP.
+	// Ask; the workers learn the answers (see nexthopFor), and the
+	// kernel's table may have them too by then.
 	for _, nh := range pending {
 		nb.request(nh)
 	}

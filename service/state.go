@@ -97,11 +97,12 @@ func (s *DestState) checkOverload() {
 }
 
 // Registry hands out the IDs by which the connection table refers to real
-// servers, and maps them back. Lookups take no lock.
+// servers, and maps them back. Lookups take no lock. IDs are never reused:
+// a worker holding a copy of a deleted server's connection can then never
+// reach another server through it (8 bytes per deleted server).
 type Registry struct {
 	mu    sync.Mutex
 	table atomic.Pointer[[]*DestState]
-	free  []uint32
 }
 
 // Register gives st an ID if it has none.
@@ -120,31 +121,10 @@ func (r *Registry) Register(st *DestState) uint32 {
 	}
 	next := make([]*DestState, len(cur), len(cur)+1)
 	copy(next, cur)
-	if n := len(r.free); n > 0 {
-		st.id = r.free[n-1]
-		r.free = r.free[:n-1]
-		next[st.id] = st
-	} else {
-		st.id = uint32(len(next))
-		next = append(next, st)
-	}
+	st.id = uint32(len(next))
+	next = append(next, st)
 	r.table.Store(&next)
 	return st.id
-}
-
-// Release frees st's ID once nothing refers to it any more.
-func (r *Registry) Release(st *DestState) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if st.id == 0 {
-		return
-	}
-	p := r.table.Load()
-	next := append([]*DestState(nil), (*p)...)
-	next[st.id] = nil
-	r.free = append(r.free, st.id)
-	st.id = 0
-	r.table.Store(&next)
 }
 
 // Get returns the state with the given ID, or nil.
