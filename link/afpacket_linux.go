@@ -39,6 +39,15 @@ type AFPacketConfig struct {
 	// RingBlockTimeout is how long the kernel keeps a block that is not
 	// full before handing it over; default 1ms, the kernel's smallest.
 	RingBlockTimeout time.Duration
+
+	// Blocking reads with blocking recvmmsg on a goroutine locked to its
+	// thread instead of through the runtime poller (see
+	// afpacket_block_linux.go). Experimental; not with RXRing.
+	Blocking bool
+	// SpinFor keeps retrying recvmmsg for up to this long when the socket
+	// is empty before waiting (in the poller or, with Blocking, in the
+	// kernel). Experimental: the spinning costs CPU the workload may need.
+	SpinFor time.Duration
 }
 
 const (
@@ -66,6 +75,7 @@ type AFPacket struct {
 	r    afRx
 	w    afTx
 	ring *rxRing // nil unless RXRing
+	blk  blockMode
 }
 
 // fanoutGroup is shared by all queues of one interface.
@@ -191,7 +201,14 @@ func joinFanout(rc syscall.RawConn, id int) (int, error) {
 func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutGroup) (*AFPacket, error) {
 	// Protocol 0 receives nothing until bind names the interface, so no
 	// frame of another interface slips in first.
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if c.Blocking && c.RXRing {
+		return nil, fmt.Errorf("af_packet %s: Blocking and RXRing cannot be combined", ifname)
+	}
+	flags := unix.SOCK_RAW | unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC
+	if c.Blocking {
+		flags &^= unix.SOCK_NONBLOCK // os.NewFile then keeps it out of the poller
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, flags, 0)
 	if err != nil {
 		return nil, fmt.Errorf("af_packet %s: socket: %w", ifname, err)
 	}
@@ -210,6 +227,7 @@ func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutG
 	}
 	d.ns = ns
 	d.group = g
+	d.blk.on, d.blk.spin = c.Blocking, c.SpinFor
 	d.initBatch()
 	return d, nil
 }
@@ -237,6 +255,11 @@ func setupAFPacket(fd int, ifname string, c AFPacketConfig) (d *AFPacket, err er
 		return nil, fmt.Errorf("send buffer: %w", err)
 	}
 	var ring *rxRing
+	if c.Blocking {
+		if err := setBlockingTimeouts(fd); err != nil {
+			return nil, err
+		}
+	}
 	if c.RXRing {
 		if ring, err = setupRXRing(fd, c); err != nil {
 			return nil, err
@@ -293,6 +316,9 @@ func (d *AFPacket) initBatch() {
 	if d.ring != nil {
 		d.r.fn = d.ringRecv
 	}
+	if d.blk.on {
+		d.r.fn = d.blockingRecv
+	}
 	d.w.msgs = make([]unix.Mmsghdr, n)
 	d.w.iovs = make([]unix.Iovec, n)
 	for i := range d.w.msgs {
@@ -309,6 +335,9 @@ func (d *AFPacket) initBatch() {
 func (d *AFPacket) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	r := &d.r
 	r.bufs, r.sizes, r.offset, r.n, r.err = bufs, sizes, offset, 0, nil
+	if d.blk.on {
+		d.lockReader()
+	}
 	err := d.rc.Read(r.fn)
 	r.bufs, r.sizes = nil, nil
 	if err != nil {
@@ -328,16 +357,14 @@ func (d *AFPacket) recv(fd uintptr) bool {
 	if n == 0 {
 		return true
 	}
-	for i := 0; i < n; i++ {
-		b := r.bufs[i][r.offset:]
-		r.iovs[i].Base = unsafe.SliceData(b)
-		r.iovs[i].SetLen(len(b))
-		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrLinklayer
-		r.msgs[i].Hdr.Flags = 0
-	}
+	r.prepare(n)
+	var spinStart int64
 	for {
 		got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(n), 0, 0, 0)
 		if e == unix.EAGAIN {
+			if d.blk.spin > 0 && d.blk.spinning(&spinStart) {
+				continue
+			}
 			return false
 		}
 		if e == unix.EINTR {
@@ -347,28 +374,43 @@ func (d *AFPacket) recv(fd uintptr) bool {
 			r.err = e
 			return true
 		}
-		// Keep the frames we return at the front of bufs; swap dropped
-		// ones' buffers behind them.
-		k := 0
-		for i := 0; i < int(got); i++ {
-			m := &r.msgs[i]
-			if m.Hdr.Flags&unix.MSG_TRUNC != 0 || r.names[i].Pkttype == unix.PACKET_OUTGOING {
-				r.drops.Add(1)
-				continue
-			}
-			if k != i {
-				r.bufs[k], r.bufs[i] = r.bufs[i], r.bufs[k]
-			}
-			r.sizes[k] = int(m.Len)
-			k++
-		}
-		if k > 0 {
-			r.n = k
+		if r.n = r.keep(int(got)); r.n > 0 {
 			return true
 		}
 		// Every frame was dropped; the socket may hold more, so try again
 		// before waiting (the poller is edge-triggered).
 	}
+}
+
+// prepare points the first n messages at the caller's buffers.
+func (r *afRx) prepare(n int) {
+	for i := 0; i < n; i++ {
+		b := r.bufs[i][r.offset:]
+		r.iovs[i].Base = unsafe.SliceData(b)
+		r.iovs[i].SetLen(len(b))
+		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrLinklayer
+		r.msgs[i].Hdr.Flags = 0
+	}
+}
+
+// keep sorts the got frames recvmmsg returned: the ones to return go to
+// the front of bufs with their sizes set, dropped ones' buffers behind
+// them. It returns how many are kept.
+func (r *afRx) keep(got int) int {
+	k := 0
+	for i := 0; i < got; i++ {
+		m := &r.msgs[i]
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || r.names[i].Pkttype == unix.PACKET_OUTGOING {
+			r.drops.Add(1)
+			continue
+		}
+		if k != i {
+			r.bufs[k], r.bufs[i] = r.bufs[i], r.bufs[k]
+		}
+		r.sizes[k] = int(m.Len)
+		k++
+	}
+	return k
 }
 
 // Write implements Device.
@@ -404,6 +446,15 @@ func (d *AFPacket) send(fd uintptr) bool {
 			w.n += int(sent)
 		case unix.EINTR:
 		case unix.EAGAIN:
+			if d.blk.on {
+				// SO_SNDTIMEO expired on the blocking socket: wait
+				// again unless it was closed meanwhile.
+				if d.closed.Load() {
+					w.err = os.ErrClosed
+					return true
+				}
+				continue
+			}
 			// The socket's send buffer is full; the poller wakes us
 			// when it drains.
 			return false

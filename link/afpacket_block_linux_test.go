@@ -1,0 +1,445 @@
+package link
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// blockModes are the experimental wait strategies, each tested like the
+// default one.
+var blockModes = []struct {
+	name string
+	cfg  AFPacketConfig
+}{
+	{"blocking", AFPacketConfig{Blocking: true}},
+	{"blocking+spin", AFPacketConfig{Blocking: true, SpinFor: 20 * time.Microsecond}},
+	{"spin", AFPacketConfig{SpinFor: 20 * time.Microsecond}},
+}
+
+// newBlkNS is newNS with this file's namespace prefix.
+func newBlkNS(tb testing.TB) *testNS {
+	tb.Helper()
+	var suffix [4]byte
+	rand.Read(suffix[:])
+	name := "uvsblk-" + hex.EncodeToString(suffix[:])
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("get netns: %v", err)
+	}
+	h, err := netns.NewNamed(name) // also moves this thread into it
+	if rerr := netns.Set(orig); rerr != nil {
+		tb.Fatalf("restore netns: %v", rerr) // thread stays locked and dies
+	}
+	orig.Close()
+	runtime.UnlockOSThread()
+	if err != nil {
+		tb.Fatalf("create netns %s: %v", name, err)
+	}
+	ns := &testNS{name: name, h: h}
+	tb.Cleanup(func() {
+		if ns.nl != nil {
+			ns.nl.Close()
+		}
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			tb.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	if ns.nl, err = netlink.NewHandleAt(h); err != nil {
+		tb.Fatalf("netlink handle in %s: %v", name, err)
+	}
+	ns.up(tb, "lo")
+	return ns
+}
+
+// blkPair is pair() in uvsblk- namespaces.
+func blkPair(tb testing.TB) (x, y *testNS) {
+	x, y = newBlkNS(tb), newBlkNS(tb)
+	veth(tb, x, "x0", y, "y0")
+	x.addr(tb, "x0", "198.18.0.1/24")
+	y.addr(tb, "y0", "198.18.0.2/24")
+	return x, y
+}
+
+func TestBlockingReadsUDPAndNotOwnOutput(t *testing.T) {
+	needRoot(t)
+	for _, m := range blockModes {
+		t.Run(m.name, func(t *testing.T) {
+			x, y := blkPair(t)
+			d := openAF(t, y, "y0", &m.cfg)
+			c := dialUDP(t, x, nil, &net.UDPAddr{IP: ipY, Port: 9999})
+			payload := []byte("uvs blocking test datagram")
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() { // until the reader has seen one; ARP may eat the first
+				for i := 0; i < 200; i++ {
+					c.Write(payload)
+					select {
+					case <-stop:
+						return
+					case <-time.After(25 * time.Millisecond):
+					}
+				}
+			}()
+			timer := time.AfterFunc(5*time.Second, func() { d.Close() })
+			defer timer.Stop()
+			// Read on a goroutine of its own: Blocking locks it to its thread.
+			done := make(chan error, 1)
+			go func() { done <- readUntilDatagram(d, payload) }()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// readUntilDatagram reads d until the UDP datagram to ipY:9999 carrying
+// payload arrives; it fails on a frame d itself sent.
+func readUntilDatagram(d *AFPacket, payload []byte) error {
+	bufs, sizes := frameBufs(d.BatchSize(), headroom)
+	own := d.MAC()
+	for {
+		n, err := d.Read(bufs, sizes, headroom)
+		if err != nil {
+			return errors.Join(errors.New("Read before the datagram arrived"), err)
+		}
+		if n < 1 || n > d.BatchSize() {
+			return errors.New("Read returned no frame or too many")
+		}
+		for i := 0; i < n; i++ {
+			f := bufs[i][headroom : headroom+sizes[i]]
+			if bytes.Equal(f[VnetHdrLen+6:VnetHdrLen+12], own[:]) {
+				return errors.New("read a frame y0 itself sent (ARP reply?)")
+			}
+			ip, udp := udpOf(f[VnetHdrLen:])
+			if ip != nil && udp != nil && udp.DstPort == 9999 {
+				if !ip.DstIP.Equal(ipY) || !bytes.Equal(udp.Payload, payload) {
+					return errors.New("datagram with the wrong address or payload")
+				}
+				return nil
+			}
+		}
+	}
+}
+
+func TestBlockingCloseUnblocksRead(t *testing.T) {
+	needRoot(t)
+	for _, m := range blockModes {
+		t.Run(m.name, func(t *testing.T) {
+			x, _ := blkPair(t)
+			d := openAF(t, x, "x0", &m.cfg)
+			testCloseUnblocks(t, d)
+			// A Read after Close fails at once too.
+			bufs, sizes := frameBufs(1, 0)
+			if _, err := d.Read(bufs, sizes, 0); !errors.Is(err, os.ErrClosed) {
+				t.Errorf("Read after Close returned %v, want os.ErrClosed", err)
+			}
+		})
+	}
+}
+
+func TestBlockingRejectsRing(t *testing.T) {
+	needRoot(t)
+	x, _ := blkPair(t)
+	x.do(t, func() error {
+		d, err := OpenAFPacket("x0", &AFPacketConfig{Blocking: true, RXRing: true})
+		if err == nil {
+			d.Close()
+			t.Error("OpenAFPacket accepted Blocking with RXRing")
+		}
+		return nil
+	})
+}
+
+func TestBlockingFanoutKeepsFlowsTogether(t *testing.T) {
+	needRoot(t)
+	for _, m := range blockModes {
+		t.Run(m.name, func(t *testing.T) {
+			x, y := blkPair(t)
+			x.neigh(t, "x0", ipY, macOf(t, y, "y0"))
+			q0 := openAF(t, y, "y0", &m.cfg)
+			q1, err := q0.OpenQueue()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { q1.Close() })
+			if q1.blk.on != m.cfg.Blocking || q1.blk.spin != m.cfg.SpinFor {
+				t.Fatal("the second queue does not wait like the first")
+			}
+			testFanout(t, x, q0, q1)
+		})
+	}
+}
+
+// testFanout sends 32 UDP flows of 10 datagrams from x to ipY and requires
+// each flow to reach exactly one of q0 and q1, and both queues to get some.
+func testFanout(t *testing.T, x *testNS, q0, q1 *AFPacket) {
+	const flows, perFlow = 32, 10
+	type seen struct{ queue, count int }
+	var mu sync.Mutex
+	got := map[int]*seen{} // by source port
+	total := 0
+	all := make(chan struct{})
+	var wg sync.WaitGroup
+	for qi, q := range []*AFPacket{q0, q1} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs, sizes := frameBufs(q.BatchSize(), 0)
+			for {
+				n, err := q.Read(bufs, sizes, 0)
+				if err != nil {
+					return
+				}
+				for i := 0; i < n; i++ {
+					_, udp := udpOf(bufs[i][VnetHdrLen:sizes[i]])
+					if udp == nil || udp.DstPort != 9999 {
+						continue
+					}
+					mu.Lock()
+					s := got[int(udp.SrcPort)]
+					if s == nil {
+						s = &seen{queue: qi}
+						got[int(udp.SrcPort)] = s
+					}
+					if s.queue != qi {
+						s.queue = -1
+					}
+					s.count++
+					total++
+					if total == flows*perFlow {
+						close(all)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	dst := &net.UDPAddr{IP: ipY, Port: 9999}
+	for f := 0; f < flows; f++ {
+		var c *net.UDPConn
+		x.do(t, func() (err error) {
+			c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: ipX})
+			return err
+		})
+		defer c.Close()
+		for i := 0; i < perFlow; i++ {
+			if _, err := c.WriteToUDP([]byte{byte(f), byte(i)}, dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Second):
+	}
+	q0.Close()
+	q1.Close()
+	wg.Wait()
+
+	perQueue := [2]int{}
+	for port, s := range got {
+		if s.queue < 0 {
+			t.Errorf("flow from port %d was split across queues", port)
+			continue
+		}
+		if s.count != perFlow {
+			t.Errorf("flow from port %d: %d datagrams, want %d", port, s.count, perFlow)
+		}
+		perQueue[s.queue]++
+	}
+	if len(got) != flows {
+		t.Errorf("saw %d flows, want %d", len(got), flows)
+	}
+	if perQueue[0] == 0 || perQueue[1] == 0 {
+		t.Errorf("flows per queue = %v: fanout did not spread them", perQueue)
+	}
+}
+
+// blkRelay is relay() in uvsblk- namespaces, with the bridge's two devices
+// opened with cfg.
+func blkRelay(tb testing.TB, cfg *AFPacketConfig) (a, c *testNS, br *bridge) {
+	a, b, c := newBlkNS(tb), newBlkNS(tb), newBlkNS(tb)
+	veth(tb, a, "a0", b, "b0")
+	veth(tb, b, "b1", c, "c0")
+	a.addr(tb, "a0", "198.18.0.1/24")
+	c.addr(tb, "c0", "198.18.0.2/24")
+	a.neigh(tb, "a0", ipY, macOf(tb, c, "c0"))
+	c.neigh(tb, "c0", ipX, macOf(tb, a, "a0"))
+	var d0, d1 *AFPacket
+	b.do(tb, func() (err error) {
+		if d0, err = OpenAFPacket("b0", cfg); err != nil {
+			return err
+		}
+		if d1, err = OpenAFPacket("b1", cfg); err != nil {
+			d0.Close()
+		}
+		return err
+	})
+	br = startBridge(d0, d1)
+	tb.Cleanup(br.stop)
+	return a, c, br
+}
+
+func TestBlockingBridgeBulkTCP(t *testing.T) {
+	needRoot(t)
+	for _, m := range blockModes {
+		t.Run(m.name, func(t *testing.T) {
+			a, c, br := blkRelay(t, &m.cfg)
+			client, server := tcpPair(t, a, c)
+			deadline := time.Now().Add(30 * time.Second)
+			client.SetDeadline(deadline)
+			server.SetDeadline(deadline)
+
+			data := make([]byte, 8<<20)
+			rand.Read(data)
+			want := sha256.Sum256(data)
+			type result struct {
+				sum [32]byte
+				n   int64
+				err error
+			}
+			res := make(chan result, 1)
+			go func() {
+				h := sha256.New()
+				n, err := io.Copy(h, server)
+				var r result
+				copy(r.sum[:], h.Sum(nil))
+				r.n, r.err = n, err
+				res <- r
+			}()
+			start := time.Now()
+			if _, err := client.Write(data); err != nil {
+				t.Fatalf("client write: %v (bridge forwarded %d frames)", err, br.frames.Load())
+			}
+			client.CloseWrite()
+			r := <-res
+			elapsed := time.Since(start)
+			if r.err != nil || r.n != int64(len(data)) || r.sum != want {
+				t.Fatalf("server got %d bytes, err %v, sha256 match %v", r.n, r.err, r.sum == want)
+			}
+			if br.gso.Load() == 0 {
+				t.Errorf("no GSO frame crossed the bridge (largest %d bytes): offloads off?", br.maxFrame.Load())
+			}
+			if br.writeDrops.Load() != 0 {
+				t.Errorf("bridge dropped %d frames on write: %v", br.writeDrops.Load(), br.writeErr)
+			}
+			t.Logf("8 MiB in %v (%.2f Gbit/s); %d frames in %d reads, %d GSO, largest %d bytes",
+				elapsed, float64(len(data))*8/elapsed.Seconds()/1e9, br.frames.Load(), br.reads.Load(),
+				br.gso.Load(), br.maxFrame.Load())
+		})
+	}
+}
+
+func TestBlockingReadWriteDoNotAllocate(t *testing.T) {
+	needRoot(t)
+	for _, m := range blockModes {
+		t.Run(m.name, func(t *testing.T) {
+			x, y := blkPair(t)
+			dx := openAF(t, x, "x0", &m.cfg)
+			dy := openAF(t, y, "y0", &m.cfg)
+			frame := testFrame(headroom, macOf(t, y, "y0"), dx.MAC(), 64, 'a')
+			out := [][]byte{frame}
+			bufs, sizes := frameBufs(8, headroom)
+			timer := time.AfterFunc(10*time.Second, func() { dy.Close() })
+			defer timer.Stop()
+			// Read once first: the thread lock is taken then, not per frame.
+			done := make(chan float64, 1)
+			go func() {
+				done <- testing.AllocsPerRun(100, func() {
+					if n, err := dx.Write(out, headroom); n != 1 || err != nil {
+						t.Errorf("Write = %d, %v", n, err)
+					}
+					if _, err := dy.Read(bufs, sizes, headroom); err != nil {
+						t.Errorf("Read: %v", err)
+					}
+				})
+			}()
+			if allocs := <-done; allocs != 0 {
+				t.Errorf("Write+Read allocate %.1f times per frame, want 0", allocs)
+			}
+		})
+	}
+}
+
+// BenchmarkBlockingPingPong measures one frame's round trip through a
+// reflector: the benchmark writes a small frame on x0; a goroutine reading
+// y0 with the mode under test writes it back; the benchmark reads it on
+// x0 (default mode). ns/op is the round trip, including the reflector's
+// wake-up, which is what the modes change.
+func BenchmarkBlockingPingPong(b *testing.B) {
+	modes := append([]struct {
+		name string
+		cfg  AFPacketConfig
+	}{{"poller", AFPacketConfig{}}}, blockModes...)
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			needRoot(b)
+			x, y := blkPair(b)
+			dx := openAF(b, x, "x0", nil)
+			dy := openAF(b, y, "y0", &m.cfg)
+			ymac, xmac := macOf(b, y, "y0"), dx.MAC()
+			go func() { // reflector: swap the addresses, send back
+				bufs, sizes := frameBufs(dy.BatchSize(), headroom)
+				out := make([][]byte, len(bufs))
+				for {
+					n, err := dy.Read(bufs, sizes, headroom)
+					if err != nil {
+						return
+					}
+					k := 0
+					for i := 0; i < n; i++ {
+						f := bufs[i][headroom+VnetHdrLen : headroom+sizes[i]]
+						if binary.BigEndian.Uint16(f[12:]) != 0x88b5 {
+							continue
+						}
+						copy(f[0:6], xmac[:])
+						copy(f[6:12], ymac[:])
+						out[k] = bufs[i][:headroom+sizes[i]]
+						k++
+					}
+					if k > 0 {
+						dy.Write(out[:k], headroom)
+					}
+				}
+			}()
+			out := [][]byte{testFrame(headroom, ymac, xmac, 50, 'p')}
+			bufs, sizes := frameBufs(dx.BatchSize(), headroom)
+			timer := time.AfterFunc(5*time.Minute, func() { dx.Close() })
+			defer timer.Stop()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := dx.Write(out, headroom); err != nil {
+					b.Fatal(err)
+				}
+				for got := false; !got; {
+					n, err := dx.Read(bufs, sizes, headroom)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for j := 0; j < n; j++ {
+						f := bufs[j][headroom+VnetHdrLen:]
+						got = got || binary.BigEndian.Uint16(f[12:]) == 0x88b5 && bytes.Equal(f[0:6], xmac[:])
+					}
+				}
+			}
+		})
+	}
+}
