@@ -46,6 +46,13 @@ type Config struct {
 	// AFPacketRing reads AF_PACKET frames through a TPACKET_V3 ring
 	// instead of recvmmsg (link.AFPacketConfig.RXRing). Experimental.
 	AFPacketRing bool
+	// AFPacketBlocking reads AF_PACKET frames with blocking recvmmsg on a
+	// locked thread instead of the runtime poller
+	// (link.AFPacketConfig.Blocking). Experimental.
+	AFPacketBlocking bool
+	// AFPacketSpin retries an empty AF_PACKET socket this long before
+	// waiting (link.AFPacketConfig.SpinFor). Experimental.
+	AFPacketSpin time.Duration
 }
 
 // Director is a running load balancer.

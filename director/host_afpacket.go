@@ -55,7 +55,7 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	}
 	h.nft = nft
 	for _, l := range links {
-		pt, err := openAFPacketPort(l, d.queuesPerPort(len(links)), d.cfg.AFPacketRing)
+		pt, err := openAFPacketPort(l, d.queuesPerPort(len(links)), d.cfg)
 		if err != nil {
 			h.close()
 			return nil, err

@@ -11,9 +11,10 @@ import (
 
 // openAFPacketPort opens one AF_PACKET socket per worker on l, all in one
 // fanout group so that a flow stays with one worker.
-func openAFPacketPort(l netlink.Link, workers int, ring bool) (*port, error) {
+func openAFPacketPort(l netlink.Link, workers int, cfg Config) (*port, error) {
 	name := l.Attrs().Name
-	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: ring})
+	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: cfg.AFPacketRing,
+		Blocking: cfg.AFPacketBlocking, SpinFor: cfg.AFPacketSpin})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
