@@ -5,18 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // blockModes are the experimental wait strategies, each tested like the
@@ -31,42 +26,7 @@ var blockModes = []struct {
 }
 
 // newBlkNS is newNS with this file's namespace prefix.
-func newBlkNS(tb testing.TB) *testNS {
-	tb.Helper()
-	var suffix [4]byte
-	rand.Read(suffix[:])
-	name := "uvsblk-" + hex.EncodeToString(suffix[:])
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		tb.Fatalf("get netns: %v", err)
-	}
-	h, err := netns.NewNamed(name) // also moves this thread into it
-	if rerr := netns.Set(orig); rerr != nil {
-		tb.Fatalf("restore netns: %v", rerr) // thread stays locked and dies
-	}
-	orig.Close()
-	runtime.UnlockOSThread()
-	if err != nil {
-		tb.Fatalf("create netns %s: %v", name, err)
-	}
-	ns := &testNS{name: name, h: h}
-	tb.Cleanup(func() {
-		if ns.nl != nil {
-			ns.nl.Close()
-		}
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			tb.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	if ns.nl, err = netlink.NewHandleAt(h); err != nil {
-		tb.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	ns.up(tb, "lo")
-	return ns
-}
+func newBlkNS(tb testing.TB) *testNS { return newPrefixedNS(tb, "uvsblk") }
 
 // blkPair is pair() in uvsblk- namespaces.
 func blkPair(tb testing.TB) (x, y *testNS) {

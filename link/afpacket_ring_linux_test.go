@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,8 +15,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,42 +22,7 @@ import (
 func ringCfg() *AFPacketConfig { return &AFPacketConfig{RXRing: true} }
 
 // newRingNS is newNS with this file's namespace prefix.
-func newRingNS(tb testing.TB) *testNS {
-	tb.Helper()
-	var suffix [4]byte
-	rand.Read(suffix[:])
-	name := "uvsring-" + hex.EncodeToString(suffix[:])
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		tb.Fatalf("get netns: %v", err)
-	}
-	h, err := netns.NewNamed(name) // also moves this thread into it
-	if rerr := netns.Set(orig); rerr != nil {
-		tb.Fatalf("restore netns: %v", rerr) // thread stays locked and dies
-	}
-	orig.Close()
-	runtime.UnlockOSThread()
-	if err != nil {
-		tb.Fatalf("create netns %s: %v", name, err)
-	}
-	ns := &testNS{name: name, h: h}
-	tb.Cleanup(func() {
-		if ns.nl != nil {
-			ns.nl.Close()
-		}
-		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			tb.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	if ns.nl, err = netlink.NewHandleAt(h); err != nil {
-		tb.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	ns.up(tb, "lo")
-	return ns
-}
+func newRingNS(tb testing.TB) *testNS { return newPrefixedNS(tb, "uvsring") }
 
 // ringPair is pair() in uvsring- namespaces.
 func ringPair(tb testing.TB) (x, y *testNS) {

@@ -29,11 +29,15 @@ func needRoot(tb testing.TB) {
 	}
 }
 
-func newNS(tb testing.TB) *testNS {
+func newNS(tb testing.TB) *testNS { return newPrefixedNS(tb, "uvsln") }
+
+// newPrefixedNS makes a namespace named prefix-<random>, removed at the
+// end of the test, with lo up.
+func newPrefixedNS(tb testing.TB, prefix string) *testNS {
 	tb.Helper()
 	var suffix [4]byte
 	rand.Read(suffix[:])
-	name := "uvsln-" + hex.EncodeToString(suffix[:])
+	name := prefix + "-" + hex.EncodeToString(suffix[:])
 
 	runtime.LockOSThread()
 	orig, err := netns.Get()
