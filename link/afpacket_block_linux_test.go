@@ -2,14 +2,10 @@ package link
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 )
@@ -25,17 +21,8 @@ var blockModes = []struct {
 	{"spin", AFPacketConfig{SpinFor: 20 * time.Microsecond}},
 }
 
-// newBlkNS is newNS with this file's namespace prefix.
-func newBlkNS(tb testing.TB) *testNS { return newPrefixedNS(tb, "uvsblk") }
-
 // blkPair is pair() in uvsblk- namespaces.
-func blkPair(tb testing.TB) (x, y *testNS) {
-	x, y = newBlkNS(tb), newBlkNS(tb)
-	veth(tb, x, "x0", y, "y0")
-	x.addr(tb, "x0", "198.18.0.1/24")
-	y.addr(tb, "y0", "198.18.0.2/24")
-	return x, y
-}
+func blkPair(tb testing.TB) (x, y *testNS) { return pairIn(tb, "uvsblk") }
 
 func TestBlockingReadsUDPAndNotOwnOutput(t *testing.T) {
 	needRoot(t)
@@ -147,162 +134,12 @@ func TestBlockingFanoutKeepsFlowsTogether(t *testing.T) {
 	}
 }
 
-// testFanout sends 32 UDP flows of 10 datagrams from x to ipY and requires
-// each flow to reach exactly one of q0 and q1, and both queues to get some.
-func testFanout(t *testing.T, x *testNS, q0, q1 *AFPacket) {
-	const flows, perFlow = 32, 10
-	type seen struct{ queue, count int }
-	var mu sync.Mutex
-	got := map[int]*seen{} // by source port
-	total := 0
-	all := make(chan struct{})
-	var wg sync.WaitGroup
-	for qi, q := range []*AFPacket{q0, q1} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs, sizes := frameBufs(q.BatchSize(), 0)
-			for {
-				n, err := q.Read(bufs, sizes, 0)
-				if err != nil {
-					return
-				}
-				for i := 0; i < n; i++ {
-					_, udp := udpOf(bufs[i][VnetHdrLen:sizes[i]])
-					if udp == nil || udp.DstPort != 9999 {
-						continue
-					}
-					mu.Lock()
-					s := got[int(udp.SrcPort)]
-					if s == nil {
-						s = &seen{queue: qi}
-						got[int(udp.SrcPort)] = s
-					}
-					if s.queue != qi {
-						s.queue = -1
-					}
-					s.count++
-					total++
-					if total == flows*perFlow {
-						close(all)
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	dst := &net.UDPAddr{IP: ipY, Port: 9999}
-	for f := 0; f < flows; f++ {
-		var c *net.UDPConn
-		x.do(t, func() (err error) {
-			c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: ipX})
-			return err
-		})
-		defer c.Close()
-		for i := 0; i < perFlow; i++ {
-			if _, err := c.WriteToUDP([]byte{byte(f), byte(i)}, dst); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	select {
-	case <-all:
-	case <-time.After(5 * time.Second):
-	}
-	q0.Close()
-	q1.Close()
-	wg.Wait()
-
-	perQueue := [2]int{}
-	for port, s := range got {
-		if s.queue < 0 {
-			t.Errorf("flow from port %d was split across queues", port)
-			continue
-		}
-		if s.count != perFlow {
-			t.Errorf("flow from port %d: %d datagrams, want %d", port, s.count, perFlow)
-		}
-		perQueue[s.queue]++
-	}
-	if len(got) != flows {
-		t.Errorf("saw %d flows, want %d", len(got), flows)
-	}
-	if perQueue[0] == 0 || perQueue[1] == 0 {
-		t.Errorf("flows per queue = %v: fanout did not spread them", perQueue)
-	}
-}
-
-// blkRelay is relay() in uvsblk- namespaces, with the bridge's two devices
-// opened with cfg.
-func blkRelay(tb testing.TB, cfg *AFPacketConfig) (a, c *testNS, br *bridge) {
-	a, b, c := newBlkNS(tb), newBlkNS(tb), newBlkNS(tb)
-	veth(tb, a, "a0", b, "b0")
-	veth(tb, b, "b1", c, "c0")
-	a.addr(tb, "a0", "198.18.0.1/24")
-	c.addr(tb, "c0", "198.18.0.2/24")
-	a.neigh(tb, "a0", ipY, macOf(tb, c, "c0"))
-	c.neigh(tb, "c0", ipX, macOf(tb, a, "a0"))
-	var d0, d1 *AFPacket
-	b.do(tb, func() (err error) {
-		if d0, err = OpenAFPacket("b0", cfg); err != nil {
-			return err
-		}
-		if d1, err = OpenAFPacket("b1", cfg); err != nil {
-			d0.Close()
-		}
-		return err
-	})
-	br = startBridge(d0, d1)
-	tb.Cleanup(br.stop)
-	return a, c, br
-}
-
 func TestBlockingBridgeBulkTCP(t *testing.T) {
 	needRoot(t)
 	for _, m := range blockModes {
 		t.Run(m.name, func(t *testing.T) {
-			a, c, br := blkRelay(t, &m.cfg)
-			client, server := tcpPair(t, a, c)
-			deadline := time.Now().Add(30 * time.Second)
-			client.SetDeadline(deadline)
-			server.SetDeadline(deadline)
-
-			data := make([]byte, 8<<20)
-			rand.Read(data)
-			want := sha256.Sum256(data)
-			type result struct {
-				sum [32]byte
-				n   int64
-				err error
-			}
-			res := make(chan result, 1)
-			go func() {
-				h := sha256.New()
-				n, err := io.Copy(h, server)
-				var r result
-				copy(r.sum[:], h.Sum(nil))
-				r.n, r.err = n, err
-				res <- r
-			}()
-			start := time.Now()
-			if _, err := client.Write(data); err != nil {
-				t.Fatalf("client write: %v (bridge forwarded %d frames)", err, br.frames.Load())
-			}
-			client.CloseWrite()
-			r := <-res
-			elapsed := time.Since(start)
-			if r.err != nil || r.n != int64(len(data)) || r.sum != want {
-				t.Fatalf("server got %d bytes, err %v, sha256 match %v", r.n, r.err, r.sum == want)
-			}
-			if br.gso.Load() == 0 {
-				t.Errorf("no GSO frame crossed the bridge (largest %d bytes): offloads off?", br.maxFrame.Load())
-			}
-			if br.writeDrops.Load() != 0 {
-				t.Errorf("bridge dropped %d frames on write: %v", br.writeDrops.Load(), br.writeErr)
-			}
-			t.Logf("8 MiB in %v (%.2f Gbit/s); %d frames in %d reads, %d GSO, largest %d bytes",
-				elapsed, float64(len(data))*8/elapsed.Seconds()/1e9, br.frames.Load(), br.reads.Load(),
-				br.gso.Load(), br.maxFrame.Load())
+			a, c, br := relayWith(t, "uvsblk", &m.cfg)
+			testBridgeBulk(t, a, c, br)
 		})
 	}
 }

@@ -26,8 +26,11 @@ var (
 
 // pair is two namespaces x and y joined by veth x0-y0, with 198.18.0.1/24
 // on x0 and 198.18.0.2/24 on y0.
-func pair(tb testing.TB) (x, y *testNS) {
-	x, y = newNS(tb), newNS(tb)
+func pair(tb testing.TB) (x, y *testNS) { return pairIn(tb, "uvsln") }
+
+// pairIn is pair with namespaces named prefix-<random>.
+func pairIn(tb testing.TB, prefix string) (x, y *testNS) {
+	x, y = newPrefixedNS(tb, prefix), newPrefixedNS(tb, prefix)
 	veth(tb, x, "x0", y, "y0")
 	x.addr(tb, "x0", "198.18.0.1/24")
 	y.addr(tb, "y0", "198.18.0.2/24")
@@ -235,7 +238,12 @@ func TestAFPacketFanoutKeepsFlowsTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q1.Close() })
+	testFanout(t, x, q0, q1)
+}
 
+// testFanout sends 32 UDP flows of 10 datagrams from x to ipY and requires
+// each flow to reach exactly one of q0 and q1, and both queues to get some.
+func testFanout(t *testing.T, x *testNS, q0, q1 *AFPacket) {
 	const flows, perFlow = 32, 10
 	type seen struct{ queue, count int }
 	var mu sync.Mutex
@@ -265,7 +273,7 @@ func TestAFPacketFanoutKeepsFlowsTogether(t *testing.T) {
 						got[int(udp.SrcPort)] = s
 					}
 					if s.queue != qi {
-						s.queue = -1 // split across queues
+						s.queue = -1
 					}
 					s.count++
 					total++
@@ -279,7 +287,6 @@ func TestAFPacketFanoutKeepsFlowsTogether(t *testing.T) {
 	}
 	dst := &net.UDPAddr{IP: ipY, Port: 9999}
 	for f := 0; f < flows; f++ {
-		// Unconnected, so y's port unreachable replies do not fail writes.
 		var c *net.UDPConn
 		x.do(t, func() (err error) {
 			c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: ipX})
@@ -323,8 +330,13 @@ func TestAFPacketFanoutKeepsFlowsTogether(t *testing.T) {
 // relay builds client ns a — bridge ns b — server ns c: veth a0-b0 and
 // b1-c0, 198.18.0.1 on a0 and 198.18.0.2 on c0, one L2 segment through b,
 // where two AF_PACKET devices forward frames unchanged.
-func relay(tb testing.TB) (a, c *testNS, br *bridge) {
-	a, b, c := newNS(tb), newNS(tb), newNS(tb)
+func relay(tb testing.TB) (a, c *testNS, br *bridge) { return relayWith(tb, "uvsln", nil) }
+
+// relayWith is relay with namespaces named prefix-<random> and the
+// bridge's devices opened with cfg.
+func relayWith(tb testing.TB, prefix string, cfg *AFPacketConfig) (a, c *testNS, br *bridge) {
+	n := func() *testNS { return newPrefixedNS(tb, prefix) }
+	a, b, c := n(), n(), n()
 	veth(tb, a, "a0", b, "b0")
 	veth(tb, b, "b1", c, "c0")
 	a.addr(tb, "a0", "198.18.0.1/24")
@@ -334,10 +346,10 @@ func relay(tb testing.TB) (a, c *testNS, br *bridge) {
 	// Opened without openAF's cleanup: the bridge closes them.
 	var d0, d1 *AFPacket
 	b.do(tb, func() (err error) {
-		if d0, err = OpenAFPacket("b0", nil); err != nil {
+		if d0, err = OpenAFPacket("b0", cfg); err != nil {
 			return err
 		}
-		if d1, err = OpenAFPacket("b1", nil); err != nil {
+		if d1, err = OpenAFPacket("b1", cfg); err != nil {
 			d0.Close()
 		}
 		return err
@@ -386,6 +398,12 @@ func tcpPair(tb testing.TB, a, c *testNS) (client, server *net.TCPConn) {
 func TestAFPacketBridgeBulkTCP(t *testing.T) {
 	needRoot(t)
 	a, c, br := relay(t)
+	testBridgeBulk(t, a, c, br)
+}
+
+// testBridgeBulk sends 8 MiB over TCP from a to c through the bridge and
+// requires it intact, with GSO frames crossing and nothing dropped.
+func testBridgeBulk(t *testing.T, a, c *testNS, br *bridge) {
 	client, server := tcpPair(t, a, c)
 	deadline := time.Now().Add(30 * time.Second)
 	client.SetDeadline(deadline)

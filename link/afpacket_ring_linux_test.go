@@ -3,7 +3,6 @@ package link
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -21,42 +20,8 @@ import (
 // ringCfg turns the TPACKET_V3 ring on.
 func ringCfg() *AFPacketConfig { return &AFPacketConfig{RXRing: true} }
 
-// newRingNS is newNS with this file's namespace prefix.
-func newRingNS(tb testing.TB) *testNS { return newPrefixedNS(tb, "uvsring") }
-
 // ringPair is pair() in uvsring- namespaces.
-func ringPair(tb testing.TB) (x, y *testNS) {
-	x, y = newRingNS(tb), newRingNS(tb)
-	veth(tb, x, "x0", y, "y0")
-	x.addr(tb, "x0", "198.18.0.1/24")
-	y.addr(tb, "y0", "198.18.0.2/24")
-	return x, y
-}
-
-// ringRelay is relay() in uvsring- namespaces, with the bridge's two
-// devices opened with cfg.
-func ringRelay(tb testing.TB, cfg *AFPacketConfig) (a, c *testNS, br *bridge) {
-	a, b, c := newRingNS(tb), newRingNS(tb), newRingNS(tb)
-	veth(tb, a, "a0", b, "b0")
-	veth(tb, b, "b1", c, "c0")
-	a.addr(tb, "a0", "198.18.0.1/24")
-	c.addr(tb, "c0", "198.18.0.2/24")
-	a.neigh(tb, "a0", ipY, macOf(tb, c, "c0"))
-	c.neigh(tb, "c0", ipX, macOf(tb, a, "a0"))
-	var d0, d1 *AFPacket
-	b.do(tb, func() (err error) {
-		if d0, err = OpenAFPacket("b0", cfg); err != nil {
-			return err
-		}
-		if d1, err = OpenAFPacket("b1", cfg); err != nil {
-			d0.Close()
-		}
-		return err
-	})
-	br = startBridge(d0, d1)
-	tb.Cleanup(br.stop)
-	return a, c, br
-}
+func ringPair(tb testing.TB) (x, y *testNS) { return pairIn(tb, "uvsring") }
 
 func TestRingReadsUDPAndNotOwnOutput(t *testing.T) {
 	needRoot(t)
@@ -148,133 +113,13 @@ func TestRingFanoutKeepsFlowsTogether(t *testing.T) {
 	if q1.ring == nil {
 		t.Fatal("the second queue has no ring")
 	}
-
-	const flows, perFlow = 32, 10
-	type seen struct{ queue, count int }
-	var mu sync.Mutex
-	got := map[int]*seen{} // by source port
-	total := 0
-	all := make(chan struct{})
-	var wg sync.WaitGroup
-	for qi, q := range []*AFPacket{q0, q1} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs, sizes := frameBufs(q.BatchSize(), 0)
-			for {
-				n, err := q.Read(bufs, sizes, 0)
-				if err != nil {
-					return
-				}
-				for i := 0; i < n; i++ {
-					_, udp := udpOf(bufs[i][VnetHdrLen:sizes[i]])
-					if udp == nil || udp.DstPort != 9999 {
-						continue
-					}
-					mu.Lock()
-					s := got[int(udp.SrcPort)]
-					if s == nil {
-						s = &seen{queue: qi}
-						got[int(udp.SrcPort)] = s
-					}
-					if s.queue != qi {
-						s.queue = -1
-					}
-					s.count++
-					total++
-					if total == flows*perFlow {
-						close(all)
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	dst := &net.UDPAddr{IP: ipY, Port: 9999}
-	for f := 0; f < flows; f++ {
-		var c *net.UDPConn
-		x.do(t, func() (err error) {
-			c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: ipX})
-			return err
-		})
-		defer c.Close()
-		for i := 0; i < perFlow; i++ {
-			if _, err := c.WriteToUDP([]byte{byte(f), byte(i)}, dst); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	select {
-	case <-all:
-	case <-time.After(5 * time.Second):
-	}
-	q0.Close()
-	q1.Close()
-	wg.Wait()
-
-	perQueue := [2]int{}
-	for port, s := range got {
-		if s.queue < 0 {
-			t.Errorf("flow from port %d was split across queues", port)
-			continue
-		}
-		if s.count != perFlow {
-			t.Errorf("flow from port %d: %d datagrams, want %d", port, s.count, perFlow)
-		}
-		perQueue[s.queue]++
-	}
-	if len(got) != flows {
-		t.Errorf("saw %d flows, want %d", len(got), flows)
-	}
-	if perQueue[0] == 0 || perQueue[1] == 0 {
-		t.Errorf("flows per queue = %v: fanout did not spread them", perQueue)
-	}
+	testFanout(t, x, q0, q1)
 }
 
 func TestRingBridgeBulkTCP(t *testing.T) {
 	needRoot(t)
-	a, c, br := ringRelay(t, ringCfg())
-	client, server := tcpPair(t, a, c)
-	deadline := time.Now().Add(30 * time.Second)
-	client.SetDeadline(deadline)
-	server.SetDeadline(deadline)
-
-	data := make([]byte, 8<<20)
-	rand.Read(data)
-	want := sha256.Sum256(data)
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		h := sha256.New()
-		n, err := io.Copy(h, server)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		res <- r
-	}()
-	start := time.Now()
-	if _, err := client.Write(data); err != nil {
-		t.Fatalf("client write: %v (bridge forwarded %d frames)", err, br.frames.Load())
-	}
-	client.CloseWrite()
-	r := <-res
-	elapsed := time.Since(start)
-	if r.err != nil || r.n != int64(len(data)) || r.sum != want {
-		t.Fatalf("server got %d bytes, err %v, sha256 match %v", r.n, r.err, r.sum == want)
-	}
-	if br.gso.Load() == 0 {
-		t.Errorf("no GSO frame crossed the bridge (largest %d bytes): offloads off?", br.maxFrame.Load())
-	}
-	if br.writeDrops.Load() != 0 {
-		t.Errorf("bridge dropped %d frames on write: %v", br.writeDrops.Load(), br.writeErr)
-	}
-	t.Logf("8 MiB in %v (%.2f Gbit/s); %d frames in %d reads, %d GSO, largest %d bytes",
-		elapsed, float64(len(data))*8/elapsed.Seconds()/1e9, br.frames.Load(), br.reads.Load(),
-		br.gso.Load(), br.maxFrame.Load())
+	a, c, br := relayWith(t, "uvsring", ringCfg())
+	testBridgeBulk(t, a, c, br)
 }
 
 // TestRingMatchesRecvmmsg reads the same TCP stream on one interface through
@@ -631,7 +476,7 @@ func BenchmarkRingBridgeTCP(b *testing.B) {
 	}{{"recvmmsg", nil}, {"ring", ringCfg()}} {
 		b.Run(m.name, func(b *testing.B) {
 			needRoot(b)
-			a, c, br := ringRelay(b, m.cfg)
+			a, c, br := relayWith(b, "uvsring", m.cfg)
 			client, server := tcpPair(b, a, c)
 			const chunk = 1 << 20
 			data := make([]byte, chunk)
