@@ -121,6 +121,17 @@ func parse(args []string, inRestore bool) (*command, *exit) {
 // does: values are checked as they come.
 func (c *command) option(o *optDef, arg string, hasArg bool, word string) *exit {
 	set := func(opt int) *exit { return c.setOption(opt) }
+	// setNumber records an option whose value is a number in [lo, hi].
+	setNumber := func(opt int, arg string, lo, hi int64, msg string) (int64, *exit) {
+		if err := set(opt); err != nil {
+			return 0, err
+		}
+		v, ok := numberIn(arg, lo, hi)
+		if !ok {
+			return 0, fail(2, "%s", msg)
+		}
+		return v, nil
+	}
 	switch o.tag {
 	case 't', 'u', tagSCTP:
 		if err := set(optService); err != nil {
@@ -211,30 +222,21 @@ func (c *command) option(o *optDef, arg string, hasArg bool, word string) *exit 
 		}
 		c.dest.fwd = map[int]fwdMethod{'i': fwdTunnel, 'g': fwdRoute, 'm': fwdMasq}[o.tag]
 	case 'w':
-		if err := set(optWeight); err != nil {
+		v, err := setNumber(optWeight, arg, 0, 1<<31-1, "illegal weight specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 0, 1<<31-1)
-		if !ok {
-			return fail(2, "illegal weight specified")
 		}
 		c.dest.weight = int32(v)
 	case 'x':
-		if err := set(optUThreshold); err != nil {
+		v, err := setNumber(optUThreshold, arg, 0, 1<<31-1, "illegal u_threshold specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 0, 1<<31-1)
-		if !ok {
-			return fail(2, "illegal u_threshold specified")
 		}
 		c.dest.uthresh = uint32(v)
 	case 'y':
-		if err := set(optLThreshold); err != nil {
+		v, err := setNumber(optLThreshold, arg, 0, 1<<31-1, "illegal l_threshold specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 0, 1<<31-1)
-		if !ok {
-			return fail(2, "illegal l_threshold specified")
 		}
 		c.dest.lthresh = uint32(v)
 	case 'c':
@@ -248,12 +250,9 @@ func (c *command) option(o *optDef, arg string, hasArg bool, word string) *exit 
 		}
 		c.daemon.Interface = truncate(arg, 15)
 	case tagSyncID:
-		if err := set(optSyncID); err != nil {
+		v, err := setNumber(optSyncID, arg, 0, 255, "illegal syncid specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 0, 255)
-		if !ok {
-			return fail(2, "illegal syncid specified")
 		}
 		c.daemon.SyncID = int(v)
 	case tagTimeout:
@@ -319,30 +318,21 @@ func (c *command) option(o *optDef, arg string, hasArg bool, word string) *exit 
 			c.daemon.Group = a
 		}
 	case tagMcastPort:
-		if err := set(optMcastPort); err != nil {
+		v, err := setNumber(optMcastPort, arg, 1, 65535, "illegal mcast-port specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 1, 65535)
-		if !ok {
-			return fail(2, "illegal mcast-port specified")
 		}
 		c.daemon.Port = int(v)
 	case tagMcastTTL:
-		if err := set(optMcastTTL); err != nil {
+		v, err := setNumber(optMcastTTL, arg, 1, 255, "illegal mcast-ttl specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 1, 255)
-		if !ok {
-			return fail(2, "illegal mcast-ttl specified")
 		}
 		c.daemon.TTL = int(v)
 	case tagSyncMaxLen:
-		if err := set(optSyncMaxLen); err != nil {
+		v, err := setNumber(optSyncMaxLen, arg, 1, 65535-20-8, "illegal sync-maxlen specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 1, 65535-20-8)
-		if !ok {
-			return fail(2, "illegal sync-maxlen specified")
 		}
 		c.daemon.MaxLen = int(v)
 	case tagTunInfo:
@@ -358,12 +348,9 @@ func (c *command) option(o *optDef, arg string, hasArg bool, word string) *exit 
 		}
 		c.dest.tunType = i
 	case tagTunPort:
-		if err := set(optTunPort); err != nil {
+		v, err := setNumber(optTunPort, arg, 1, 65535, "illegal tunnel port specified")
+		if err != nil {
 			return err
-		}
-		v, ok := numberIn(arg, 1, 65535)
-		if !ok {
-			return fail(2, "illegal tunnel port specified")
 		}
 		c.dest.tunPort = uint16(v)
 	case tagTunNoCsum:
