@@ -35,60 +35,40 @@ func fillTable(b *testing.B, tb *Table, n int) {
 	}
 }
 
-func BenchmarkLookupHit(b *testing.B) {
-	tb := New(&Config{Counts: func(uint32, int32, int32) {}})
-	const n = 1024
-	fillTable(b, tb, n)
-	tuples := make([]Tuple, n)
-	for i := range tuples {
-		c := benchConn(i)
-		tuples[i] = c.Orig()
-	}
-	var got Conn
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if _, ok := tb.Lookup(&tuples[i&(n-1)], ack, &got); !ok {
-			b.Fatal("miss")
-		}
-	}
-}
+func BenchmarkLookupHit(b *testing.B) { benchLookup(b, false, nil) }
 
 // BenchmarkLookupHitClock is LookupHit with a Clock refreshed every 64
 // lookups, as a batching packet loop would.
-func BenchmarkLookupHitClock(b *testing.B) {
-	clk := NewClock()
-	tb := New(&Config{Counts: func(uint32, int32, int32) {}, Now: clk.Now})
+func BenchmarkLookupHitClock(b *testing.B) { benchLookup(b, false, NewClock()) }
+
+func BenchmarkLookupReply(b *testing.B) { benchLookup(b, true, nil) }
+
+// benchLookup looks up 1024 established connections in turn, by their
+// Orig or Reply tuple, reading the time from clk (ticked every 64
+// lookups) when it is not nil.
+func benchLookup(b *testing.B, reply bool, clk *Clock) {
+	cfg := &Config{Counts: func(uint32, int32, int32) {}}
+	if clk != nil {
+		cfg.Now = clk.Now
+	}
+	tb := New(cfg)
 	const n = 1024
 	fillTable(b, tb, n)
 	tuples := make([]Tuple, n)
 	for i := range tuples {
 		c := benchConn(i)
-		tuples[i] = c.Orig()
+		if reply {
+			tuples[i] = c.Reply()
+		} else {
+			tuples[i] = c.Orig()
+		}
 	}
 	var got Conn
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if i&63 == 0 {
+		if clk != nil && i&63 == 0 {
 			clk.Tick()
 		}
-		if _, ok := tb.Lookup(&tuples[i&(n-1)], ack, &got); !ok {
-			b.Fatal("miss")
-		}
-	}
-}
-
-func BenchmarkLookupReply(b *testing.B) {
-	tb := New(&Config{Counts: func(uint32, int32, int32) {}})
-	const n = 1024
-	fillTable(b, tb, n)
-	tuples := make([]Tuple, n)
-	for i := range tuples {
-		c := benchConn(i)
-		tuples[i] = c.Reply()
-	}
-	var got Conn
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
 		if _, ok := tb.Lookup(&tuples[i&(n-1)], ack, &got); !ok {
 			b.Fatal("miss")
 		}
