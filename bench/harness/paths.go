@@ -15,7 +15,6 @@ import (
 
 	"uvs/bench/parse"
 	"uvs/lab"
-	"uvs/testbed"
 )
 
 // Path is one way of getting the client's traffic to the real servers.
@@ -228,17 +227,10 @@ func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, err
 	if err != nil {
 		return nil, fmt.Errorf("uvs --io %s: %w", io, err)
 	}
-	comm := filepath.Base(o.Director)
-	if len(comm) > 15 {
-		comm = comm[:15] // the kernel keeps 15 bytes of the name
-	}
 	a := &active{
 		target: VIP,
-		pids: func() []int {
-			pids, _ := pidsInNetns(t.Net.Director, comm)
-			return pids
-		},
-		logs: d.Log,
+		pids:   func() []int { return []int{d.Pid()} }, // `ip netns exec` execs the director
+		logs:   d.Log,
 	}
 	a.stop = func() error {
 		err := d.Stop()
@@ -263,43 +255,7 @@ func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, err
 			return nil, fmt.Errorf("ipvsadm %s: exit %d, %v: %s%s", strings.Join(args, " "), code, err, so, se)
 		}
 	}
-	if len(a.pids()) == 0 {
-		d.Stop()
-		return nil, fmt.Errorf("uvs --io %s: no process named %q in the director namespace", io, comm)
-	}
 	return a, nil
-}
-
-// pidsInNetns lists the processes named comm whose network namespace is
-// h's, so the director's CPU time can be read from /proc.
-func pidsInNetns(h *testbed.Host, comm string) ([]int, error) {
-	want, err := os.Stat(filepath.Join("/run/netns", h.Name))
-	if err != nil {
-		return nil, err
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil || !os.SameFile(st, want) {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		if ps, err := parse.ParseProcStat(b); err == nil && ps.Comm == comm {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
 }
 
 // cpuOf sums the user and system time of pids; an error if one is gone.
