@@ -565,7 +565,7 @@ func TestReload(t *testing.T) {
 			write("-A -t " + lab.DirOuterIP + ":7001 -s rr\n-a -t " + vip + " -r 198.18.1.300 -m\n")
 			e.d.Signal(syscall.SIGHUP)
 			time.Sleep(300 * time.Millisecond)
-			if now := e.ipvsadm(t, "-L", "-n"); now != out && strings.Contains(now, "7001") {
+			if now := e.ipvsadm(t, "-L", "-n"); now != out {
 				t.Errorf("bad rules file half-applied:\n%s", now)
 			}
 			if ans, err := echo(c, r, "c"); err != nil || ans != "rs1: c" {
