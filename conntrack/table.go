@@ -40,12 +40,14 @@ func (e *entry) mode() mode {
 	return modeIn
 }
 
+// copyTo fills in c's connection fields. Field by field: a composite
+// literal is built on the stack and copied whole, which cost the data path
+// 8 % of a packet.
 func (e *entry) copyTo(c *Conn) {
-	*c = Conn{
-		Proto: e.proto, Client: e.client, CPort: e.cport, VAddr: e.vaddr, VPort: e.vport,
-		DAddr: e.daddr, DPort: e.dport, Svc: e.svc, Dest: e.dest, Fwd: e.fwd,
-		State: e.state, PeerMAC: e.mac, PeerIf: e.ifindex,
-	}
+	c.Proto, c.Client, c.CPort, c.VAddr, c.VPort = e.proto, e.client, e.cport, e.vaddr, e.vport
+	c.DAddr, c.DPort, c.Svc, c.Dest, c.Fwd = e.daddr, e.dport, e.svc, e.dest, e.fwd
+	c.State, c.PeerMAC, c.PeerIf = e.state, e.mac, e.ifindex
+	c.Tmpl, c.Template, c.FWMark = 0, false, 0
 }
 
 // Entries live in chunks so that a shard grows without copying its slab

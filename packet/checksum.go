@@ -112,6 +112,19 @@ func UpdatePartial16(ps, old, new uint16) uint16 {
 	return Fold(uint32(ps) + uint32(^old) + uint32(new))
 }
 
+// AddrDelta is the one's complement difference new - old of two addresses
+// of the same length (4 or 16 bytes), folded to 16 bits, for a caller that
+// applies one address change to several checksums: add it to ^ck (full
+// checksum) or ps (partial) and fold, as UpdateChecksumAddr does.
+func AddrDelta(old, new []byte) uint32 {
+	if len(old) == 4 && len(new) == 4 {
+		// 32-bit words fold to the same sum as their 16-bit halves.
+		d := uint64(^binary.BigEndian.Uint32(old)) + uint64(binary.BigEndian.Uint32(new))
+		return uint32(Fold(uint32(d) + uint32(d>>32)))
+	}
+	return uint32(Fold(addrDelta(0, old, new)))
+}
+
 // addrDelta adds (new - old) to s, word by word; -x is ^x in one's
 // complement arithmetic.
 func addrDelta(s uint32, old, new []byte) uint32 {
@@ -123,4 +136,18 @@ func addrDelta(s uint32, old, new []byte) uint32 {
 	d = (d >> 32) + (d & 0xffffffff)
 	d = (d >> 32) + (d & 0xffffffff)
 	return uint32(d)
+}
+
+// headerSum is the folded one's complement sum of an IPv4 header, 0xffff
+// when its checksum verifies. The common 20-byte header is summed in five
+// loads rather than through Sum's loops.
+func headerSum(h []byte) uint16 {
+	if len(h) != IPv4MinLen {
+		return Fold(Sum(h, 0))
+	}
+	s := uint64(binary.BigEndian.Uint32(h[0:])) + uint64(binary.BigEndian.Uint32(h[4:])) +
+		uint64(binary.BigEndian.Uint32(h[8:])) + uint64(binary.BigEndian.Uint32(h[12:])) +
+		uint64(binary.BigEndian.Uint32(h[16:]))
+	s = (s >> 32) + (s & 0xffffffff)
+	return Fold(uint32(s) + uint32(s>>32))
 }

@@ -78,26 +78,30 @@ func l4Checksum(v, proto uint8, l4, end int) (ck int, pseudo, ports bool) {
 }
 
 // rewrite sets the address old (Src or Dst of p) to addr and the port at
-// portOff within the L4 header to port, then decrements the TTL.
+// portOff within the L4 header to port, then decrements the TTL. The
+// address change is summed once and applied to every checksum that covers
+// it; for IPv4 the TTL change goes into the same header checksum update.
 func rewrite(p *packet.Parsed, old []byte, portOff int, addr []byte, port uint16, partial bool) {
 	if len(old) != len(addr) || (p.IPVersion != 4 && p.IPVersion != 6) {
 		return
 	}
 	b := p.Buf
+	d := packet.AddrDelta(old, addr)
 	ckOff, _, ports := l4Checksum(p.IPVersion, p.Proto, p.L4, p.End())
 	if ckOff >= 0 {
 		ck := get16(b, ckOff)
 		// A zero UDP checksum means none was sent (IPv4); keep it so.
 		noCk := p.Proto == packet.ProtoUDP && ck == 0 && !partial
 		if !noCk {
-			oldPort := get16(b, p.L4+portOff)
 			switch {
 			case partial:
-				ck = packet.UpdatePartialAddr(ck, old, addr)
+				// Ports are not in the pseudo-header.
+				ck = packet.Fold(uint32(ck) + d)
 			case ports:
-				ck = packet.UpdateChecksum16(packet.UpdateChecksumAddr(ck, old, addr), oldPort, port)
+				oldPort := get16(b, p.L4+portOff)
+				ck = ^packet.Fold(uint32(^ck) + d + uint32(^oldPort) + uint32(port))
 			default:
-				ck = packet.UpdateChecksumAddr(ck, old, addr)
+				ck = ^packet.Fold(uint32(^ck) + d)
 			}
 			if p.Proto == packet.ProtoUDP && ck == 0 && !partial {
 				ck = 0xffff // a computed zero is sent as all ones (RFC 768)
@@ -108,12 +112,21 @@ func rewrite(p *packet.Parsed, old []byte, portOff int, addr []byte, port uint16
 	if ports && p.L4 >= 0 {
 		put16(b, p.L4+portOff, port)
 	}
-	if p.IPVersion == 4 {
-		h := packet.IPv4(b[p.L3:])
-		h.SetChecksum(packet.UpdateChecksumAddr(h.Checksum(), old, addr))
-	}
 	copy(old, addr)
-	decTTL(p)
+	if p.IPVersion == 6 {
+		if b[p.L3+7] > 0 {
+			b[p.L3+7]--
+		}
+		return
+	}
+	h := packet.IPv4(b[p.L3:])
+	sum := uint32(^h.Checksum()) + d
+	if t := h.TTL(); t > 0 {
+		// TTL and protocol share a word; only the TTL byte changes.
+		sum += uint32(^(uint16(t) << 8)) + uint32(uint16(t-1)<<8)
+		h.SetTTL(t - 1)
+	}
+	h.SetChecksum(^packet.Fold(sum))
 }
 
 // decTTL decrements the TTL or hop limit, leaving a zero one alone.
