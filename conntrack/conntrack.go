@@ -6,7 +6,7 @@
 // of a connection (the client's packets, and for NAT the real server's
 // replies) are indexed in the same shard, chosen by a seeded hash of the
 // client's endpoint (protocol, address, port), which both directions
-// carry. A shard is an open-addressing index of 4-byte slots into a slab
+// carry. A shard is an open-addressing index of 8-byte slots into a slab
 // of pointer-free entries, so the garbage collector never scans the
 // table, and lookups, inserts and removals allocate nothing.
 //

@@ -169,12 +169,12 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 		e.link = t.tmplAcquire(c.Tmpl)
 	}
 	p, _, _ := s.find(ho, Orig, &orig)
-	s.index[p] = slotKey(ho, Orig) | (i + 1)
+	s.index[p] = slotKey(ho, Orig) | uint64(i+1)
 	s.used++
 	if nat {
 		e.flags |= fReply
 		p, _, _ = s.find(hr, Reply, &reply)
-		s.index[p] = slotKey(hr, Reply) | (i + 1)
+		s.index[p] = slotKey(hr, Reply) | uint64(i+1)
 		s.used++
 	}
 	t.account(e.dest, e.state, 1)

@@ -60,9 +60,13 @@ const (
 
 type chunk [chunkSize]entry
 
-// An index slot is 32 bits: an 8-bit tag from the top of the slot's
-// hash, so most mismatches are rejected without touching the entry; the
-// direction; and the entry number plus one (0 is an empty slot).
+// An index slot is 64 bits. The high half is the low 32 bits of the
+// slot's hash: its home position, so that growing the index and shifting
+// slots back on removal never read an entry (rehashing entries cost a
+// removal more than the insert), and, with the 8-bit tag from the top of
+// the hash below it, a 40-bit check that rejects mismatches without
+// touching the entry. Then the direction, and the entry number plus one
+// (0 is an empty slot).
 const (
 	slotIdxBits = 23
 	slotIdxMask = 1<<slotIdxBits - 1
@@ -70,7 +74,12 @@ const (
 	maxEntries  = slotIdxMask - 1 // per shard
 )
 
-func slotKey(h uint64, d Dir) uint32 { return uint32(h>>56)<<24 | uint32(d)<<slotIdxBits }
+func slotKey(h uint64, d Dir) uint64 {
+	return uint64(uint32(h))<<32 | h>>56<<24 | uint64(d)<<slotIdxBits
+}
+
+// slotHome is the probe start of slot v in an index of mask+1 slots.
+func slotHome(v uint64, mask int) int { return int(v>>32) & mask }
 
 type shardStats struct {
 	inserted, removed, expired, reused, full uint64
@@ -78,7 +87,7 @@ type shardStats struct {
 
 type shard struct {
 	mu     sync.Mutex
-	index  []uint32 // linear probing, power-of-two length, at most 3/4 full
+	index  []uint64 // linear probing, power-of-two length, at most 3/4 full
 	used   int      // occupied slots
 	chunks []*chunk
 	nent   uint32 // entries ever allocated: the slab's high-water mark
@@ -126,7 +135,7 @@ func (s *shard) find(h uint64, d Dir, tp *Tuple) (pos int, idx uint32, ok bool) 
 		if v&^slotIdxMask != want {
 			continue
 		}
-		i := v&slotIdxMask - 1
+		i := uint32(v&slotIdxMask) - 1
 		e := s.ent(i)
 		if d == Orig && e.matchOrig(tp) || d == Reply && e.matchReply(tp) {
 			return p, i, true
@@ -143,11 +152,6 @@ func (t *Table) entHash(e *entry, d Dir) uint64 {
 	return t.hashFull(h, &e.vaddr, e.vport, Orig)
 }
 
-// slotHash recomputes the hash a slot was placed with, from its entry.
-func (t *Table) slotHash(s *shard, v uint32) uint64 {
-	return t.entHash(s.ent(v&slotIdxMask-1), Dir(v>>slotIdxBits&1))
-}
-
 // reserve makes room for n more slots, growing the index when it would
 // pass 3/4 full.
 func (t *Table) reserve(s *shard, n int) {
@@ -159,13 +163,13 @@ func (t *Table) reserve(s *shard, n int) {
 		size *= 2
 	}
 	old := s.index
-	s.index = make([]uint32, size)
+	s.index = make([]uint64, size)
 	mask := size - 1
 	for _, v := range old {
 		if v == 0 {
 			continue
 		}
-		p := int(t.slotHash(s, v)) & mask
+		p := slotHome(v, mask)
 		for s.index[p] != 0 {
 			p = (p + 1) & mask
 		}
@@ -187,7 +191,7 @@ func (t *Table) unindex(s *shard, p int) {
 			if v == 0 {
 				return
 			}
-			home := int(t.slotHash(s, v)) & mask
+			home := slotHome(v, mask)
 			// v may move to p unless its home lies cyclically in (p, q].
 			if p <= q && (home <= p || home > q) || p > q && home <= p && home > q {
 				s.index[p] = v
@@ -201,7 +205,7 @@ func (t *Table) unindex(s *shard, p int) {
 // unindexEntry removes entry i's slot for direction d.
 func (t *Table) unindexEntry(s *shard, i uint32, d Dir) {
 	h := t.entHash(s.ent(i), d)
-	v := slotKey(h, d) | (i + 1)
+	v := slotKey(h, d) | uint64(i+1)
 	mask := len(s.index) - 1
 	p := int(h) & mask
 	for s.index[p] != v {
