@@ -22,6 +22,7 @@ import (
 
 	"uvs/conntrack"
 	"uvs/ipvsadm"
+	"uvs/link"
 	"uvs/packet"
 	"uvs/rate"
 	"uvs/scheduler"
@@ -350,7 +351,32 @@ func (d *Director) Drops() map[string]uint64 {
 	m["table_full"] = c.Full
 	m["no_neighbour"] = c.NoNeigh
 	m["ttl_exceeded"] = c.TTL
+	m["socket_queue_full"], m["send_failed"] = d.socketDrops()
 	return m
+}
+
+// sockStats is a device whose socket counts what it lost (AF_PACKET).
+type sockStats interface {
+	Stats() (link.Stats, error)
+}
+
+// socketDrops sums, over every queue of every port, the frames the kernel
+// dropped because a socket's receive queue was full (the workers fell
+// behind) and the frames a send was refused.
+func (d *Director) socketDrops() (queueFull, sendFailed uint64) {
+	for _, pt := range d.ports {
+		for _, q := range pt.queues {
+			s, ok := q.(sockStats)
+			if !ok {
+				continue
+			}
+			// A closed socket's counts are still returned with the error.
+			st, _ := s.Stats()
+			queueFull += st.KernelDrops
+			sendFailed += st.WriteDrops
+		}
+	}
+	return queueFull, sendFailed
 }
 
 // ConnCount is the number of entries in the connection table, persistence

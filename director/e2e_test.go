@@ -787,6 +787,9 @@ func TestMetrics(t *testing.T) {
 		"node_ipvs_backend_weight{" + labels + "} 3\n",
 		"node_ipvs_backend_connections_inactive{" + labels + "} 3\n",
 		"uvs_backend_connections_total{" + labels + "} 3\n",
+		// Three light requests: no socket overflowed, no send failed.
+		"uvs_dropped_packets_total{reason=\"socket_queue_full\"} 0\n",
+		"uvs_dropped_packets_total{reason=\"send_failed\"} 0\n",
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %q", want)

@@ -76,6 +76,8 @@ type AFPacket struct {
 	w    afTx
 	ring *rxRing // nil unless RXRing
 	blk  blockMode
+
+	kpkts, kdrops atomic.Uint64 // PACKET_STATISTICS totals (see Stats)
 }
 
 // fanoutGroup is shared by all queues of one interface.
@@ -512,27 +514,32 @@ func (d *AFPacket) MTU() int { return d.mtu }
 // VnetHdr implements Info.
 func (d *AFPacket) VnetHdr() bool { return d.vnet }
 
-// Stats are counters of one AF_PACKET socket.
+// Stats are counters of one AF_PACKET socket since it was opened.
 type Stats struct {
 	ReadDrops  uint64 // frames read and dropped here (truncated, or own output)
 	WriteDrops uint64 // frames the kernel refused on send
-	// KernelPackets and KernelDrops are from PACKET_STATISTICS, which
-	// resets them on every read: counts since the previous Stats call.
-	KernelPackets uint32
-	KernelDrops   uint32 // frames the kernel dropped because the receive queue was full
+	// KernelPackets and KernelDrops come from PACKET_STATISTICS: frames the
+	// kernel queued for the socket, and frames it dropped because the
+	// receive queue (or ring) was full.
+	KernelPackets uint64
+	KernelDrops   uint64
 }
 
-// Stats returns the socket's counters; safe to call at any time.
+// Stats returns the socket's counters; safe to call at any time, from any
+// goroutine. The kernel resets PACKET_STATISTICS on every read, so each
+// read is added to running totals here.
 func (d *AFPacket) Stats() (Stats, error) {
-	s := Stats{ReadDrops: d.r.drops.Load(), WriteDrops: d.w.drops.Load()}
 	var serr error
 	err := d.rc.Control(func(fd uintptr) {
 		var ts *unix.TpacketStats
 		ts, serr = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
 		if serr == nil {
-			s.KernelPackets, s.KernelDrops = ts.Packets, ts.Drops
+			d.kpkts.Add(uint64(ts.Packets))
+			d.kdrops.Add(uint64(ts.Drops))
 		}
 	})
+	s := Stats{ReadDrops: d.r.drops.Load(), WriteDrops: d.w.drops.Load(),
+		KernelPackets: d.kpkts.Load(), KernelDrops: d.kdrops.Load()}
 	if err = errors.Join(err, serr); err != nil {
 		return s, fmt.Errorf("af_packet %s: stats: %w", d.name, err)
 	}

@@ -582,6 +582,48 @@ func TestAFPacketDropsTruncatedFrames(t *testing.T) {
 	}
 }
 
+// A socket nobody reads overflows: the kernel's drops show in Stats, and
+// they add up across calls although the kernel resets its count on every
+// read.
+func TestAFPacketStatsCountKernelDrops(t *testing.T) {
+	needRoot(t)
+	x, y := pair(t)
+	dx := openAF(t, x, "x0", nil)
+	dy := openAF(t, y, "y0", &AFPacketConfig{SocketBuffer: 64 << 10})
+	dst, src := macOf(t, y, "y0"), dx.MAC()
+	const burst = 2000
+	frames := make([][]byte, burst)
+	for i := range frames {
+		frames[i] = testFrame(0, dst, src, 1000, 'D')
+	}
+	send := func() {
+		t.Helper()
+		if n, err := dx.Write(frames, 0); n != burst || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	send()
+	first, err := dy.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2000 frames of 1 KiB do not fit a 64 KiB queue (twice that, as the
+	// kernel counts): most are dropped, and every one is counted once.
+	if first.KernelDrops < burst/2 || first.KernelPackets < burst || first.KernelDrops > first.KernelPackets {
+		t.Fatalf("after one burst: %+v, want %d packets seen, most dropped", first, burst)
+	}
+	send()
+	second, err := dy.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At least: the interface may add a stray frame of its own (IPv6
+	// router solicitation, MLD).
+	if second.KernelPackets < first.KernelPackets+burst || second.KernelDrops < first.KernelDrops+burst {
+		t.Fatalf("after a second burst into the full queue: %+v, want at least %d more packets and drops than %+v", second, burst, first)
+	}
+}
+
 // BenchmarkAFPacketSmallFrames writes a batch of 64-byte frames on one veth
 // end and reads them on the other: one op is one frame.
 func BenchmarkAFPacketSmallFrames(b *testing.B) {
