@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -242,5 +243,30 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: latency p50 %v p99 %v", name, s.P50, s.P99)
 		}
 		t.Logf("%s: %.4g %s, cpu %v", name, s.Value, w.Unit, s.CPU)
+	}
+}
+
+// searchRate closes in on the highest passing rate from below, within the
+// interval's last half, and never reports a rate that failed.
+func TestSearchRate(t *testing.T) {
+	for _, limit := range []float64{0, 1, 123456, 899999, 1e6} {
+		var tried []float64
+		got, err := searchRate(1e6, RateSteps, func(r float64) (bool, error) {
+			tried = append(tried, r)
+			return r <= limit, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tried) != RateSteps {
+			t.Errorf("limit %v: %d trials, want %d", limit, len(tried), RateSteps)
+		}
+		if got > limit || limit < 1e6 && limit-got > 1e6/(1<<RateSteps) {
+			t.Errorf("limit %v: found %v (tried %v)", limit, got, tried)
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := searchRate(1e6, RateSteps, func(float64) (bool, error) { return false, boom }); !errors.Is(err, boom) {
+		t.Errorf("error %v, want the trial's", err)
 	}
 }

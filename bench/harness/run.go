@@ -32,6 +32,7 @@ var Workloads = []Workload{
 	{Name: "http-ka", Label: "HTTP keep-alive", Unit: "req/s", CostUnit: "M req", run: httpLoad(false)},
 	{Name: "http-close", Label: "HTTP new connection per request", Unit: "req/s", CostUnit: "M req", run: httpLoad(true)},
 	{Name: "udp", Label: "small UDP packets", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpLoad},
+	{Name: "udp-rate", Label: "small UDP, highest rate with at most 1 % lost", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpRate},
 }
 
 // WorkloadByName finds a workload.
@@ -230,13 +231,96 @@ func httpLoad(closeEach bool) func(context.Context, *Topo, *Options, string) (Sa
 }
 
 func udpLoad(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
+	conns, err := udpFlows(t, o, target)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer closeAll(conns)
+	tr, err := udpTrial(ctx, t, conns, udpflood.Config{Size: o.UDPSize, Count: o.UDPCount, Duration: o.Duration})
+	if err != nil {
+		return Sample{}, err
+	}
+	return Sample{Value: tr.rate(), Sent: tr.sent, Lost: tr.lost(), Work: float64(tr.got) / 1e6}, nil
+}
+
+// MaxLoss is the loss the paced UDP workload accepts at its highest rate.
+const MaxLoss = 0.01
+
+// RateSteps is how many paced trials halve the search interval.
+const RateSteps = 6
+
+// udpRate finds the highest rate the path delivers with at most MaxLoss
+// lost (RFC 2544's throughput, with 1 % for zero): an unpaced trial gives
+// the most the sender can offer; if it loses more than that, paced trials
+// search below it, each halving the interval. Value is the delivered rate
+// of the best passing trial; Work counts every trial's datagrams, since the
+// balancer's CPU is measured over the whole search.
+func udpRate(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
+	conns, err := udpFlows(t, o, target)
+	if err != nil {
+		return Sample{}, err
+	}
+	defer closeAll(conns)
+	dur := max(500*time.Millisecond, o.Duration/4)
+	cfg := udpflood.Config{Size: o.UDPSize, Count: o.UDPCount, Duration: dur}
+	var total int64
+	var best trial
+	var offered float64 // what the unpaced trial sent per second
+	try := func(rate float64) (bool, error) {
+		c := cfg
+		c.Rate = rate
+		tr, err := udpTrial(ctx, t, conns, c)
+		if err != nil {
+			return false, err
+		}
+		total += tr.got
+		if rate == 0 {
+			offered = float64(tr.sent) / tr.elapsed.Seconds()
+		}
+		ok := tr.lossFrac() <= MaxLoss
+		if ok && tr.rate() > best.rate() {
+			best = tr
+		}
+		return ok, nil
+	}
+	if _, err := try(0); err != nil {
+		return Sample{}, err
+	}
+	if best.sent == 0 {
+		// The unpaced trial lost too much: search between nothing and
+		// what the sender offered.
+		if _, err := searchRate(offered, RateSteps, try); err != nil {
+			return Sample{}, err
+		}
+	}
+	if best.sent == 0 {
+		return Sample{}, fmt.Errorf("no rate down to %.0f pkt/s lost less than %.0f %%", offered/(1<<RateSteps), MaxLoss*100)
+	}
+	return Sample{Value: best.rate(), Sent: best.sent, Lost: best.lost(), Work: float64(total) / 1e6}, nil
+}
+
+// searchRate bisects (0, hi] for the highest rate that pass accepts, in
+// steps trials, and returns it (0 when none passed).
+func searchRate(hi float64, steps int, pass func(rate float64) (bool, error)) (float64, error) {
+	lo, best := 0.0, 0.0
+	for range steps {
+		mid := (lo + hi) / 2
+		ok, err := pass(mid)
+		if err != nil {
+			return best, err
+		}
+		if ok {
+			lo, best = mid, mid
+		} else {
+			hi = mid
+		}
+	}
+	return best, nil
+}
+
+func udpFlows(t *Topo, o *Options, target string) ([]*net.UDPConn, error) {
 	to := &net.UDPAddr{IP: net.ParseIP(target), Port: UDPPort}
 	var conns []*net.UDPConn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	for range max(1, o.UDPFlows) {
 		var c *net.UDPConn
 		err := t.Net.Client.Do(func() error {
@@ -245,10 +329,45 @@ func udpLoad(ctx context.Context, t *Topo, o *Options, target string) (Sample, e
 			return err
 		})
 		if err != nil {
-			return Sample{}, fmt.Errorf("udp socket: %w", err)
+			closeAll(conns)
+			return nil, fmt.Errorf("udp socket: %w", err)
 		}
 		conns = append(conns, c)
 	}
+	return conns, nil
+}
+
+func closeAll(conns []*net.UDPConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// trial is one flood: sent, and delivered (got) as the sinks counted.
+type trial struct {
+	sent, got int64
+	elapsed   time.Duration
+}
+
+func (tr trial) lost() int64 { return max(0, tr.sent-tr.got) }
+
+func (tr trial) lossFrac() float64 {
+	if tr.sent == 0 {
+		return 1
+	}
+	return float64(tr.lost()) / float64(tr.sent)
+}
+
+// rate is datagrams delivered per second of sending.
+func (tr trial) rate() float64 {
+	if tr.elapsed <= 0 {
+		return 0
+	}
+	return float64(tr.got) / tr.elapsed.Seconds()
+}
+
+// udpTrial floods once and waits for what is in flight to arrive.
+func udpTrial(ctx context.Context, t *Topo, conns []*net.UDPConn, c udpflood.Config) (trial, error) {
 	recv := func() int64 {
 		var n int64
 		for _, s := range t.Sinks {
@@ -257,9 +376,9 @@ func udpLoad(ctx context.Context, t *Topo, o *Options, target string) (Sample, e
 		return n
 	}
 	before := recv()
-	r, err := udpflood.Send(ctx, conns, udpflood.Config{Size: o.UDPSize, Count: o.UDPCount, Duration: o.Duration})
+	r, err := udpflood.Send(ctx, conns, c)
 	if err != nil {
-		return Sample{}, err
+		return trial{}, err
 	}
 	// Let what is in flight arrive: until the count stops moving, at most 1 s.
 	last := recv()
@@ -271,10 +390,8 @@ func udpLoad(ctx context.Context, t *Topo, o *Options, target string) (Sample, e
 		}
 		last = n
 	}
-	got := last - before
 	if r.Sent == 0 || r.Elapsed <= 0 {
-		return Sample{}, errors.New("udp flood sent nothing")
+		return trial{}, errors.New("udp flood sent nothing")
 	}
-	lost := max(0, r.Sent-got)
-	return Sample{Value: float64(got) / r.Elapsed.Seconds(), Sent: r.Sent, Lost: lost, Work: float64(got) / 1e6}, nil
+	return trial{sent: r.Sent, got: last - before, elapsed: r.Elapsed}, nil
 }

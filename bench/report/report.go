@@ -203,7 +203,8 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 	p("- Balancer CPU is the user+system time of the balancer's own processes (HAProxy, the UVS director) during the run, from /proc/PID/stat, divided by the work done (GB received, million requests, million datagrams delivered). Kernel paths forward in softirq context, charged to whichever process happens to be running: not attributable, so n/a.")
 	p("- Bulk TCP goes to rs1 only on every path: iperf3's control and data connections must reach the same server.")
-	p("- UDP: delivered = datagrams counted by the sinks on the real servers; lost = sent − delivered. The sender does not pace itself.")
+	p("- Small UDP packets: delivered = datagrams counted by the sinks on the real servers; lost = sent − delivered. The sender does not pace itself, and runs on the same cores: through a path that forwards in the sender's own system calls (the kernel paths) it is slowed to what the path takes, while a userspace balancer competes with it for the CPU and loses what it has no time to read.")
+	p("- Small UDP, highest rate with at most %g %% lost: RFC 2544's throughput, with that much loss allowed instead of none: one unpaced trial, then, if it lost too much, %d paced trials bisecting below what it offered; the figure is the delivered rate of the best passing trial. CPU per M pkt counts every trial.", harness.MaxLoss*100, harness.RateSteps)
 	p("- ×nftables and ×HAProxy are median ÷ median (for latency, lower is better; the ratios are of throughput).")
 	_, err := w.Write(b.Bytes())
 	return err

@@ -1,7 +1,7 @@
 // Package udpflood sends small UDP datagrams as fast as a socket takes
-// them (sendmmsg, in batches) and counts them at the receiving end
-// (recvmmsg), so the benchmark can report packets per second delivered and
-// lost. Every send is bounded by a count and a time; the receiver counts
+// them, or at a set rate (sendmmsg, in batches), and counts them at the
+// receiving end (recvmmsg), so the benchmark can report packets per second
+// delivered and lost. Every send is bounded by a count and a time; the receiver counts
 // only datagrams that carry the flood's marker.
 package udpflood
 
@@ -32,6 +32,11 @@ type Config struct {
 	Count    int64         // datagrams to send at most, over all sockets
 	Duration time.Duration // time to send at most
 	Batch    int           // datagrams per sendmmsg call (default 64)
+	// Rate, when positive, paces the flood to this many datagrams per
+	// second over all sockets, each sending its share in batches on a
+	// fixed schedule. A sender that falls behind sends at once rather
+	// than sleeping; it never bursts to catch up beyond one batch.
+	Rate float64
 }
 
 // Result is what a flood sent.
@@ -52,11 +57,19 @@ func Send(ctx context.Context, conns []*net.UDPConn, c Config) (Result, error) {
 	if c.Size < MinSize || c.Size > 65507 {
 		return Result{}, fmt.Errorf("udp flood: size %d outside %d..65507", c.Size, MinSize)
 	}
+	if c.Rate < 0 {
+		return Result{}, fmt.Errorf("udp flood: negative rate %v", c.Rate)
+	}
 	if c.Count <= 0 || c.Duration <= 0 || len(conns) == 0 {
 		return Result{}, fmt.Errorf("udp flood: need a count, a duration and a socket (got %d, %v, %d)", c.Count, c.Duration, len(conns))
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Duration)
 	defer cancel()
+	var gap time.Duration // between one socket's batches, when paced
+	if c.Rate > 0 {
+		perFlow := c.Rate / float64(len(conns))
+		gap = time.Duration(float64(c.Batch) / perFlow * float64(time.Second))
+	}
 	var sent atomic.Int64
 	errs := make([]error, len(conns))
 	var wg sync.WaitGroup
@@ -69,15 +82,16 @@ func Send(ctx context.Context, conns []*net.UDPConn, c Config) (Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = sendFlow(ctx, conn, c, share, uint64(i)<<48, &sent)
+			errs[i] = sendFlow(ctx, conn, c, share, gap, uint64(i)<<48, &sent)
 		}()
 	}
 	wg.Wait()
 	return Result{Sent: sent.Load(), Elapsed: time.Since(start)}, errors.Join(errs...)
 }
 
-// sendFlow sends up to n datagrams on conn with sendmmsg.
-func sendFlow(ctx context.Context, conn *net.UDPConn, c Config, n int64, seq uint64, sent *atomic.Int64) error {
+// sendFlow sends up to n datagrams on conn with sendmmsg, a batch every
+// gap when gap is positive.
+func sendFlow(ctx context.Context, conn *net.UDPConn, c Config, n int64, gap time.Duration, seq uint64, sent *atomic.Int64) error {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("udp flood: %w", err)
@@ -93,7 +107,21 @@ func sendFlow(ctx context.Context, conn *net.UDPConn, c Config, n int64, seq uin
 		hdrs[i].Hdr.Iov = &iovs[i]
 		hdrs[i].Hdr.SetIovlen(1)
 	}
+	// With a rate, batch i of this flow is due at start + i*gap.
+	due := time.Now()
 	for n > 0 && ctx.Err() == nil {
+		if gap > 0 {
+			if wait := time.Until(due); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			} else if wait < -gap {
+				due = time.Now() // fell behind: no burst to catch up
+			}
+			due = due.Add(gap)
+		}
 		k := min(int64(c.Batch), n)
 		for i := range k {
 			binary.BigEndian.PutUint64(bufs[i][8:], seq)

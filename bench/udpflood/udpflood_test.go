@@ -128,3 +128,25 @@ func BenchmarkSend(b *testing.B) {
 		b.Fatalf("sent %d of %d: %v", r.Sent, b.N, err)
 	}
 }
+
+// A paced flood keeps to its schedule: 400 datagrams at 4000/s over two
+// sockets cannot be done before the last batch is due, 100 ms less one
+// gap (unpaced, they leave within a few milliseconds).
+func TestSendPaced(t *testing.T) {
+	s, addr := sink(t)
+	r, err := Send(context.Background(), flows(t, addr, 2), Config{Size: 64, Count: 400, Duration: 5 * time.Second, Batch: 8, Rate: 4000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != 400 {
+		t.Fatalf("sent %d, want 400", r.Sent)
+	}
+	// Each socket sends 25 batches of 8, 4 ms apart: the last leaves at 96 ms.
+	if r.Elapsed < 90*time.Millisecond {
+		t.Errorf("400 datagrams at 4000/s took %v, want at least 96ms", r.Elapsed)
+	}
+	waitFor(func() bool { return s.Received() == r.Sent })
+	if _, err := Send(context.Background(), flows(t, addr, 1), Config{Size: 64, Count: 1, Duration: time.Second, Rate: -1}); err == nil {
+		t.Error("negative rate: no error")
+	}
+}
