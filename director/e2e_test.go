@@ -764,7 +764,7 @@ func TestRefusals(t *testing.T) {
 // with the real counts.
 func TestMetrics(t *testing.T) {
 	e := newEnv(t, "afpacket")
-	e.start("--metrics", "127.0.0.1:9100")
+	e.start("--metrics", lab.DirOuterIP+":9100") // its own address, over its loopback
 	vip := lab.DirOuterIP + ":80"
 	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
 	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m", "-w", "3")
@@ -775,7 +775,7 @@ func TestMetrics(t *testing.T) {
 	}
 	hc := e.n.Director.HTTPClient()
 	hc.Timeout = 5 * time.Second
-	resp, err := hc.Get("http://127.0.0.1:9100/metrics")
+	resp, err := hc.Get("http://" + lab.DirOuterIP + ":9100/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

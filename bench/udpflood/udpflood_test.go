@@ -5,32 +5,58 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"uvs/testbed"
 )
 
-func sink(t *testing.T) (*Sink, *net.UDPAddr) {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Skip("no loopback UDP:", err)
+// host is a namespace of the test's own with 198.18.254.1 on its loopback:
+// the floods stay inside it, on the benchmarking range.
+func host(tb testing.TB) *testbed.Host {
+	tb.Helper()
+	if err := testbed.Available(); err != nil {
+		tb.Skip(err)
 	}
+	bed, err := testbed.New("uvsflood")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { bed.Close() })
+	h, err := bed.Host("h")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.Addr("lo", "198.18.254.1/32"); err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
+
+func sink(t *testing.T) (*Sink, *net.UDPAddr, *testbed.Host) {
+	t.Helper()
+	h := host(t)
+	pc, err := h.ListenPacket("udp", "198.18.254.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pc.(*net.UDPConn)
 	s, err := NewSink(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, c.LocalAddr().(*net.UDPAddr)
+	return s, c.LocalAddr().(*net.UDPAddr), h
 }
 
-func flows(t *testing.T, to *net.UDPAddr, n int) []*net.UDPConn {
+func flows(t *testing.T, h *testbed.Host, to *net.UDPAddr, n int) []*net.UDPConn {
 	t.Helper()
 	var cs []*net.UDPConn
 	for range n {
-		c, err := net.DialUDP("udp", nil, to)
+		c, err := h.Dial(context.Background(), "udp", to.String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		cs = append(cs, c)
+		cs = append(cs, c.(*net.UDPConn))
 	}
 	return cs
 }
@@ -43,8 +69,8 @@ func waitFor(cond func() bool) {
 }
 
 func TestSendCount(t *testing.T) {
-	s, addr := sink(t)
-	r, err := Send(context.Background(), flows(t, addr, 3), Config{Size: 64, Count: 1001, Duration: 5 * time.Second, Batch: 8})
+	s, addr, h := sink(t)
+	r, err := Send(context.Background(), flows(t, h, addr, 3), Config{Size: 64, Count: 1001, Duration: 5 * time.Second, Batch: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +88,9 @@ func TestSendCount(t *testing.T) {
 }
 
 func TestSendStopsAtDuration(t *testing.T) {
-	_, addr := sink(t)
+	_, addr, h := sink(t)
 	start := time.Now()
-	r, err := Send(context.Background(), flows(t, addr, 2), Config{Size: 64, Count: 1 << 40, Duration: 100 * time.Millisecond})
+	r, err := Send(context.Background(), flows(t, h, addr, 2), Config{Size: 64, Count: 1 << 40, Duration: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +103,8 @@ func TestSendStopsAtDuration(t *testing.T) {
 }
 
 func TestSinkIgnoresStrangers(t *testing.T) {
-	s, addr := sink(t)
-	c := flows(t, addr, 1)[0]
+	s, addr, h := sink(t)
+	c := flows(t, h, addr, 1)[0]
 	for _, p := range []string{"hello", "uvsbench", "uvsbenchXXXXXXXX"} {
 		if _, err := c.Write([]byte(p)); err != nil {
 			t.Fatal(err)
@@ -92,8 +118,8 @@ func TestSinkIgnoresStrangers(t *testing.T) {
 }
 
 func TestSendRejects(t *testing.T) {
-	_, addr := sink(t)
-	cs := flows(t, addr, 1)
+	_, addr, h := sink(t)
+	cs := flows(t, h, addr, 1)
 	for _, c := range []Config{
 		{Size: 8, Count: 1, Duration: time.Second},
 		{Size: 70000, Count: 1, Duration: time.Second},
@@ -110,16 +136,19 @@ func TestSendRejects(t *testing.T) {
 }
 
 func BenchmarkSend(b *testing.B) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Skip(err)
-	}
-	s, _ := NewSink(c)
-	defer s.Close()
-	d, err := net.DialUDP("udp", nil, c.LocalAddr().(*net.UDPAddr))
+	h := host(b)
+	pc, err := h.ListenPacket("udp", "198.18.254.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
+	c := pc.(*net.UDPConn)
+	s, _ := NewSink(c)
+	defer s.Close()
+	dc, err := h.Dial(context.Background(), "udp", c.LocalAddr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := dc.(*net.UDPConn)
 	defer d.Close()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -133,8 +162,8 @@ func BenchmarkSend(b *testing.B) {
 // sockets cannot be done before the last batch is due, 100 ms less one
 // gap (unpaced, they leave within a few milliseconds).
 func TestSendPaced(t *testing.T) {
-	s, addr := sink(t)
-	r, err := Send(context.Background(), flows(t, addr, 2), Config{Size: 64, Count: 400, Duration: 5 * time.Second, Batch: 8, Rate: 4000})
+	s, addr, h := sink(t)
+	r, err := Send(context.Background(), flows(t, h, addr, 2), Config{Size: 64, Count: 400, Duration: 5 * time.Second, Batch: 8, Rate: 4000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +175,7 @@ func TestSendPaced(t *testing.T) {
 		t.Errorf("400 datagrams at 4000/s took %v, want at least 96ms", r.Elapsed)
 	}
 	waitFor(func() bool { return s.Received() == r.Sent })
-	if _, err := Send(context.Background(), flows(t, addr, 1), Config{Size: 64, Count: 1, Duration: time.Second, Rate: -1}); err == nil {
+	if _, err := Send(context.Background(), flows(t, h, addr, 1), Config{Size: 64, Count: 1, Duration: time.Second, Rate: -1}); err == nil {
 		t.Error("negative rate: no error")
 	}
 }
