@@ -33,8 +33,8 @@ func (t *Table) lookup(tp *Tuple, tcpFlags uint8, c *Conn, peek bool) (Dir, bool
 	s := t.shardOf(h1)
 	s.mu.Lock()
 	if len(s.index) != 0 {
-		if _, i, ok := s.find(t.hashFull(h1, &tp.Dst, tp.DstPort, Orig), Orig, tp); ok {
-			found := t.hit(s, i, Orig, tcpFlags, now, c, peek)
+		if p, i, ok := s.find(t.hashFull(h1, &tp.Dst, tp.DstPort, Orig), Orig, tp); ok {
+			found := t.hit(s, i, Orig, p, tcpFlags, now, c, peek)
 			s.mu.Unlock()
 			return Orig, found
 		}
@@ -45,8 +45,8 @@ func (t *Table) lookup(tp *Tuple, tcpFlags uint8, c *Conn, peek bool) (Dir, bool
 	s = t.shardOf(h1)
 	s.mu.Lock()
 	if len(s.index) != 0 {
-		if _, i, ok := s.find(t.hashFull(h1, &tp.Src, tp.SrcPort, Reply), Reply, tp); ok {
-			found := t.hit(s, i, Reply, tcpFlags, now, c, peek)
+		if p, i, ok := s.find(t.hashFull(h1, &tp.Src, tp.SrcPort, Reply), Reply, tp); ok {
+			found := t.hit(s, i, Reply, p, tcpFlags, now, c, peek)
 			s.mu.Unlock()
 			return Reply, found
 		}
@@ -55,11 +55,12 @@ func (t *Table) lookup(tp *Tuple, tcpFlags uint8, c *Conn, peek bool) (Dir, bool
 	return Orig, false
 }
 
-// hit applies a packet to entry i. Called with s locked.
-func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn, peek bool) bool {
+// hit applies a packet to entry i, found at index slot pos in direction d.
+// Called with s locked.
+func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32, c *Conn, peek bool) bool {
 	e := s.ent(i)
 	if !alive(e.expires, now) {
-		t.drop(s, i)
+		t.dropAt(s, i, d, pos)
 		s.st.expired++
 		return false
 	}
@@ -70,7 +71,7 @@ func (t *Table) hit(s *shard, i uint32, d Dir, flags uint8, now uint32, c *Conn,
 	if e.proto == service.TCP {
 		if d == Orig && flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN &&
 			(e.state == StateTimeWait || e.state == StateClose) {
-			t.drop(s, i)
+			t.dropAt(s, i, d, pos)
 			s.st.reused++
 			return false
 		}
@@ -137,7 +138,17 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.reserve(s, 2)
-	if t.taken(s, ho, Orig, &orig, now) || nat && t.taken(s, hr, Reply, &reply, now) {
+	po, taken, _ := t.vacancy(s, ho, Orig, &orig, now)
+	var pr int
+	if nat && !taken {
+		var moved bool
+		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now)
+		if moved {
+			// Reaping shifted slots: the Orig slot found may be stale.
+			po, _, _ = s.find(ho, Orig, &orig)
+		}
+	}
+	if taken {
 		t.count.Add(-1)
 		return ErrExists
 	}
@@ -168,13 +179,15 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	if c.Tmpl != 0 {
 		e.link = t.tmplAcquire(c.Tmpl)
 	}
-	p, _, _ := s.find(ho, Orig, &orig)
-	s.index[p] = slotKey(ho, Orig) | uint64(i+1)
+	s.index[po] = slotKey(ho, Orig) | uint64(i+1)
 	s.used++
 	if nat {
 		e.flags |= fReply
-		p, _, _ = s.find(hr, Reply, &reply)
-		s.index[p] = slotKey(hr, Reply) | uint64(i+1)
+		if pr == po {
+			// Both probes ended at the same empty slot, now Orig's.
+			pr, _, _ = s.find(hr, Reply, &reply)
+		}
+		s.index[pr] = slotKey(hr, Reply) | uint64(i+1)
 		s.used++
 	}
 	t.account(e.dest, e.state, 1)
@@ -182,19 +195,23 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	return nil
 }
 
-// taken reports whether tuple tp is indexed by a live entry, reaping the
-// entry if it has expired. Called with s locked.
-func (t *Table) taken(s *shard, h uint64, d Dir, tp *Tuple, now uint32) bool {
-	_, i, ok := s.find(h, d, tp)
-	if !ok {
-		return false
+// vacancy finds the empty slot where tuple tp (hash h, direction d) goes,
+// reaping an expired entry that holds the tuple. taken reports a live
+// entry holding it (pos is then its slot); moved, that reaping shifted
+// slots, so positions found before are stale. Called with s locked.
+func (t *Table) vacancy(s *shard, h uint64, d Dir, tp *Tuple, now uint32) (pos int, taken, moved bool) {
+	for {
+		p, i, ok := s.find(h, d, tp)
+		if !ok {
+			return p, false, moved
+		}
+		if alive(s.ent(i).expires, now) {
+			return p, true, moved
+		}
+		t.dropAt(s, i, d, p)
+		s.st.expired++
+		moved = true
 	}
-	if alive(s.ent(i).expires, now) {
-		return true
-	}
-	t.drop(s, i)
-	s.st.expired++
-	return false
 }
 
 // Remove takes out the connection with either tuple tp, as when its real
@@ -209,8 +226,8 @@ func (t *Table) Remove(tp *Tuple) bool {
 		s := t.shardOf(h1)
 		s.mu.Lock()
 		if len(s.index) != 0 {
-			if _, i, ok := s.find(t.hashFull(h1, other, oport, d), d, tp); ok {
-				t.drop(s, i)
+			if p, i, ok := s.find(t.hashFull(h1, other, oport, d), d, tp); ok {
+				t.dropAt(s, i, d, p)
 				s.st.removed++
 				s.mu.Unlock()
 				return true

@@ -216,10 +216,21 @@ func (t *Table) unindexEntry(s *shard, i uint32, d Dir) {
 
 // drop takes entry i out of shard s: its index slots, its real server's
 // count and its template reference. Called with s locked.
-func (t *Table) drop(s *shard, i uint32) {
+func (t *Table) drop(s *shard, i uint32) { t.dropAt(s, i, Orig, -1) }
+
+// dropAt is drop for an entry its caller found at index slot pos of
+// direction d, which need not be searched for again; pos -1 if unknown.
+func (t *Table) dropAt(s *shard, i uint32, d Dir, pos int) {
 	e := s.ent(i)
-	t.unindexEntry(s, i, Orig)
-	if e.flags&fReply != 0 {
+	if pos >= 0 {
+		t.unindex(s, pos)
+	} else {
+		t.unindexEntry(s, i, d)
+	}
+	// Every entry has an Orig slot, NAT ones a Reply slot too.
+	if d == Reply {
+		t.unindexEntry(s, i, Orig)
+	} else if e.flags&fReply != 0 {
 		t.unindexEntry(s, i, Reply)
 	}
 	t.account(e.dest, e.state, -1)

@@ -1,6 +1,7 @@
 package director
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -197,11 +198,19 @@ func BenchmarkEstablished(b *testing.B) {
 
 // BenchmarkNewConn is the new-connection path: parse, lookup miss, service
 // lookup, schedule, insert, rewrite, in a table at steady size: 1<<16
-// connections, each new one taking the place of an old one, whose removal
-// (the sweeper's work in a running director) is counted too.
-func BenchmarkNewConn(b *testing.B) {
+// connections, each new one taking the place of an old one. The old ones
+// are removed 4096 at a time with the timer stopped: in a director that is
+// the sweeper's work, not the packet's (BenchmarkNewConnAndRemove counts
+// both).
+func BenchmarkNewConn(b *testing.B) { benchNewConn(b, false) }
+
+// BenchmarkNewConnAndRemove is BenchmarkNewConn with each old connection
+// removed, by its tuple, just before the new one arrives, and counted.
+func BenchmarkNewConnAndRemove(b *testing.B) { benchNewConn(b, true) }
+
+func benchNewConn(b *testing.B, removeEach bool) {
 	_, w := testWorker(b, 1<<20)
-	const flows = 1 << 16
+	const flows, sweep = 1 << 16, 1 << 12
 	frames := make([][]byte, flows)
 	tuples := make([]conntrack.Tuple, flows)
 	for i := range frames {
@@ -210,6 +219,7 @@ func BenchmarkNewConn(b *testing.B) {
 		tuples[i] = conntrack.Tuple{Src: conntrack.AddrFrom(src), Dst: conntrack.AddrFrom(vip), SrcPort: 40000, DstPort: 80, Proto: service.TCP}
 	}
 	buf := frameBuf(frames[0])
+	const srcPortOff = headroom + link.VnetHdrLen + 20 // a bare IPv4 header without options
 	s := w.d.snap.Load()
 	for i := range frames {
 		copy(buf[headroom+link.VnetHdrLen:], frames[i])
@@ -223,15 +233,40 @@ func BenchmarkNewConn(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		k := i % flows
-		if !w.d.ct.Remove(&tuples[k]) {
+		if !removeEach {
+			if k%sweep == 0 {
+				b.StopTimer()
+				for j := k; j < k+sweep; j++ {
+					if !w.d.ct.Remove(&tuples[j]) {
+						b.Fatal("connection to replace is missing")
+					}
+				}
+				b.StartTimer()
+			}
+		} else if !w.d.ct.Remove(&tuples[k]) {
 			b.Fatal("connection to replace is missing")
 		}
 		copy(buf[headroom+link.VnetHdrLen:], frames[k])
+		// Each round over the flows uses another client port, so that a
+		// new connection does not find its index slots where the one it
+		// replaces left them, still in cache. (The TCP checksum goes
+		// stale; the director does not check it.)
+		port := uint16(40000 + (i/flows)%1024)
+		binary.BigEndian.PutUint16(buf[srcPortOff:], port)
+		tuples[k].SrcPort = port
 		w.pend[0] = w.pend[0][:0]
 		if i&63 == 0 {
 			w.d.clock.Tick()
 		}
 		w.frame(s, buf)
+	}
+	want := flows
+	if !removeEach {
+		// The last batch removed was refilled only up to b.N.
+		want -= sweep - (b.N - (b.N-1)/sweep*sweep)
+	}
+	if n := w.d.ct.Len(); n != want {
+		b.Fatalf("%d connections at the end, want %d", n, want)
 	}
 }
 
