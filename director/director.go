@@ -47,10 +47,10 @@ type Config struct {
 	// AFPacketRing reads AF_PACKET frames through a TPACKET_V3 ring
 	// instead of recvmmsg (link.AFPacketConfig.RXRing). Experimental.
 	AFPacketRing bool
-	// AFPacketBlocking reads AF_PACKET frames with blocking recvmmsg on a
-	// locked thread instead of the runtime poller
-	// (link.AFPacketConfig.Blocking). Experimental.
-	AFPacketBlocking bool
+	// AFPacketPoller waits for AF_PACKET frames in the Go runtime's poller
+	// instead of the default, a blocking recvmmsg on a locked thread
+	// (link.AFPacketConfig.Blocking). The ring always uses the poller.
+	AFPacketPoller bool
 	// AFPacketSpin retries an empty AF_PACKET socket this long before
 	// waiting (link.AFPacketConfig.SpinFor). Experimental.
 	AFPacketSpin time.Duration

@@ -14,7 +14,7 @@ import (
 func openAFPacketPort(l netlink.Link, workers int, cfg Config) (*port, error) {
 	name := l.Attrs().Name
 	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: cfg.AFPacketRing,
-		Blocking: cfg.AFPacketBlocking, SpinFor: cfg.AFPacketSpin})
+		Blocking: !cfg.AFPacketPoller && !cfg.AFPacketRing, SpinFor: cfg.AFPacketSpin})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

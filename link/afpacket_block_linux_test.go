@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -238,5 +239,59 @@ func BenchmarkBlockingPingPong(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A reader asleep in the raw wait holds its P, so it adds one to
+// GOMAXPROCS while its socket is open, and it must still let the runtime
+// stop the world: a GC completes while it waits on an idle socket, and
+// other goroutines keep running even when the program had a single P.
+func TestBlockingWaitLetsRuntimeRun(t *testing.T) {
+	needRoot(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	x, _ := blkPair(t)
+	d := openAF(t, x, "x0", &AFPacketConfig{Blocking: true})
+	bufs, sizes := frameBufs(1, 0)
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		close(started)
+		for {
+			// Stray frames (IPv6 router solicitations) may come; read on.
+			if _, err := d.Read(bufs, sizes, 0); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	<-started
+	// The reader is parked in the kernel once GOMAXPROCS shows its P.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.GOMAXPROCS(0) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOMAXPROCS %d with a blocked reader, want 2", runtime.GOMAXPROCS(0))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	gc := make(chan struct{})
+	go func() { runtime.GC(); close(gc) }()
+	select {
+	case <-gc:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a GC did not complete while a reader waited")
+	}
+	tick := time.NewTicker(time.Millisecond)
+	for range 10 {
+		<-tick.C
+	}
+	tick.Stop()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Read ended with %v, want os.ErrClosed", err)
+	}
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("GOMAXPROCS %d after Close, want 1 again", n)
 	}
 }

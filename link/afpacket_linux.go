@@ -42,7 +42,7 @@ type AFPacketConfig struct {
 
 	// Blocking reads with blocking recvmmsg on a goroutine locked to its
 	// thread instead of through the runtime poller (see
-	// afpacket_block_linux.go). Experimental; not with RXRing.
+	// afpacket_block_linux.go); the director's default. Not with RXRing.
 	Blocking bool
 	// SpinFor keeps retrying recvmmsg for up to this long when the socket
 	// is empty before waiting (in the poller or, with Blocking, in the
@@ -481,6 +481,7 @@ func (d *AFPacket) BatchSize() int { return d.batch }
 func (d *AFPacket) Close() error {
 	d.closed.Store(true)
 	err := d.f.Close()
+	d.releaseProcs()
 	// The file's Close waited for a Read inside the RawConn callback to
 	// leave it, so nothing reads the ring now.
 	if d.ring != nil && err == nil {

@@ -74,12 +74,18 @@ func runMain(args []string) int {
 	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core, spread over the interfaces)")
 	capacity := fs.Int("capacity", 1<<20, "connection table limit")
 	ring := fs.Bool("afpacket-ring", false, "afpacket: receive through a TPACKET_V3 ring instead of recvmmsg (experimental)")
-	blocking := fs.Bool("afpacket-blocking", false, "afpacket: wait for frames in a blocking recvmmsg on a locked thread instead of the Go poller (experimental)")
+	blocking := fs.Bool("afpacket-blocking", true, "afpacket: wait for frames in a blocking recvmmsg on a locked thread; =false waits in the Go poller (the ring always does)")
 	spin := fs.Duration("afpacket-spin", 0, "afpacket: retry an empty socket this long before waiting, e.g. 20us (experimental; burns CPU)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof on this address (for profiling the data path)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this address, e.g. :9100")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	setFlags := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	if *ring && *blocking && setFlags["afpacket-blocking"] {
+		fmt.Fprintln(os.Stderr, "director run: --afpacket-ring reads through the poller: it cannot be combined with --afpacket-blocking")
 		return 2
 	}
 	var lv slog.Level
@@ -91,7 +97,7 @@ func runMain(args []string) int {
 	slog.SetDefault(log)
 
 	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, AFPacketRing: *ring,
-		AFPacketBlocking: *blocking, AFPacketSpin: *spin, Logger: log}
+		AFPacketPoller: !*blocking, AFPacketSpin: *spin, Logger: log}
 	if *ifs != "" {
 		cfg.Interfaces = strings.Split(*ifs, ",")
 	}
