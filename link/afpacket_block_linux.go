@@ -52,6 +52,58 @@ type blockMode struct {
 	spin   time.Duration // SpinFor
 	locked atomic.Bool   // a reader goroutine has been locked to its thread
 	procs  atomic.Bool   // GOMAXPROCS was raised for that reader (see addProcs)
+	quiet  int           // the reader's blockWake timeouts in a row without a frame
+	wake   int           // an eventfd + 1 that Close writes to end an idle wait; 0 for none; set at open
+	woken  atomic.Bool   // Close has written and closed it
+}
+
+// idleAfter is how many empty blockWake timeouts in a row (100 ms) make a
+// reader idle. An idle reader waits in ppoll on its socket and an eventfd
+// that Close writes, through the runtime's own syscall path and with no
+// short timeout, so the P goes and nothing wakes it for nothing: a reader
+// that holds its P looks busy to the runtime, which then preempts it every
+// 10 ms (an idle director used 1.7 % of a core, against 0.2 % with the
+// poller). The first frame after idleness pays the runtime's wake-up; the
+// waits after it are raw again.
+const idleAfter = 20
+
+// idleTimeout bounds an idle wait all the same: should Close's write be
+// missed, the reader still notices within it. A variable for tests.
+var idleTimeout = time.Second
+
+// openWake makes the eventfd Close writes to end an idle wait.
+func (b *blockMode) openWake() error {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	b.wake = fd + 1
+	return nil
+}
+
+// closeWake ends an idle wait in progress and releases the eventfd; Close
+// calls it after setting the closed flag. A reader about to wait on the
+// closed descriptors gets POLLNVAL at once.
+func (b *blockMode) closeWake() {
+	if b.wake == 0 || !b.woken.CompareAndSwap(false, true) {
+		return
+	}
+	var one [8]byte
+	one[0] = 1 // a little-endian 1 on the machines this runs on; any nonzero count wakes
+	unix.Write(b.wake-1, one[:])
+	unix.Close(b.wake - 1)
+}
+
+// idleWait sleeps until fd has a frame, Close is called or idleTimeout
+// passes. It reports false once the socket is closed.
+func (d *AFPacket) idleWait(fd uintptr) bool {
+	if d.closed.Load() || d.blk.wake == 0 {
+		return !d.closed.Load()
+	}
+	fds := [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(d.blk.wake - 1), Events: unix.POLLIN}}
+	ts := unix.NsecToTimespec(int64(idleTimeout))
+	unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 2, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	return !d.closed.Load()
 }
 
 // procsMu serialises GOMAXPROCS changes: each is a read and a write.
@@ -128,6 +180,10 @@ func (d *AFPacket) blockingRecv(fd uintptr) bool {
 	}
 	var spinStart int64
 	for {
+		if flags&unix.MSG_DONTWAIT == 0 && d.blk.quiet >= idleAfter && !d.idleWait(fd) {
+			r.err = os.ErrClosed
+			return true
+		}
 		var got uintptr
 		var e unix.Errno
 		if flags&unix.MSG_DONTWAIT != 0 {
@@ -139,6 +195,7 @@ func (d *AFPacket) blockingRecv(fd uintptr) bool {
 		}
 		switch e {
 		case 0:
+			d.blk.quiet = 0
 			if r.n = r.keep(int(got)); r.n > 0 {
 				return true
 			}
@@ -156,6 +213,7 @@ func (d *AFPacket) blockingRecv(fd uintptr) bool {
 				continue
 			}
 			// The raw wait timed out: let the runtime have the P.
+			d.blk.quiet++
 			runtime.Gosched()
 		case unix.EINTR:
 			// A runtime signal: a stop-the-world or a preemption may be

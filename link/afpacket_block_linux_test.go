@@ -295,3 +295,64 @@ func TestBlockingWaitLetsRuntimeRun(t *testing.T) {
 		t.Errorf("GOMAXPROCS %d after Close, want 1 again", n)
 	}
 }
+
+// A blocking reader that has gone idle (no frame for longer than
+// idleAfter wakes) still gets the next frame, and Close ends its idle wait
+// through the eventfd, not its timeout (made an hour here, so that a
+// missed wake-up would hang the test).
+func TestBlockingIdleReader(t *testing.T) {
+	needRoot(t)
+	defer func(d time.Duration) { idleTimeout = d }(idleTimeout)
+	idleTimeout = time.Hour
+	x, y := blkPair(t)
+	// No IPv6 chatter (router solicitations, MLD) to end an idle wait
+	// before Close does.
+	for _, ns := range []*testNS{x, y} {
+		ns.do(t, func() error {
+			return os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
+		})
+	}
+	dx := openAF(t, x, "x0", nil)
+	dy := openAF(t, y, "y0", &AFPacketConfig{Blocking: true})
+	dst, src := macOf(t, y, "y0"), dx.MAC()
+	bufs, sizes := frameBufs(4, 0)
+	got := make(chan bool, 16)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			n, err := dy.Read(bufs, sizes, 0)
+			if err != nil {
+				done <- err
+				return
+			}
+			for i := range n {
+				f := bufs[i][VnetHdrLen:sizes[i]]
+				if binary.BigEndian.Uint16(f[12:]) == 0x88b5 && f[14] == 'I' {
+					got <- true
+				}
+			}
+		}
+	}()
+	idle := 3 * idleAfter * blockWake
+	time.Sleep(idle)
+	if n, err := dx.Write([][]byte{testFrame(0, dst, src, 50, 'I')}, 0); n != 1 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the frame sent to an idle reader did not arrive")
+	}
+	time.Sleep(idle)
+	if err := dy.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Read ended with %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the idle reader's wait")
+	}
+}

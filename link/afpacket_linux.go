@@ -230,6 +230,12 @@ func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutG
 	d.ns = ns
 	d.group = g
 	d.blk.on, d.blk.spin = c.Blocking, c.SpinFor
+	if c.Blocking {
+		if err := d.blk.openWake(); err != nil {
+			d.f.Close()
+			return nil, fmt.Errorf("af_packet %s: %w", ifname, err)
+		}
+	}
 	d.initBatch()
 	return d, nil
 }
@@ -480,6 +486,7 @@ func (d *AFPacket) BatchSize() int { return d.batch }
 // Close implements Device: it closes the socket, which unblocks a Read.
 func (d *AFPacket) Close() error {
 	d.closed.Store(true)
+	d.blk.closeWake()
 	err := d.f.Close()
 	d.releaseProcs()
 	// The file's Close waited for a Read inside the RawConn callback to
