@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"net"
 	"os"
 	"runtime"
 	"testing"
@@ -30,59 +29,8 @@ func TestBlockingReadsUDPAndNotOwnOutput(t *testing.T) {
 	for _, m := range blockModes {
 		t.Run(m.name, func(t *testing.T) {
 			x, y := blkPair(t)
-			d := openAF(t, y, "y0", &m.cfg)
-			c := dialUDP(t, x, nil, &net.UDPAddr{IP: ipY, Port: 9999})
-			payload := []byte("uvs blocking test datagram")
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() { // until the reader has seen one; ARP may eat the first
-				for i := 0; i < 200; i++ {
-					c.Write(payload)
-					select {
-					case <-stop:
-						return
-					case <-time.After(25 * time.Millisecond):
-					}
-				}
-			}()
-			timer := time.AfterFunc(5*time.Second, func() { d.Close() })
-			defer timer.Stop()
-			// Read on a goroutine of its own: Blocking locks it to its thread.
-			done := make(chan error, 1)
-			go func() { done <- readUntilDatagram(d, payload) }()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			testReadsUDP(t, x, y, &m.cfg)
 		})
-	}
-}
-
-// readUntilDatagram reads d until the UDP datagram to ipY:9999 carrying
-// payload arrives; it fails on a frame d itself sent.
-func readUntilDatagram(d *AFPacket, payload []byte) error {
-	bufs, sizes := frameBufs(d.BatchSize(), headroom)
-	own := d.MAC()
-	for {
-		n, err := d.Read(bufs, sizes, headroom)
-		if err != nil {
-			return errors.Join(errors.New("Read before the datagram arrived"), err)
-		}
-		if n < 1 || n > d.BatchSize() {
-			return errors.New("Read returned no frame or too many")
-		}
-		for i := 0; i < n; i++ {
-			f := bufs[i][headroom : headroom+sizes[i]]
-			if bytes.Equal(f[VnetHdrLen+6:VnetHdrLen+12], own[:]) {
-				return errors.New("read a frame y0 itself sent (ARP reply?)")
-			}
-			ip, udp := udpOf(f[VnetHdrLen:])
-			if ip != nil && udp != nil && udp.DstPort == 9999 {
-				if !ip.DstIP.Equal(ipY) || !bytes.Equal(udp.Payload, payload) {
-					return errors.New("datagram with the wrong address or payload")
-				}
-				return nil
-			}
-		}
 	}
 }
 

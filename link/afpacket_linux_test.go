@@ -150,13 +150,23 @@ func dialUDP(tb testing.TB, ns *testNS, src, dst *net.UDPAddr) *net.UDPConn {
 func TestAFPacketReadsUDPAndNotOwnOutput(t *testing.T) {
 	needRoot(t)
 	x, y := pair(t)
-	d := openAF(t, y, "y0", nil)
+	testReadsUDP(t, x, y, nil)
+}
+
+// testReadsUDP opens y0 in y with cfg and sends datagrams from x to
+// ipY:9999 until the reader has seen one (ARP may eat the first). The
+// reader fails on a frame y0 sent itself and on the datagram's address or
+// payload being wrong. It returns the datagram's frame, vnet header first.
+// The reading runs on a goroutine of its own: a blocking reader locks it
+// to its thread.
+func testReadsUDP(t *testing.T, x, y *testNS, cfg *AFPacketConfig) []byte {
+	t.Helper()
+	d := openAF(t, y, "y0", cfg)
 	c := dialUDP(t, x, nil, &net.UDPAddr{IP: ipY, Port: 9999})
 	payload := []byte("uvs link test datagram")
-
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { // keep sending until the reader has seen one; ARP may eat the first
+	go func() {
 		for i := 0; i < 200; i++ {
 			c.Write(payload)
 			select {
@@ -168,28 +178,46 @@ func TestAFPacketReadsUDPAndNotOwnOutput(t *testing.T) {
 	}()
 	timer := time.AfterFunc(5*time.Second, func() { d.Close() })
 	defer timer.Stop()
+	type result struct {
+		frame []byte
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, err := readUntilDatagram(d, payload)
+		done <- result{f, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.frame
+}
 
+// readUntilDatagram reads d until the UDP datagram to ipY:9999 carrying
+// payload arrives and returns its frame; it fails on a frame d itself sent.
+func readUntilDatagram(d *AFPacket, payload []byte) ([]byte, error) {
 	bufs, sizes := frameBufs(d.BatchSize(), headroom)
 	own := d.MAC()
-	for found := false; !found; {
+	for {
 		n, err := d.Read(bufs, sizes, headroom)
 		if err != nil {
-			t.Fatalf("Read before the datagram arrived: %v", err)
+			return nil, fmt.Errorf("Read before the datagram arrived: %w", err)
 		}
 		if n < 1 || n > d.BatchSize() {
-			t.Fatalf("Read returned %d frames", n)
+			return nil, fmt.Errorf("Read returned %d frames", n)
 		}
 		for i := 0; i < n; i++ {
 			f := bufs[i][headroom : headroom+sizes[i]]
 			if bytes.Equal(f[VnetHdrLen+6:VnetHdrLen+12], own[:]) {
-				t.Fatalf("read a frame y0 itself sent (ARP reply?): %x", f)
+				return nil, fmt.Errorf("read a frame y0 itself sent (ARP reply?): %x", f)
 			}
 			ip, udp := udpOf(f[VnetHdrLen:])
 			if ip != nil && udp != nil && udp.DstPort == 9999 {
 				if !ip.DstIP.Equal(ipY) || !bytes.Equal(udp.Payload, payload) {
-					t.Fatalf("datagram to %s payload %q", ip.DstIP, udp.Payload)
+					return nil, fmt.Errorf("datagram to %s payload %q", ip.DstIP, udp.Payload)
 				}
-				found = true
+				return f, nil
 			}
 		}
 	}
