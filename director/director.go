@@ -54,6 +54,12 @@ type Config struct {
 	// AFPacketSpin retries an empty AF_PACKET socket this long before
 	// waiting (link.AFPacketConfig.SpinFor). Experimental.
 	AFPacketSpin time.Duration
+	// AFPacketPerPort gives each port its own workers, one per queue, as
+	// before affine workers became the default: with them, each of one
+	// worker per core reads one queue of every port (link.Multi), and
+	// fanout programs send both directions of a connection to the same
+	// worker (steer.go). The poller and the ring always work per port.
+	AFPacketPerPort bool
 }
 
 // Director is a running load balancer.
@@ -146,7 +152,17 @@ func (d *Director) queuesPerPort(n int) int {
 	if d.cfg.Workers > 0 {
 		return d.cfg.Workers
 	}
+	if d.affine() {
+		// Each worker reads one queue of every port.
+		return max(1, runtime.GOMAXPROCS(0))
+	}
 	return max(1, runtime.GOMAXPROCS(0)/max(1, n))
+}
+
+// affine reports whether the workers are affine (Config.AFPacketPerPort).
+func (d *Director) affine() bool {
+	c := &d.cfg
+	return c.IO == IOAFPacket && !c.AFPacketPerPort && !c.AFPacketPoller && !c.AFPacketRing
 }
 
 // newDirector makes a Director with an empty table and no host yet.
@@ -193,7 +209,10 @@ func (d *Director) start(h hostBackend) error {
 	}
 	d.adopt(s)
 	d.snap.Store(s)
-	d.startWorkers()
+	if err := d.startWorkers(); err != nil {
+		h.close()
+		return err
+	}
 	d.wg.Add(1)
 	go d.housekeeping()
 	return nil

@@ -312,11 +312,15 @@ func TestNAT(t *testing.T) {
 	for _, mode := range []string{"afpacket", "tun"} {
 		t.Run(mode, func(t *testing.T) { testNAT(t, mode) })
 	}
+	// The default for afpacket is affine workers (every worker reads every
+	// port; the fanout programs keep each connection on one of them);
+	// workers per port are still there to choose.
+	t.Run("afpacket-per-port", func(t *testing.T) { testNAT(t, "afpacket", "--afpacket-affine=false") })
 }
 
-func testNAT(t *testing.T, mode string) {
+func testNAT(t *testing.T, mode string, extra ...string) {
 	e := newEnv(t, mode)
-	e.start()
+	e.start(extra...)
 	vip := lab.DirOuterIP
 
 	t.Run("rr alternates and servers see the client", func(t *testing.T) {

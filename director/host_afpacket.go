@@ -10,9 +10,11 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"uvs/conntrack"
+	"uvs/link"
 	"uvs/service"
 )
 
@@ -34,6 +36,7 @@ type afpHost struct {
 	nft   *nftables.Conn // one lasting netlink socket for every change
 	table *nftables.Table
 	local map[conntrack.Addr]bool // the namespace's own addresses
+	prog  []bpf.RawInstruction    // the fanout program installed (affine workers)
 }
 
 func openAFPacketHost(d *Director) (hostBackend, error) {
@@ -55,7 +58,7 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	}
 	h.nft = nft
 	for _, l := range links {
-		pt, err := openAFPacketPort(l, d.queuesPerPort(len(links)), d.cfg)
+		pt, err := openAFPacketPort(l, d.queuesPerPort(len(links)), d.cfg, d.affine())
 		if err != nil {
 			h.close()
 			return nil, err
@@ -112,7 +115,45 @@ func (h *afpHost) apply(s *snapshot) error {
 		return err
 	}
 	h.local = localAddrs()
-	return h.nftApply(s)
+	var prog []bpf.RawInstruction
+	if h.d.affine() {
+		p, err := steerProgram(s)
+		if err != nil {
+			return err
+		}
+		prog = p
+	}
+	if err := h.nftApply(s); err != nil {
+		return err
+	}
+	if prog != nil {
+		h.steer(prog)
+	}
+	return nil
+}
+
+// steer installs the affine workers' fanout program (steer.go) on every
+// port, unless it is the one they have: the kernel waits for an RCU grace
+// period when it replaces one (about 10 ms a port here), and most rule
+// changes leave the NAT real servers, all the program depends on, as
+// they are. A port that refuses it keeps its old program: steering only
+// decides which worker handles a frame, so that is logged, not an error.
+func (h *afpHost) steer(prog []bpf.RawInstruction) {
+	if slices.Equal(prog, h.prog) {
+		return
+	}
+	h.prog = prog
+	for _, pt := range h.ps {
+		if len(pt.queues) < 2 {
+			continue
+		}
+		if q, ok := pt.queues[0].(*link.AFPacket); ok {
+			if err := q.SetFanoutProgram(prog); err != nil {
+				h.prog = nil // try again at the next change
+				h.d.log.Warn("fanout program not updated; connections may be split between workers", "port", pt.name, "err", err)
+			}
+		}
+	}
 }
 
 func (h *afpHost) close() error {

@@ -2,6 +2,7 @@ package director
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 
 	"uvs/conntrack"
@@ -50,15 +51,19 @@ type port struct {
 
 // worker reads one queue of one port and handles what it reads.
 type worker struct {
-	d    *Director
-	id   int
-	in   *port
-	q    link.Device
-	bufs [][]byte
-	lens []int
-	pend [][][]byte // per port: frames to write, sliced from bufs or scratch
-	scr  [][]byte
-	nscr int
+	d  *Director
+	id int
+	in *port
+	q  link.Device
+	// multi, when set, reads one queue of every port (affine workers);
+	// ins[i] is the port of its queue i, and in follows each batch.
+	multi *link.Multi
+	ins   []*port
+	bufs  [][]byte
+	lens  []int
+	pend  [][][]byte // per port: frames to write, sliced from bufs or scratch
+	scr   [][]byte
+	nscr  int
 
 	p    packet.Parsed
 	tp   conntrack.Tuple
@@ -69,29 +74,69 @@ type worker struct {
 	tmpl conntrack.TemplateRef // the template pick used, if any
 }
 
-func (d *Director) startWorkers() {
+func (d *Director) startWorkers() error {
+	if d.affine() {
+		return d.startAffineWorkers()
+	}
 	id := 0
 	for _, pt := range d.ports {
 		for _, q := range pt.queues {
 			w := &worker{d: d, id: id, in: pt, q: q}
 			id++
-			n := q.BatchSize()
-			w.bufs = make([][]byte, n)
-			for i := range w.bufs {
-				w.bufs[i] = make([]byte, bufSize)
-			}
-			w.lens = make([]int, n)
-			w.pend = make([][][]byte, len(d.ports))
-			for i := range w.pend {
-				w.pend[i] = make([][]byte, 0, n+scratchN)
-			}
-			w.scr = make([][]byte, scratchN)
-			for i := range w.scr {
-				w.scr[i] = make([]byte, headroom+link.VnetHdrLen+2048)
-			}
+			w.alloc(q.BatchSize())
 			d.wg.Add(1)
 			go w.run()
 		}
+	}
+	return nil
+}
+
+// startAffineWorkers starts one worker per queue index, each reading that
+// queue of every port (link.Multi); the fanout programs (steer.go) send
+// both directions of a connection to the same queue index.
+func (d *Director) startAffineWorkers() error {
+	nq := len(d.ports[0].queues)
+	ws := make([]*worker, 0, nq)
+	for k := 0; k < nq; k++ {
+		w := &worker{d: d, id: k, in: d.ports[0]}
+		var qs []*link.AFPacket
+		for _, pt := range d.ports {
+			q, ok := pt.queues[k].(*link.AFPacket)
+			if !ok || len(pt.queues) != nq {
+				return fmt.Errorf("affine workers: port %s has no AF_PACKET queue %d", pt.name, k)
+			}
+			qs = append(qs, q)
+			w.ins = append(w.ins, pt)
+		}
+		m, err := link.NewMulti(qs)
+		if err != nil {
+			return err
+		}
+		w.multi = m
+		w.alloc(qs[0].BatchSize())
+		ws = append(ws, w)
+	}
+	for _, w := range ws {
+		d.wg.Add(1)
+		go w.run()
+	}
+	return nil
+}
+
+// alloc makes the worker's buffers for batches of n frames.
+func (w *worker) alloc(n int) {
+	w.bufs = make([][]byte, n)
+	for i := range w.bufs {
+		w.bufs[i] = make([]byte, bufSize)
+	}
+	w.lens = make([]int, n)
+	w.pend = make([][][]byte, len(w.d.ports))
+	for i := range w.pend {
+		w.pend[i] = make([][]byte, 0, n+scratchN)
+	}
+	w.scr = make([][]byte, scratchN)
+	for i := range w.scr {
+		w.scr[i] = make([]byte, headroom+link.VnetHdrLen+2048)
 	}
 }
 
@@ -107,7 +152,15 @@ func (w *worker) run() {
 		}
 	}()
 	for {
-		n, err := w.q.Read(w.bufs, w.lens, headroom)
+		var n int
+		var err error
+		if w.multi != nil {
+			var from int
+			n, from, err = w.multi.Read(w.bufs, w.lens, headroom)
+			w.in = w.ins[from]
+		} else {
+			n, err = w.q.Read(w.bufs, w.lens, headroom)
+		}
 		if err != nil {
 			select {
 			case <-w.d.stop:

@@ -10,11 +10,13 @@ import (
 )
 
 // openAFPacketPort opens one AF_PACKET socket per worker on l, all in one
-// fanout group so that a flow stays with one worker.
-func openAFPacketPort(l netlink.Link, workers int, cfg Config) (*port, error) {
+// fanout group so that a flow stays with one worker: by flow hash, or for
+// affine workers by the director's program (steer.go).
+func openAFPacketPort(l netlink.Link, workers int, cfg Config, affine bool) (*port, error) {
 	name := l.Attrs().Name
 	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: cfg.AFPacketRing,
-		Blocking: !cfg.AFPacketPoller && !cfg.AFPacketRing, SpinFor: cfg.AFPacketSpin})
+		Blocking: !cfg.AFPacketPoller && !cfg.AFPacketRing, SpinFor: cfg.AFPacketSpin,
+		FanoutBPF: affine})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

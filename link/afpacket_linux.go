@@ -48,6 +48,12 @@ type AFPacketConfig struct {
 	// is empty before waiting (in the poller or, with Blocking, in the
 	// kernel). Experimental: the spinning costs CPU the workload may need.
 	SpinFor time.Duration
+	// FanoutBPF puts the queues OpenQueue makes in a PACKET_FANOUT_CBPF
+	// group rather than PACKET_FANOUT_HASH: a classic BPF program
+	// (SetFanoutProgram) picks each frame's queue, numbered in the order
+	// the queues were opened, the first one included. Until one is set,
+	// frames are spread by the kernel's flow hash.
+	FanoutBPF bool
 }
 
 const (
@@ -60,6 +66,7 @@ const (
 // Device and Info.
 type AFPacket struct {
 	f     *os.File
+	fd    int // f's descriptor, for Multi's ppoll
 	rc    syscall.RawConn
 	name  string
 	index int
@@ -72,10 +79,11 @@ type AFPacket struct {
 	group *fanoutGroup
 	closeFlag
 
-	r    afRx
-	w    afTx
-	ring *rxRing // nil unless RXRing
-	blk  blockMode
+	r     afRx
+	w     afTx
+	ring  *rxRing // nil unless RXRing
+	blk   blockMode
+	nowFn func(fd uintptr) bool // recvNow, built once
 
 	kpkts, kdrops atomic.Uint64 // PACKET_STATISTICS totals (see Stats)
 }
@@ -98,6 +106,7 @@ type afRx struct {
 	offset int
 	n      int
 	err    error
+	full   bool          // readNow: recvmmsg filled the batch
 	drops  atomic.Uint64 // frames read but not returned: truncated, or our own output
 }
 
@@ -148,11 +157,16 @@ func (d *AFPacket) OpenQueue() (*AFPacket, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.id < 0 {
-		id, err := joinFanout(d.rc, -1)
+		id, err := joinFanout(d.rc, -1, d.cfg.FanoutBPF)
 		if err != nil {
 			return nil, fmt.Errorf("af_packet %s: create fanout group: %w", d.name, err)
 		}
 		g.id = id
+		if d.cfg.FanoutBPF {
+			if err := d.SetFanoutProgram(byFlowHash); err != nil {
+				return nil, err
+			}
+		}
 	}
 	ns, err := unix.Dup(int(d.ns))
 	if err != nil {
@@ -168,7 +182,7 @@ func (d *AFPacket) OpenQueue() (*AFPacket, error) {
 		unix.Close(ns)
 		return nil, err
 	}
-	if _, err := joinFanout(q.rc, g.id); err != nil {
+	if _, err := joinFanout(q.rc, g.id, d.cfg.FanoutBPF); err != nil {
 		q.Close()
 		return nil, fmt.Errorf("af_packet %s: join fanout group %d: %w", d.name, g.id, err)
 	}
@@ -178,12 +192,16 @@ func (d *AFPacket) OpenQueue() (*AFPacket, error) {
 // joinFanout joins the socket to fanout group id, or creates a group with a
 // kernel-chosen unique id when id < 0 (so we never join another program's
 // group by accident). It returns the group id.
-func joinFanout(rc syscall.RawConn, id int) (int, error) {
+func joinFanout(rc syscall.RawConn, id int, byBPF bool) (int, error) {
+	mode := unix.PACKET_FANOUT_HASH
+	if byBPF {
+		mode = unix.PACKET_FANOUT_CBPF
+	}
 	var out int
 	var serr error
 	err := rc.Control(func(fd uintptr) {
 		if id < 0 {
-			arg := (unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
+			arg := (mode | unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT, arg); serr != nil {
 				return
 			}
@@ -192,7 +210,7 @@ func joinFanout(rc syscall.RawConn, id int) (int, error) {
 			return
 		}
 		out = id
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT, unix.PACKET_FANOUT_HASH<<16|id)
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT, mode<<16|id)
 	})
 	if err != nil {
 		return 0, err
@@ -220,6 +238,7 @@ func openAFPacket(ifname string, c AFPacketConfig, ns netns.NsHandle, g *fanoutG
 		return nil, fmt.Errorf("af_packet %s: %w", ifname, err)
 	}
 	d.f = os.NewFile(uintptr(fd), "af_packet:"+ifname)
+	d.fd = fd
 	if d.rc, err = d.f.SyscallConn(); err != nil {
 		d.f.Close()
 		if d.ring != nil {
@@ -321,6 +340,7 @@ func (d *AFPacket) initBatch() {
 		h.Name = (*byte)(unsafe.Pointer(&d.r.names[i]))
 	}
 	d.r.fn = d.recv
+	d.nowFn = d.recvNow
 	if d.ring != nil {
 		d.r.fn = d.ringRecv
 	}

@@ -3,8 +3,10 @@
 //
 //   - AFPacket: a raw AF_PACKET socket bound to one existing interface. Frames
 //     carry their Ethernet header. Several sockets share the interface's
-//     traffic through a PACKET_FANOUT_HASH group (OpenQueue), one per worker,
-//     so one flow always lands on the same worker and stays in order.
+//     traffic through a fanout group (OpenQueue), one per worker, so one flow
+//     always lands on the same worker and stays in order: PACKET_FANOUT_HASH,
+//     or PACKET_FANOUT_CBPF with the caller's program (SetFanoutProgram).
+//     Multi reads one queue of several interfaces on one thread.
 //   - TUN: a TUN device this package creates. Frames are raw IP packets.
 //     Several queues (IFF_MULTI_QUEUE, OpenQueue) give one per worker.
 //

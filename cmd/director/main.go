@@ -76,6 +76,7 @@ func runMain(args []string) int {
 	ring := fs.Bool("afpacket-ring", false, "afpacket: receive through a TPACKET_V3 ring instead of recvmmsg (experimental)")
 	blocking := fs.Bool("afpacket-blocking", true, "afpacket: wait for frames in a blocking recvmmsg on a locked thread; =false waits in the Go poller (the ring always does)")
 	spin := fs.Duration("afpacket-spin", 0, "afpacket: retry an empty socket this long before waiting, e.g. 20us (experimental; burns CPU)")
+	affine := fs.Bool("afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof on this address (for profiling the data path)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this address, e.g. :9100")
@@ -88,6 +89,10 @@ func runMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "director run: --afpacket-ring reads through the poller: it cannot be combined with --afpacket-blocking")
 		return 2
 	}
+	if *affine && setFlags["afpacket-affine"] && (*ring || !*blocking) {
+		fmt.Fprintln(os.Stderr, "director run: --afpacket-affine reads with blocking waits: it cannot be combined with --afpacket-ring or --afpacket-blocking=false")
+		return 2
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(os.Stderr, "director run: --log-level: %v\n", err)
@@ -97,7 +102,7 @@ func runMain(args []string) int {
 	slog.SetDefault(log)
 
 	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, AFPacketRing: *ring,
-		AFPacketPoller: !*blocking, AFPacketSpin: *spin, Logger: log}
+		AFPacketPoller: !*blocking, AFPacketSpin: *spin, AFPacketPerPort: !*affine, Logger: log}
 	if *ifs != "" {
 		cfg.Interfaces = strings.Split(*ifs, ",")
 	}

@@ -1,0 +1,250 @@
+package director
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/bpf"
+
+	"uvs/link"
+	"uvs/packet/packettest"
+	"uvs/testbed"
+)
+
+// The steering program, run by the kernel: two ports, each a fanout group
+// of two queues, as the director opens them. A client's packet to the VIP
+// on one port and the real server's reply on the other must reach the same
+// queue number, for every client port; and the connections must spread
+// over both queues.
+func TestSteeringKeepsConnectionsOnOneQueue(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if err := testbed.Available(); err != nil {
+		t.Skip(err)
+	}
+	bed, err := testbed.New("uvsst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bed.Close() })
+	x, err := bed.Host("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := bed.Host("y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range [][2]string{{"x0", "y0"}, {"x1", "y1"}} {
+		if err := bed.Link(x, l[0], y, l[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name            string
+		client, vip, rs netip.Addr
+	}{
+		{name: "IPv4", client: netip.MustParseAddr("198.18.0.2"), vip: netip.MustParseAddr("198.18.0.1"),
+			rs: netip.MustParseAddr("198.18.1.2")},
+		{name: "IPv6", client: netip.MustParseAddr("2001:2::2"), vip: netip.MustParseAddr("2001:2::1"),
+			rs: netip.MustParseAddr("2001:2:0:1::2")},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// Other real servers' addresses around it, as a real rule
+			// set has; an IPv6 one shares the client's low word.
+			v4 := []uint32{0xc6120001, 0xc6120103, 0xc6130102}
+			v6 := [][4]uint32{{0x20010002, 0, 0, 3}, {0x20010002, 0, 1, 2}, {0x20010002, 1, 0, 2}}
+			b := c.rs.AsSlice()
+			if c.rs.Is4() {
+				v4 = append(v4, binary.BigEndian.Uint32(b))
+			} else {
+				v6 = append(v6, [4]uint32{binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:]),
+					binary.BigEndian.Uint32(b[8:]), binary.BigEndian.Uint32(b[12:])})
+			}
+			prog, err := steerFor(v4, v6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testSteering(t, x, y, prog, c.client, c.vip, c.rs)
+		})
+	}
+}
+
+func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, client, vip, rs netip.Addr) {
+	const flows = 32
+	var in [2][2]*link.AFPacket // [port][queue]
+	cfg := &link.AFPacketConfig{FanoutBPF: true}
+	for p, name := range []string{"y0", "y1"} {
+		err := y.Do(func() error {
+			q0, err := link.OpenAFPacket(name, cfg)
+			if err != nil {
+				return err
+			}
+			in[p][0] = q0
+			in[p][1], err = q0.OpenQueue()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := in[p][0].SetFanoutProgram(prog); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out [2]*link.AFPacket
+	for p, name := range []string{"x0", "x1"} {
+		if err := x.Do(func() (err error) { out[p], err = link.OpenAFPacket(name, nil); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for p := range in {
+			in[p][0].Close()
+			in[p][1].Close()
+			out[p].Close()
+		}
+	}()
+
+	// seen[port][client port] is the queue the flow's packet reached, +1.
+	var mu sync.Mutex
+	var seen [2]map[uint16]int
+	seen[0], seen[1] = map[uint16]int{}, map[uint16]int{}
+	done := make(chan struct{})
+	count := 0
+	var wg sync.WaitGroup
+	for p := range in {
+		for qi, q := range in[p] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bufs := make([][]byte, q.BatchSize())
+				for i := range bufs {
+					bufs[i] = make([]byte, 2048)
+				}
+				sizes := make([]int, len(bufs))
+				for {
+					n, err := q.Read(bufs, sizes, 0)
+					if err != nil {
+						return
+					}
+					for i := 0; i < n; i++ {
+						cport, ok := flowOf(bufs[i][link.VnetHdrLen:sizes[i]], p == 1)
+						if !ok {
+							continue
+						}
+						mu.Lock()
+						if _, dup := seen[p][cport]; !dup {
+							seen[p][cport] = qi + 1
+							if count++; count == 2*flows {
+								close(done)
+							}
+						}
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	// Client to VIP on port 0, real server to client on port 1.
+	dst0, dst1 := y.MAC("y0"), y.MAC("y1")
+	for f := 0; f < flows; f++ {
+		cport := uint16(40000 + 7*f)
+		orig := packettest.Frame{Ether: true, DstMAC: dst0, Src: client, Dst: vip, Proto: packettest.TCP,
+			SrcPort: cport, DstPort: 80, TCPFlags: 2, TTL: 64}.Bytes()
+		reply := packettest.Frame{Ether: true, DstMAC: dst1, Src: rs, Dst: client, Proto: packettest.TCP,
+			SrcPort: 8080, DstPort: cport, TCPFlags: 0x12, TTL: 64}.Bytes()
+		for p, fr := range [][]byte{orig, reply} {
+			buf := append(make([]byte, link.VnetHdrLen), fr...)
+			if n, err := out[p].Write([][]byte{buf}, 0); n != 1 || err != nil {
+				t.Fatalf("write: %d, %v", n, err)
+			}
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	for p := range in {
+		in[p][0].Close()
+		in[p][1].Close()
+	}
+	wg.Wait()
+	used := [2]int{}
+	for f := 0; f < flows; f++ {
+		cport := uint16(40000 + 7*f)
+		q0, q1 := seen[0][cport], seen[1][cport]
+		switch {
+		case q0 == 0 || q1 == 0:
+			t.Errorf("client port %d: packet to the VIP on queue %d, reply on queue %d (0: not seen)", cport, q0-1, q1-1)
+		case q0 != q1:
+			t.Errorf("client port %d: packet to the VIP on queue %d, the reply on queue %d", cport, q0-1, q1-1)
+		default:
+			used[q0-1]++
+		}
+	}
+	// 32 connections on one queue: odds of 2^-31 for a fair hash.
+	if used[0] == 0 || used[1] == 0 {
+		t.Errorf("connections per queue %v: not spread", used)
+	}
+}
+
+// flowOf returns the client port of a TCP frame: the source port of a
+// packet to the VIP, the destination port of a reply.
+func flowOf(f []byte, reply bool) (uint16, bool) {
+	if len(f) < 14 {
+		return 0, false
+	}
+	var l4 []byte
+	switch binary.BigEndian.Uint16(f[12:]) {
+	case 0x0800:
+		if len(f) < 34 || f[23] != 6 {
+			return 0, false
+		}
+		l4 = f[14+int(f[14]&0xf)*4:]
+	case 0x86dd:
+		if len(f) < 54 || f[20] != 6 {
+			return 0, false
+		}
+		l4 = f[54:]
+	default:
+		return 0, false
+	}
+	if len(l4) < 4 {
+		return 0, false
+	}
+	if reply {
+		return binary.BigEndian.Uint16(l4[2:]), true
+	}
+	return binary.BigEndian.Uint16(l4[0:]), true
+}
+
+// The program compares each real server's address once, and a rule set
+// with more real servers than it compares still gives a valid program.
+func TestSteeringAddresses(t *testing.T) {
+	d, _ := testWorker(t, 0)
+	v4, v6 := natServerWords(d.snap.Load())
+	if len(v4) != 1 || v4[0] != binary.BigEndian.Uint32(rs1.AsSlice()) || len(v6) != 0 {
+		t.Errorf("words %x %x, want [%x] []", v4, v6, rs1.AsSlice())
+	}
+	many4 := make([]uint32, maxSteerAddrs)
+	many6 := make([][4]uint32, maxSteerAddrs)
+	for i := range many4 {
+		many4[i] = uint32(i)
+		many6[i] = [4]uint32{0x20010002, 0, 1, uint32(i)}
+	}
+	if _, err := steerFor(many4, many6); err != nil {
+		t.Errorf("%d real servers per family: %v", maxSteerAddrs, err)
+	}
+	var a steerAsm
+	a.op(bpf.RetA{})
+	a.jeq(1, "nowhere", "")
+	if _, err := a.assemble(); err == nil {
+		t.Error("a jump to a missing label assembled")
+	}
+}

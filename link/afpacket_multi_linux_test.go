@@ -1,0 +1,243 @@
+package link
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// A Multi over two queues returns the frames of both, says which queue
+// each batch came from, holds one extra P while it runs, and ends with
+// os.ErrClosed when a queue is closed, giving the P back.
+func TestMultiReadsEveryQueue(t *testing.T) {
+	needRoot(t)
+	x, y := pairIn(t, "uvsmul")
+	dx := openAF(t, x, "x0", nil)
+	cfg := &AFPacketConfig{Blocking: true}
+	// Two sockets on one interface: each gets its own copy of every frame.
+	q0, q1 := openAF(t, y, "y0", cfg), openAF(t, y, "y0", cfg)
+	m, err := NewMulti([]*AFPacket{q0, q1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	const frames = 20
+	type batch struct {
+		from, marked int
+		err          error
+	}
+	got := make(chan batch, 64)
+	go func() {
+		bufs, sizes := frameBufs(4, 0)
+		for {
+			n, from, err := m.Read(bufs, sizes, 0)
+			b := batch{from: from, err: err}
+			for i := range n {
+				f := bufs[i][VnetHdrLen:sizes[i]]
+				if binary.BigEndian.Uint16(f[12:]) == 0x88b5 && f[14] == 'M' {
+					b.marked++
+				}
+			}
+			got <- b
+			if err != nil {
+				return
+			}
+		}
+	}()
+	dst := macOf(t, y, "y0")
+	for range frames {
+		if n, err := dx.Write([][]byte{testFrame(0, dst, dx.MAC(), 60, 'M')}, 0); n != 1 || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	var per [2]int
+	deadline := time.After(5 * time.Second)
+	for per[0] < frames || per[1] < frames {
+		select {
+		case b := <-got:
+			if b.err != nil {
+				t.Fatalf("Read: %v", b.err)
+			}
+			if b.from < 0 || b.from > 1 {
+				t.Fatalf("batch from queue %d", b.from)
+			}
+			per[b.from] += b.marked
+		case <-deadline:
+			t.Fatalf("frames read per queue %v, want %d each", per, frames)
+		}
+	}
+	if per != [2]int{frames, frames} {
+		t.Errorf("frames read per queue %v, want %d each", per, frames)
+	}
+	if n := runtime.GOMAXPROCS(0); n != procs+1 {
+		t.Errorf("GOMAXPROCS %d while reading, want %d", n, procs+1)
+	}
+	q1.Close()
+	for {
+		select {
+		case b := <-got:
+			if b.err == nil {
+				continue // a late frame
+			}
+			if !errors.Is(b.err, os.ErrClosed) {
+				t.Errorf("Read after Close: %v, want os.ErrClosed", b.err)
+			}
+			if n := runtime.GOMAXPROCS(0); n != procs {
+				t.Errorf("GOMAXPROCS %d after the reader ended, want %d", n, procs)
+			}
+			return
+		case <-time.After(2 * time.Second):
+			t.Fatal("Read still blocked 2s after a queue was closed")
+		}
+	}
+}
+
+// An idle Multi waits without its P and still sees Close at once.
+func TestMultiIdleClose(t *testing.T) {
+	needRoot(t)
+	defer func(d time.Duration) { idleTimeout = d }(idleTimeout)
+	idleTimeout = time.Hour
+	x, _ := pairIn(t, "uvsmul")
+	x.do(t, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/all/disable_ipv6", []byte("1"), 0)
+	})
+	cfg := &AFPacketConfig{Blocking: true}
+	q := openAF(t, x, "x0", cfg)
+	m, err := NewMulti([]*AFPacket{q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		bufs, sizes := frameBufs(1, 0)
+		for {
+			if _, _, err := m.Read(bufs, sizes, 0); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(3 * idleAfter * blockWake)
+	q.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Read ended with %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the idle wait")
+	}
+}
+
+func TestMultiNeedsBlockingQueues(t *testing.T) {
+	needRoot(t)
+	x, _ := pairIn(t, "uvsmul")
+	if _, err := NewMulti([]*AFPacket{openAF(t, x, "x0", nil)}); err == nil {
+		t.Error("NewMulti took a queue that waits in the poller")
+	}
+	if _, err := NewMulti(nil); err == nil {
+		t.Error("NewMulti took no queue")
+	}
+}
+
+// Reading through a Multi allocates nothing.
+func TestMultiReadDoesNotAllocate(t *testing.T) {
+	needRoot(t)
+	x, y := pairIn(t, "uvsmul")
+	dx := openAF(t, x, "x0", nil)
+	q := openAF(t, y, "y0", &AFPacketConfig{Blocking: true})
+	m, err := NewMulti([]*AFPacket{q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := [][]byte{testFrame(headroom, macOf(t, y, "y0"), dx.MAC(), 64, 'a')}
+	bufs, sizes := frameBufs(8, headroom)
+	timer := time.AfterFunc(10*time.Second, func() { q.Close() })
+	defer timer.Stop()
+	done := make(chan float64, 1)
+	go func() {
+		done <- testing.AllocsPerRun(100, func() {
+			if n, err := dx.Write(out, headroom); n != 1 || err != nil {
+				t.Errorf("Write = %d, %v", n, err)
+			}
+			if _, _, err := m.Read(bufs, sizes, headroom); err != nil {
+				t.Errorf("Read: %v", err)
+			}
+		})
+	}()
+	if allocs := <-done; allocs != 0 {
+		t.Errorf("Write+Read allocate %.1f times per frame, want 0", allocs)
+	}
+}
+
+// BenchmarkMultiPingPong is BenchmarkBlockingPingPong with the reflector
+// reading through a Multi of one queue.
+func BenchmarkMultiPingPong(b *testing.B) {
+	needRoot(b)
+	x, y := pairIn(b, "uvsmul")
+	dx := openAF(b, x, "x0", nil)
+	dy := openAF(b, y, "y0", &AFPacketConfig{Blocking: true})
+	m, err := NewMulti([]*AFPacket{dy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ymac, xmac := macOf(b, y, "y0"), dx.MAC()
+	go func() {
+		bufs, sizes := frameBufs(dy.BatchSize(), headroom)
+		out := make([][]byte, len(bufs))
+		for {
+			n, _, err := m.Read(bufs, sizes, headroom)
+			if err != nil {
+				return
+			}
+			k := 0
+			for i := 0; i < n; i++ {
+				f := bufs[i][headroom+VnetHdrLen : headroom+sizes[i]]
+				if binary.BigEndian.Uint16(f[12:]) != 0x88b5 {
+					continue
+				}
+				copy(f[0:6], xmac[:])
+				copy(f[6:12], ymac[:])
+				out[k] = bufs[i][:headroom+sizes[i]]
+				k++
+			}
+			if k > 0 {
+				dy.Write(out[:k], headroom)
+			}
+		}
+	}()
+	out := [][]byte{testFrame(headroom, ymac, xmac, 50, 'p')}
+	bufs, sizes := frameBufs(dx.BatchSize(), headroom)
+	timer := time.AfterFunc(5*time.Minute, func() { dx.Close() })
+	defer timer.Stop()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := dx.Write(out, headroom); err != nil {
+			b.Fatal(err)
+		}
+		for got := false; !got; {
+			n, err := dx.Read(bufs, sizes, headroom)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for j := 0; j < n; j++ {
+				f := bufs[j][headroom+VnetHdrLen:]
+				got = got || binary.BigEndian.Uint16(f[12:]) == 0x88b5 && f[0] == xmac[0] && f[5] == xmac[5]
+			}
+		}
+	}
+}
+
+// Only a FanoutBPF group takes a program.
+func TestSetFanoutProgramNeedsFanoutBPF(t *testing.T) {
+	needRoot(t)
+	x, _ := pairIn(t, "uvsmul")
+	d := openAF(t, x, "x0", nil)
+	if err := d.SetFanoutProgram(byFlowHash); err == nil {
+		t.Error("a PACKET_FANOUT_HASH queue took a fanout program")
+	}
+}
