@@ -531,6 +531,40 @@ func testNAT(t *testing.T, mode string, extra ...string) {
 			t.Fatalf("IPv6 no-server dial: %v, want refused", err)
 		}
 	})
+
+	if mode != "afpacket" {
+		return
+	}
+	// A socket whose interface goes down reports it once (ENETDOWN) and
+	// comes back with the interface: no worker may stop there.
+	t.Run("interfaces going down and up stop no worker", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", vip+":80", "-s", "rr")
+		e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS1IP, "-m")
+		e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS2IP, "-m")
+		defer e.ipvsadm(t, "-D", "-t", vip+":80")
+		for _, ifn := range []string{"eth0", "eth1"} {
+			for _, st := range []string{"down", "up"} {
+				if out, err := e.n.Director.Exec("ip", "link", "set", ifn, st); err != nil {
+					t.Fatal(out, err)
+				}
+			}
+		}
+		waitFor(t, func() bool { _, _, err := e.get("http://" + vip + "/"); return err == nil })
+		seen := map[string]bool{}
+		for i := 0; i < 8; i++ {
+			body, _, err := e.get("http://" + vip + "/")
+			if err != nil {
+				t.Fatalf("request %d after the interfaces came back: %v", i, err)
+			}
+			seen[body] = true
+		}
+		if !seen["rs1"] || !seen["rs2"] {
+			t.Errorf("answers after the interfaces came back: %v, want rs1 and rs2", seen)
+		}
+		if strings.Contains(e.d.Log(), "worker stops") {
+			t.Errorf("a worker stopped:\n%s", e.d.Log())
+		}
+	})
 }
 
 // TestReload checks the rules file: loaded at start, reloaded on SIGHUP

@@ -103,20 +103,22 @@ func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, c
 			t.Fatal(err)
 		}
 	}
-	defer func() {
+	closeIn := func() {
 		for p := range in {
 			in[p][0].Close()
 			in[p][1].Close()
-			out[p].Close()
 		}
+	}
+	defer func() {
+		closeIn()
+		out[0].Close()
+		out[1].Close()
 	}()
 
 	// seen[port][client port] is the queue the flow's packet reached, +1.
 	var mu sync.Mutex
 	var seen [2]map[uint16]int
 	seen[0], seen[1] = map[uint16]int{}, map[uint16]int{}
-	done := make(chan struct{})
-	count := 0
 	var wg sync.WaitGroup
 	for p := range in {
 		for qi, q := range in[p] {
@@ -141,9 +143,6 @@ func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, c
 						mu.Lock()
 						if _, dup := seen[p][cport]; !dup {
 							seen[p][cport] = qi + 1
-							if count++; count == 2*flows {
-								close(done)
-							}
 						}
 						mu.Unlock()
 					}
@@ -151,46 +150,89 @@ func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, c
 			}()
 		}
 	}
-	// Client to VIP on port 0, real server to client on port 1.
+	defer wg.Wait()
+	defer closeIn()
+
+	// Client to VIP on port 0, real server to client on port 1; then the
+	// same after both receiving interfaces went down and up, which takes
+	// the sockets out of their fanout groups and puts them back.
 	dst0, dst1 := y.MAC("y0"), y.MAC("y1")
-	for f := 0; f < flows; f++ {
-		cport := uint16(40000 + 7*f)
-		orig := packettest.Frame{Ether: true, DstMAC: dst0, Src: client, Dst: vip, Proto: packettest.TCP,
-			SrcPort: cport, DstPort: 80, TCPFlags: 2, TTL: 64}.Bytes()
-		reply := packettest.Frame{Ether: true, DstMAC: dst1, Src: rs, Dst: client, Proto: packettest.TCP,
-			SrcPort: 8080, DstPort: cport, TCPFlags: 0x12, TTL: 64}.Bytes()
-		for p, fr := range [][]byte{orig, reply} {
-			buf := append(make([]byte, link.VnetHdrLen), fr...)
-			if n, err := out[p].Write([][]byte{buf}, 0); n != 1 || err != nil {
-				t.Fatalf("write: %d, %v", n, err)
+	for round, base := range []uint16{40000, 50000} {
+		if round == 1 {
+			for _, ifn := range []string{"y0", "y1"} {
+				for _, st := range []string{"down", "up"} {
+					if out, err := y.Exec("ip", "link", "set", ifn, st); err != nil {
+						t.Fatal(out, err)
+					}
+				}
 			}
 		}
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-	}
-	for p := range in {
-		in[p][0].Close()
-		in[p][1].Close()
-	}
-	wg.Wait()
-	used := [2]int{}
-	for f := 0; f < flows; f++ {
-		cport := uint16(40000 + 7*f)
-		q0, q1 := seen[0][cport], seen[1][cport]
-		switch {
-		case q0 == 0 || q1 == 0:
-			t.Errorf("client port %d: packet to the VIP on queue %d, reply on queue %d (0: not seen)", cport, q0-1, q1-1)
-		case q0 != q1:
-			t.Errorf("client port %d: packet to the VIP on queue %d, the reply on queue %d", cport, q0-1, q1-1)
-		default:
-			used[q0-1]++
+		ports := make([]uint16, flows)
+		for f := range ports {
+			ports[f] = base + uint16(7*f)
+			orig := packettest.Frame{Ether: true, DstMAC: dst0, Src: client, Dst: vip, Proto: packettest.TCP,
+				SrcPort: ports[f], DstPort: 80, TCPFlags: 2, TTL: 64}.Bytes()
+			reply := packettest.Frame{Ether: true, DstMAC: dst1, Src: rs, Dst: client, Proto: packettest.TCP,
+				SrcPort: 8080, DstPort: ports[f], TCPFlags: 0x12, TTL: 64}.Bytes()
+			for p, fr := range [][]byte{orig, reply} {
+				buf := append(make([]byte, link.VnetHdrLen), fr...)
+				// Right after the interfaces come up, the sender's side
+				// may still report them down for a moment.
+				for try := 0; ; try++ {
+					n, err := out[p].Write([][]byte{buf}, 0)
+					if n == 1 && err == nil {
+						break
+					}
+					if try == 50 {
+						t.Fatalf("write: %d, %v", n, err)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mu.Lock()
+			n := 0
+			for _, cp := range ports {
+				if seen[0][cp] != 0 && seen[1][cp] != 0 {
+					n++
+				}
+			}
+			mu.Unlock()
+			if n == flows || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		used := [2]int{}
+		for _, cport := range ports {
+			q0, q1 := seen[0][cport], seen[1][cport]
+			switch {
+			case q0 == 0 || q1 == 0:
+				t.Errorf("round %d, client port %d: packet to the VIP on queue %d, reply on queue %d (-1: not seen)", round, cport, q0-1, q1-1)
+			case q0 != q1:
+				t.Errorf("round %d, client port %d: packet to the VIP on queue %d, the reply on queue %d", round, cport, q0-1, q1-1)
+			default:
+				used[q0-1]++
+			}
+		}
+		mu.Unlock()
+		// 32 connections on one queue: odds of 2^-31 for a fair hash.
+		if used[0] == 0 || used[1] == 0 {
+			t.Errorf("round %d: connections per queue %v: not spread", round, used)
 		}
 	}
-	// 32 connections on one queue: odds of 2^-31 for a fair hash.
-	if used[0] == 0 || used[1] == 0 {
-		t.Errorf("connections per queue %v: not spread", used)
+	downs := uint64(0)
+	for p := range in {
+		for _, q := range in[p] {
+			st, _ := q.Stats()
+			downs += st.LinkDowns
+		}
+	}
+	if downs == 0 {
+		t.Error("no reader saw its interface go down")
 	}
 }
 

@@ -219,6 +219,8 @@ func (d *AFPacket) blockingRecv(fd uintptr) bool {
 			// A runtime signal: a stop-the-world or a preemption may be
 			// waiting for this P.
 			runtime.Gosched()
+		case unix.ENETDOWN:
+			r.downs.Add(1) // see afRx.downs; wait on
 		default:
 			r.err = e
 			return true

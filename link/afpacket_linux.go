@@ -108,6 +108,13 @@ type afRx struct {
 	err    error
 	full   bool          // readNow: recvmmsg filled the batch
 	drops  atomic.Uint64 // frames read but not returned: truncated, or our own output
+	// downs counts receives that failed with ENETDOWN. A socket whose
+	// interface goes down gets that from one receive, and the kernel takes
+	// it out of its fanout group; when the interface comes back up, the
+	// kernel puts it back and frames flow again. So a reader counts it and
+	// waits on: a worker that stopped there would leave its share of the
+	// traffic unserved for good.
+	downs atomic.Uint64
 }
 
 type afTx struct {
@@ -398,6 +405,11 @@ func (d *AFPacket) recv(fd uintptr) bool {
 		if e == unix.EINTR {
 			continue
 		}
+		if e == unix.ENETDOWN {
+			// The interface went down (see afRx.downs); wait for frames.
+			r.downs.Add(1)
+			return false
+		}
 		if e != 0 {
 			r.err = e
 			return true
@@ -551,6 +563,8 @@ type Stats struct {
 	// receive queue (or ring) was full.
 	KernelPackets uint64
 	KernelDrops   uint64
+	// LinkDowns counts the times a receive found the interface gone down.
+	LinkDowns uint64
 }
 
 // Stats returns the socket's counters; safe to call at any time, from any
@@ -567,7 +581,7 @@ func (d *AFPacket) Stats() (Stats, error) {
 		}
 	})
 	s := Stats{ReadDrops: d.r.drops.Load(), WriteDrops: d.w.drops.Load(),
-		KernelPackets: d.kpkts.Load(), KernelDrops: d.kdrops.Load()}
+		KernelPackets: d.kpkts.Load(), KernelDrops: d.kdrops.Load(), LinkDowns: d.r.downs.Load()}
 	if err = errors.Join(err, serr); err != nil {
 		return s, fmt.Errorf("af_packet %s: stats: %w", d.name, err)
 	}

@@ -185,6 +185,9 @@ func (q *AFPacket) recvNow(fd uintptr) bool {
 			return true
 		case unix.EAGAIN:
 			return true
+		case unix.ENETDOWN:
+			r.downs.Add(1) // see afRx.downs: nothing to read
+			return true
 		case unix.EINTR:
 			continue
 		default:
