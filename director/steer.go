@@ -60,6 +60,14 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 		a.op(bpf.LoadExtension{Num: bpf.ExtRXHash})
 		a.op(bpf.RetA{})
 	}
+	// endpoint loads the client endpoint for "mix": M[0] = address * K1,
+	// A = port.
+	endpoint := func(addr, port bpf.Instruction) {
+		a.op(addr)
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: steerK1})
+		a.op(bpf.StoreScratch{Src: bpf.RegA, N: 0})
+		a.op(port)
+	}
 	a.op(bpf.LoadExtension{Num: bpf.ExtProto})
 	a.jeq(0x0800, "v4", "")
 	a.jeq(0x86dd, "v6", "")
@@ -82,16 +90,11 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 	for _, w := range v4 {
 		a.jeq(w, "v4reply", "")
 	}
-	// From a client: hash the source.
-	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: steerK1})
-	a.op(bpf.StoreScratch{Src: bpf.RegA, N: 0})
-	a.op(bpf.LoadIndirect{Off: netAt(0), Size: 2})
+	// From a client: the source.
+	endpoint(bpf.LoadAbsolute{Off: netAt(12), Size: 4}, bpf.LoadIndirect{Off: netAt(0), Size: 2})
 	a.ja("mix")
-	a.label("v4reply")
-	a.op(bpf.LoadAbsolute{Off: netAt(16), Size: 4})
-	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: steerK1})
-	a.op(bpf.StoreScratch{Src: bpf.RegA, N: 0})
-	a.op(bpf.LoadIndirect{Off: netAt(2), Size: 2})
+	a.label("v4reply") // the destination
+	endpoint(bpf.LoadAbsolute{Off: netAt(16), Size: 4}, bpf.LoadIndirect{Off: netAt(2), Size: 2})
 	a.ja("mix")
 	a.label("v4frag")
 	fallback()
@@ -114,16 +117,11 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 		a.ja("v6reply")
 		a.label(next)
 	}
-	a.op(bpf.LoadAbsolute{Off: netAt(20), Size: 4}) // source, low word
-	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: steerK1})
-	a.op(bpf.StoreScratch{Src: bpf.RegA, N: 0})
-	a.op(bpf.LoadAbsolute{Off: netAt(40), Size: 2})
+	// The source's low word, or the destination's.
+	endpoint(bpf.LoadAbsolute{Off: netAt(20), Size: 4}, bpf.LoadAbsolute{Off: netAt(40), Size: 2})
 	a.ja("mix")
 	a.label("v6reply")
-	a.op(bpf.LoadAbsolute{Off: netAt(36), Size: 4}) // destination, low word
-	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: steerK1})
-	a.op(bpf.StoreScratch{Src: bpf.RegA, N: 0})
-	a.op(bpf.LoadAbsolute{Off: netAt(42), Size: 2})
+	endpoint(bpf.LoadAbsolute{Off: netAt(36), Size: 4}, bpf.LoadAbsolute{Off: netAt(42), Size: 2})
 
 	// A = port, M[0] = address * K1. The kernel takes the result modulo
 	// the number of queues, so the high bits are folded into the low ones.

@@ -130,22 +130,44 @@ func TestBlockingReadWriteDoNotAllocate(t *testing.T) {
 // x0 (default mode). ns/op is the round trip, including the reflector's
 // wake-up, which is what the modes change.
 func BenchmarkBlockingPingPong(b *testing.B) {
-	modes := append([]struct {
-		name string
-		cfg  AFPacketConfig
-	}{{"poller", AFPacketConfig{}}}, blockModes...)
+	type mode struct {
+		name  string
+		cfg   AFPacketConfig
+		multi bool // the reflector reads through a Multi of its one queue
+	}
+	modes := []mode{{name: "poller"}}
+	for _, m := range blockModes {
+		modes = append(modes, mode{name: m.name, cfg: m.cfg})
+	}
+	modes = append(modes, mode{name: "multi", cfg: AFPacketConfig{Blocking: true}, multi: true})
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			needRoot(b)
 			x, y := blkPair(b)
 			dx := openAF(b, x, "x0", nil)
 			dy := openAF(b, y, "y0", &m.cfg)
+			read := dy.Read
+			if m.multi {
+				mq, err := NewMulti([]*AFPacket{dy})
+				if err != nil {
+					b.Fatal(err)
+				}
+				read = func(bufs [][]byte, sizes []int, off int) (int, error) {
+					n, _, err := mq.Read(bufs, sizes, off)
+					return n, err
+				}
+			}
 			ymac, xmac := macOf(b, y, "y0"), dx.MAC()
+			// The reflector has ended, and a Multi given its P back,
+			// before the benchmark does.
+			reflected := make(chan struct{})
+			b.Cleanup(func() { dy.Close(); <-reflected })
 			go func() { // reflector: swap the addresses, send back
+				defer close(reflected)
 				bufs, sizes := frameBufs(dy.BatchSize(), headroom)
 				out := make([][]byte, len(bufs))
 				for {
-					n, err := dy.Read(bufs, sizes, headroom)
+					n, err := read(bufs, sizes, headroom)
 					if err != nil {
 						return
 					}

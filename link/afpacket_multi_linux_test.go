@@ -173,65 +173,6 @@ func TestMultiReadDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// BenchmarkMultiPingPong is BenchmarkBlockingPingPong with the reflector
-// reading through a Multi of one queue.
-func BenchmarkMultiPingPong(b *testing.B) {
-	needRoot(b)
-	x, y := pairIn(b, "uvsmul")
-	dx := openAF(b, x, "x0", nil)
-	dy := openAF(b, y, "y0", &AFPacketConfig{Blocking: true})
-	m, err := NewMulti([]*AFPacket{dy})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ymac, xmac := macOf(b, y, "y0"), dx.MAC()
-	go func() {
-		bufs, sizes := frameBufs(dy.BatchSize(), headroom)
-		out := make([][]byte, len(bufs))
-		for {
-			n, _, err := m.Read(bufs, sizes, headroom)
-			if err != nil {
-				return
-			}
-			k := 0
-			for i := 0; i < n; i++ {
-				f := bufs[i][headroom+VnetHdrLen : headroom+sizes[i]]
-				if binary.BigEndian.Uint16(f[12:]) != 0x88b5 {
-					continue
-				}
-				copy(f[0:6], xmac[:])
-				copy(f[6:12], ymac[:])
-				out[k] = bufs[i][:headroom+sizes[i]]
-				k++
-			}
-			if k > 0 {
-				dy.Write(out[:k], headroom)
-			}
-		}
-	}()
-	out := [][]byte{testFrame(headroom, ymac, xmac, 50, 'p')}
-	bufs, sizes := frameBufs(dx.BatchSize(), headroom)
-	timer := time.AfterFunc(5*time.Minute, func() { dx.Close() })
-	defer timer.Stop()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := dx.Write(out, headroom); err != nil {
-			b.Fatal(err)
-		}
-		for got := false; !got; {
-			n, err := dx.Read(bufs, sizes, headroom)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for j := 0; j < n; j++ {
-				f := bufs[j][headroom+VnetHdrLen:]
-				got = got || binary.BigEndian.Uint16(f[12:]) == 0x88b5 && f[0] == xmac[0] && f[5] == xmac[5]
-			}
-		}
-	}
-}
-
 // Only a FanoutBPF group takes a program.
 func TestSetFanoutProgramNeedsFanoutBPF(t *testing.T) {
 	needRoot(t)
