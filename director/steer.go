@@ -60,6 +60,15 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 		a.op(bpf.LoadExtension{Num: bpf.ExtRXHash})
 		a.op(bpf.RetA{})
 	}
+	// tcpOrUDP goes on at label l4 if the protocol byte at off is TCP's or
+	// UDP's, else falls back.
+	tcpOrUDP := func(off int, l4 string) {
+		a.op(bpf.LoadAbsolute{Off: netAt(off), Size: 1})
+		a.jeq(6, l4, "")
+		a.jeq(17, l4, "")
+		fallback()
+		a.label(l4)
+	}
 	// endpoint loads the client endpoint for "mix": M[0] = address * K1,
 	// A = port.
 	endpoint := func(addr, port bpf.Instruction) {
@@ -75,11 +84,7 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 
 	// IPv4: TCP or UDP, not a later fragment; X = header length.
 	a.label("v4")
-	a.op(bpf.LoadAbsolute{Off: netAt(9), Size: 1})
-	a.jeq(6, "v4l4", "")
-	a.jeq(17, "v4l4", "")
-	fallback()
-	a.label("v4l4")
+	tcpOrUDP(9, "v4l4")
 	a.op(bpf.LoadAbsolute{Off: netAt(6), Size: 2})
 	a.jset(0x1fff, "v4frag", "")
 	a.op(bpf.LoadAbsolute{Off: netAt(0), Size: 1})
@@ -101,11 +106,7 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 
 	// IPv6: TCP or UDP right after the fixed header.
 	a.label("v6")
-	a.op(bpf.LoadAbsolute{Off: netAt(6), Size: 1})
-	a.jeq(6, "v6l4", "")
-	a.jeq(17, "v6l4", "")
-	fallback()
-	a.label("v6l4")
+	tcpOrUDP(6, "v6l4")
 	for i, ws := range v6 {
 		// The source, word by word; on the first difference, the next
 		// address.
