@@ -17,8 +17,10 @@
 // kernel is to finish the checksum and split the segment, and writes hand the
 // same header back.
 //
-// Reads and writes are batched (recvmmsg/sendmmsg for AF_PACKET), block in
-// the Go runtime's poller rather than in a thread, and allocate nothing.
+// Reads and writes are batched (recvmmsg/sendmmsg for AF_PACKET) and
+// allocate nothing. They wait in the Go runtime's poller, or, for AF_PACKET
+// sockets opened Blocking and for Multi, in the kernel on a thread of their
+// own (see afpacket_block_linux.go).
 package link
 
 import "encoding/binary"
