@@ -930,3 +930,49 @@ func TestTUNLocalTimeWait(t *testing.T) {
 		t.Errorf("connection through the director took %v: the SYN was lost", took)
 	}
 }
+
+// Thousands of services load, and the host's rules stay a handful: the
+// ingress chains match through sets, filled in several netlink batches
+// (one rule per service and real server no longer fit one past a few
+// hundred services). Every change swaps in a new generation of sets and
+// deletes the old one.
+func TestManyServices(t *testing.T) {
+	const services = 1000
+	e := newEnv(t, "afpacket")
+	var rules strings.Builder
+	for i := range services {
+		vip := fmt.Sprintf("198.18.%d.%d", 2+i/250, i%250+1)
+		fmt.Fprintf(&rules, "-A -t %s:80 -s rr\n", vip)
+		for r := range 2 {
+			fmt.Fprintf(&rules, "-a -t %s:80 -r 198.18.1.%d:%d -m -w 1\n", vip, 100+(2*i+r)%150, 8000+i)
+		}
+	}
+	file := filepath.Join(e.dir, "many.rules")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start("--rules", file)
+	if n := strings.Count(e.ipvsadm(t, "-L", "-n"), "TCP "); n != services {
+		t.Fatalf("%d services listed, want %d", n, services)
+	}
+	vip := lab.DirOuterIP
+	e.ipvsadm(t, "-A", "-t", vip+":80", "-s", "rr")
+	e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS1IP, "-m")
+	if body, _, err := e.get("http://" + vip + "/"); err != nil || body != "rs1" {
+		t.Fatalf("GET through the director: %q, %v", body, err)
+	}
+	out, err := e.n.Director.Exec("nft", "list", "chain", "netdev", "uvs", "in-eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, " drop"); n == 0 || n > 30 {
+		t.Errorf("%d drop rules in the ingress chain, want a handful:\n%s", n, out)
+	}
+	out, err = e.n.Director.Exec("nft", "list", "sets", "netdev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, "\tset "); n != 12 {
+		t.Errorf("%d sets after three changes, want one generation of 12:\n%.2000s", n, out)
+	}
+}

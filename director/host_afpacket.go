@@ -1,7 +1,6 @@
 package director
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -15,7 +14,6 @@ import (
 
 	"uvs/conntrack"
 	"uvs/link"
-	"uvs/service"
 )
 
 // afpHost is the AF_PACKET backend. The director reads every frame of the
@@ -35,6 +33,7 @@ type afpHost struct {
 	nb    *neighbours
 	nft   *nftables.Conn // one lasting netlink socket for every change
 	table *nftables.Table
+	sets  divertTable             // the table's sets and rules
 	local map[conntrack.Addr]bool // the namespace's own addresses
 	prog  []bpf.RawInstruction    // the fanout program installed (affine workers)
 }
@@ -48,6 +47,7 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	// worker panic restores the host itself) is removed first, so its
 	// stale rules do not outlive it past the next start.
 	h := &afpHost{d: d, table: &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "uvs"}}
+	h.sets.table = h.table
 	if c, err := nftables.New(); err == nil {
 		c.DelTable(h.table)
 		_ = c.Flush() // ENOENT when there is none
@@ -199,49 +199,25 @@ func localAddrs() map[conntrack.Addr]bool {
 	return m
 }
 
-// nftApply rebuilds the drop rules in one transaction: the old rules stay
-// until the new ones are in.
+// nftApply rebuilds the drop rules (nftsets.go): the old rules stay until
+// the new ones are in.
 func (h *afpHost) nftApply(s *snapshot) error {
-	c := h.nft
-	t := c.AddTable(h.table)
-	c.FlushTable(t)
-	rules := divertedMatches(s)
-	for k := range s.byKey {
-		if !h.local[k.addr] {
-			// A VIP the kernel does not own must not be routed back out
-			// by it either; everything for it is ours.
-			rules = append(rules, matchAnyTo(k.addr))
-		}
-	}
 	prio := nftables.ChainPriorityRef(-500)
-	for _, pt := range h.ps {
-		ch := c.AddChain(&nftables.Chain{
-			Name: "in-" + pt.name, Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookIngress, Priority: prio, Device: pt.name,
-		})
-		for _, r := range rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), &expr.Verdict{Kind: expr.VerdictDrop})})
+	chains := func(t *nftables.Table) []*nftables.Chain {
+		var out []*nftables.Chain
+		for _, pt := range h.ps {
+			out = append(out, h.nft.AddChain(&nftables.Chain{
+				Name: "in-" + pt.name, Table: t, Type: nftables.ChainTypeFilter,
+				Hooknum: nftables.ChainHookIngress, Priority: prio, Device: pt.name,
+			}))
 		}
+		return out
 	}
-	if err := c.Flush(); err != nil {
+	err := h.sets.install(h.nft, divertElements(s, h.local), chains, nil, &expr.Verdict{Kind: expr.VerdictDrop})
+	if err != nil {
 		return fmt.Errorf("install nftables ingress rules (table netdev %s): %w", h.table.Name, err)
 	}
 	return nil
-}
-
-// divertedMatches matches the traffic the director balances: packets for
-// each virtual service, and each NAT real server's replies and ICMP errors.
-func divertedMatches(s *snapshot) [][]expr.Any {
-	var rules [][]expr.Any
-	for k, v := range s.byKey {
-		rules = append(rules, matchDst(k, v.svc.Port == 0)...)
-		for _, ds := range v.svc.Dests {
-			if ds.Fwd == service.FwdMasq {
-				rules = append(rules, matchSrc(conntrack.AddrFrom(ds.Addr), k.proto, ds.Port)...)
-			}
-		}
-	}
-	return rules
 }
 
 // Expression helpers. Register 1 holds each loaded field in turn.
@@ -256,64 +232,6 @@ func etherProto(v6 bool) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}, cmpEq(p)}
 }
 
-func addrMatch(a conntrack.Addr, src bool) []expr.Any {
-	v6 := !a.Netip().Is4()
-	var off, n uint32 = 16, 4 // IPv4 daddr
-	switch {
-	case v6 && src:
-		off, n = 8, 16
-	case v6:
-		off, n = 24, 16
-	case src:
-		off = 12
-	}
-	data := a[12:]
-	if v6 {
-		data = a[:]
-	}
-	return append(etherProto(v6),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		cmpEq(slices.Clone(data)))
-}
-
 func l4(proto uint8) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmpEq([]byte{proto})}
-}
-
-func portMatch(off uint32, p uint16) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
-		cmpEq(binary.BigEndian.AppendUint16(nil, p)),
-	}
-}
-
-// matchDst matches packets for a virtual service.
-func matchDst(k svcKey, anyPort bool) [][]expr.Any {
-	r := append(addrMatch(k.addr, false), l4(k.proto)...)
-	if !anyPort {
-		r = append(r, portMatch(2, k.port)...)
-	}
-	return [][]expr.Any{r}
-}
-
-func matchAnyTo(a conntrack.Addr) []expr.Any { return addrMatch(a, false) }
-
-// matchSrc matches a NAT real server's replies, and the ICMP errors it
-// sends about its connections.
-func matchSrc(a conntrack.Addr, proto uint8, p uint16) [][]expr.Any {
-	r := append(addrMatch(a, true), l4(proto)...)
-	if p != 0 {
-		r = append(r, portMatch(0, p)...)
-	}
-	out := [][]expr.Any{r}
-	icmp, types := uint8(1), []byte{3, 11, 12} // unreachable, time exceeded, parameter problem
-	if !a.Netip().Is4() {
-		icmp, types = 58, []byte{1, 2, 3, 4}
-	}
-	for _, t := range types {
-		e := append(addrMatch(a, true), l4(icmp)...)
-		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}, cmpEq([]byte{t}))
-		out = append(out, e)
-	}
-	return out
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 
@@ -65,6 +64,7 @@ type tunHost struct {
 	routes  []netlink.Route
 	nft     *nftables.Conn
 	table   *nftables.Table
+	sets    divertTable
 }
 
 const (
@@ -85,6 +85,7 @@ type addedAddr struct {
 func openTUNHost(d *Director) (hb hostBackend, err error) {
 	h := &tunHost{d: d, rules: make(map[string]netlink.Rule), addrs: make(map[netip.Addr]addedAddr),
 		table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "uvs"}}
+	h.sets.table = h.table
 	defer func() {
 		if err != nil {
 			h.close()
@@ -273,21 +274,17 @@ func (h *tunHost) apply(s *snapshot) error {
 	return h.notrack(s)
 }
 
-// notrack rebuilds the conntrack exemptions in one transaction.
+// notrack rebuilds the conntrack exemptions (nftsets.go): the old rules
+// stay until the new ones are in.
 func (h *tunHost) notrack(s *snapshot) error {
-	c := h.nft
-	t := c.AddTable(h.table)
-	c.FlushTable(t)
-	ch := c.AddChain(&nftables.Chain{Name: "raw-prerouting", Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
+	chains := func(t *nftables.Table) []*nftables.Chain {
+		return []*nftables.Chain{h.nft.AddChain(&nftables.Chain{Name: "raw-prerouting", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})}
+	}
 	name := make([]byte, unix.IFNAMSIZ)
 	copy(name, tunName)
-	rules := [][]expr.Any{{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, cmpEq(name)}}
-	rules = append(rules, divertedMatches(s)...)
-	for _, r := range rules {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), &expr.Notrack{})})
-	}
-	if err := c.Flush(); err != nil {
+	first := [][]expr.Any{{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, cmpEq(name)}}
+	if err := h.sets.install(h.nft, divertElements(s, nil), chains, first, &expr.Notrack{}); err != nil {
 		return fmt.Errorf("install nftables notrack rules (table inet %s): %w", h.table.Name, err)
 	}
 	return nil

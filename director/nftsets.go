@@ -1,0 +1,243 @@
+package director
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"uvs/conntrack"
+	"uvs/service"
+)
+
+// The traffic the director balances, for the host's nftables rules (the
+// AF_PACKET ingress drops, the TUN notrack exemptions): packets to a
+// virtual service, a NAT real server's replies and the ICMP errors it
+// sends, and for AF_PACKET anything to a VIP the host does not own. It is
+// matched through sets, so that a packet costs a few hash lookups however
+// many services there are, and so that the rules fit one netlink batch
+// (one rule per service and real server did not past a few hundred).
+//
+// A rule change builds a new generation of sets beside the old one,
+// filled in as many batches as it takes while no rule refers to them,
+// then swaps the rules over to them and deletes the old ones in one
+// transaction: the old rules and sets stay whole until the new ones are
+// in.
+
+// divertSet is one kind of set: its name stem and key.
+type divertSet struct {
+	name string
+	key  nftables.SetDatatype
+}
+
+var (
+	concat4   = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	concat4nP = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto)
+	concat6   = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	concat6nP = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto)
+
+	// By family (0 IPv4, 1 IPv6).
+	setSvc    = [2]divertSet{{"svc4", concat4}, {"svc6", concat6}}           // VIP . proto . port
+	setSvcAny = [2]divertSet{{"svcany4", concat4nP}, {"svcany6", concat6nP}} // VIP . proto: port-0 services
+	setRS     = [2]divertSet{{"rs4", concat4}, {"rs6", concat6}}             // NAT real server . proto . port
+	setRSAny  = [2]divertSet{{"rsany4", concat4nP}, {"rsany6", concat6nP}}   // NAT real server . proto, port 0
+	setRSAddr = [2]divertSet{{"rsaddr4", nftables.TypeIPAddr}, {"rsaddr6", nftables.TypeIP6Addr}}
+	setVIP    = [2]divertSet{{"vip4", nftables.TypeIPAddr}, {"vip6", nftables.TypeIP6Addr}} // VIPs the host does not own
+
+	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP}
+)
+
+// elemsPerBatch bounds the set elements sent in one netlink batch: the
+// batch goes in one message, which must fit the socket's send buffer.
+const elemsPerBatch = 2000
+
+// divertElems are the set elements for a snapshot, by set name stem.
+type divertElems map[string][]nftables.SetElement
+
+// divertElements computes the elements for s. When local is not nil, VIPs
+// not in it go into the vip sets.
+func divertElements(s *snapshot, local map[conntrack.Addr]bool) divertElems {
+	e := divertElems{}
+	add := func(kind [2]divertSet, a conntrack.Addr, key []byte) {
+		fam := 0
+		if !a.Netip().Is4() {
+			fam = 1
+		}
+		e[kind[fam].name] = append(e[kind[fam].name], nftables.SetElement{Key: key})
+	}
+	for k, v := range s.byKey {
+		if v.svc.Port == 0 {
+			add(setSvcAny, k.addr, setKey(k.addr, k.proto, false, 0))
+		} else {
+			add(setSvc, k.addr, setKey(k.addr, k.proto, true, k.port))
+		}
+		if local != nil && !local[k.addr] {
+			add(setVIP, k.addr, addrKey(k.addr))
+		}
+		for _, ds := range v.svc.Dests {
+			if ds.Fwd != service.FwdMasq {
+				continue
+			}
+			a := conntrack.AddrFrom(ds.Addr)
+			if ds.Port == 0 {
+				add(setRSAny, a, setKey(a, k.proto, false, 0))
+			} else {
+				add(setRS, a, setKey(a, k.proto, true, ds.Port))
+			}
+			add(setRSAddr, a, addrKey(a))
+		}
+	}
+	for name, els := range e {
+		slices.SortFunc(els, func(a, b nftables.SetElement) int { return slices.Compare(a.Key, b.Key) })
+		e[name] = slices.CompactFunc(els, func(a, b nftables.SetElement) bool { return slices.Equal(a.Key, b.Key) })
+	}
+	return e
+}
+
+func addrKey(a conntrack.Addr) []byte {
+	if a.Netip().Is4() {
+		return slices.Clone(a[12:])
+	}
+	return slices.Clone(a[:])
+}
+
+// setKey is a concatenated key: each part padded to 4 bytes, as the
+// kernel's 32-bit registers hold them.
+func setKey(a conntrack.Addr, proto uint8, withPort bool, port uint16) []byte {
+	k := append(addrKey(a), proto, 0, 0, 0)
+	if withPort {
+		k = binary.BigEndian.AppendUint16(k, port)
+		k = append(k, 0, 0)
+	}
+	return k
+}
+
+// divertTable installs the sets and rules in one table.
+type divertTable struct {
+	table *nftables.Table
+	gen   int
+	sets  []*nftables.Set // the generation the rules use
+}
+
+// install makes the table's chains hold, in order, the rules in first and
+// then the divert rules, each with verdict v, over sets filled with e.
+// chains adds the chains to c (within the swap transaction).
+func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nftables.Table) []*nftables.Chain,
+	first [][]expr.Any, v expr.Any) error {
+	gen := dt.gen + 1
+	t := c.AddTable(dt.table)
+	byName := map[string]*nftables.Set{}
+	var made []*nftables.Set
+	drop := func() {
+		for _, s := range made {
+			c.DelSet(s)
+		}
+		c.Flush()
+	}
+	pending := 0
+	for _, kind := range divertKinds {
+		for _, k := range kind {
+			s := &nftables.Set{Table: t, Name: fmt.Sprintf("%s_g%d", k.name, gen), KeyType: k.key,
+				Concatenation: len(nftables.ConcatSetTypeElements(k.key)) > 1}
+			if err := c.AddSet(s, nil); err != nil {
+				drop()
+				return fmt.Errorf("nftables set %s: %w", s.Name, err)
+			}
+			made = append(made, s)
+			byName[k.name] = s
+			els := e[k.name]
+			for len(els) > 0 {
+				n := min(len(els), elemsPerBatch-pending)
+				if err := c.SetAddElements(s, els[:n]); err != nil {
+					drop()
+					return fmt.Errorf("nftables set %s: %w", s.Name, err)
+				}
+				els, pending = els[n:], pending+n
+				if pending == elemsPerBatch {
+					if err := c.Flush(); err != nil {
+						drop()
+						return fmt.Errorf("fill nftables set %s: %w", s.Name, err)
+					}
+					pending = 0
+				}
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		drop()
+		return fmt.Errorf("fill nftables sets: %w", err)
+	}
+	// The swap: one transaction.
+	c.AddTable(dt.table)
+	c.FlushTable(t)
+	rules := append(slices.Clone(first), divertRules(byName)...)
+	for _, ch := range chains(t) {
+		for _, r := range rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), v)})
+		}
+	}
+	for _, s := range dt.sets {
+		c.DelSet(s)
+	}
+	if err := c.Flush(); err != nil {
+		drop()
+		return err
+	}
+	dt.gen, dt.sets = gen, made
+	return nil
+}
+
+// Registers: the 32-bit ones a concatenation is loaded into.
+const reg32 = 8 // NFT_REG32_00
+
+// divertRules are the matches over the sets, for both families.
+func divertRules(sets map[string]*nftables.Set) [][]expr.Any {
+	var rules [][]expr.Any
+	for fam, v6 := range []bool{false, true} {
+		alen, saddr, daddr := uint32(4), uint32(12), uint32(16)
+		// A real server's ICMP errors: destination unreachable, time
+		// exceeded, parameter problem (and for IPv6 packet too big).
+		icmp, types := uint8(1), []byte{3, 11, 12}
+		if v6 {
+			alen, saddr, daddr = 16, 8, 24
+			icmp, types = 58, []byte{1, 2, 3, 4}
+		}
+		words := alen / 4
+		// addr . l4proto [. port] into the 32-bit registers, then a lookup.
+		tuple := func(addrOff uint32, portOff int, set [2]divertSet) []expr.Any {
+			r := append(etherProto(v6),
+				&expr.Payload{DestRegister: reg32, Base: expr.PayloadBaseNetworkHeader, Offset: addrOff, Len: alen},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + words})
+			if portOff >= 0 {
+				r = append(r, &expr.Payload{DestRegister: reg32 + words + 1, Base: expr.PayloadBaseTransportHeader,
+					Offset: uint32(portOff), Len: 2})
+			}
+			s := sets[set[fam].name]
+			return append(r, &expr.Lookup{SourceRegister: reg32, SetName: s.Name, SetID: s.ID})
+		}
+		addr := func(off uint32, set [2]divertSet) []expr.Any {
+			s := sets[set[fam].name]
+			return append(etherProto(v6),
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: alen},
+				&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+		}
+		rules = append(rules,
+			tuple(daddr, 2, setSvc),
+			tuple(daddr, -1, setSvcAny),
+			tuple(saddr, 0, setRS),
+			tuple(saddr, -1, setRSAny),
+			addr(daddr, setVIP),
+		)
+		for _, t := range types {
+			r := append(addr(saddr, setRSAddr), l4(icmp)...)
+			rules = append(rules, append(r, icmpType(), cmpEq([]byte{t})))
+		}
+	}
+	return rules
+}
+
+func icmpType() expr.Any {
+	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}
+}
