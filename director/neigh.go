@@ -76,59 +76,77 @@ func newNeighbours(d *Director) *neighbours {
 }
 
 // resolveAll builds s.nh for every real server of s and makes sure each
-// next hop is known, waiting up to a second for ARP/NDP answers so that
-// the first connection after `ipvsadm -a` already finds it.
+// next hop is known, waiting up to a second for ARP/NDP answers for the
+// next hops this change brings, so that the first connection after
+// `ipvsadm -a` already finds its next hop. Next hops that an earlier
+// change brought and that are still unanswered are not waited for again
+// (the resolver keeps asking, and a packet that needs one asks too):
+// otherwise every change would wait a second while one real server is
+// down. Each distinct address is routed once per change.
 func (nb *neighbours) resolveAll(s *snapshot) error {
-	var pending []*nexthop
+	byAddr := make(map[netip.Addr]*nexthop)
+	var fresh []*nexthop // made by this change
 	for _, v := range s.byKey {
 		for _, ds := range v.svc.Dests {
-			nh, err := nb.nexthopFor(ds.Addr)
-			if err != nil {
-				return fmt.Errorf("real server %s: %w", ds.Addr, err)
+			nh, ok := byAddr[ds.Addr]
+			if !ok {
+				var made bool
+				var err error
+				if nh, made, err = nb.nexthopFor(ds.Addr); err != nil {
+					// The change is refused: forget the next hops it made.
+					for _, f := range fresh {
+						delete(nb.byKey, nhKey{f.port.index, f.ip})
+					}
+					return fmt.Errorf("real server %s: %w", ds.Addr, err)
+				}
+				byAddr[ds.Addr] = nh
+				if made {
+					fresh = append(fresh, nh)
+				}
 			}
 			id := ds.ID()
 			for int(id) >= len(s.nh) {
 				s.nh = append(s.nh, nil)
 			}
 			s.nh[id] = nh
-			if _, ok := nh.get(); !ok {
-				pending = append(pending, nh)
-			}
 		}
 	}
-	if len(pending) == 0 {
+	if len(fresh) == 0 {
 		return nil
 	}
-	// Ask; the workers learn the answers (see nexthopFor), and the
-	// kernel's table may have them too by then.
+	// Workers learn answers from this map at once, before the snapshot
+	// that uses the next hops is published (the kernel ignores answers to
+	// requests it did not make, so its table would not have them).
+	m := make(map[conntrack.Addr][]*nexthop)
+	if old := nb.d.nhByIP.Load(); old != nil {
+		for a, l := range *old {
+			m[a] = l
+		}
+	}
+	for _, nh := range fresh {
+		a := conntrack.AddrFrom(nh.ip)
+		m[a] = append(append([]*nexthop(nil), m[a]...), nh)
+	}
+	nb.d.nhByIP.Store(&m)
+	// Ask; the workers learn the answers, and the kernel's table may have
+	// them too by then.
+	pending := nb.fromKernel(fresh)
 	for _, nh := range pending {
 		nb.request(nh)
 	}
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
-		done := true
-		for _, nh := range pending {
-			if _, ok := nh.get(); !ok {
-				nb.fromKernel(nh)
-			}
-			if _, ok := nh.get(); !ok {
-				done = false
-			}
-		}
-		if done {
-			break
-		}
+	for deadline := time.Now().Add(time.Second); len(pending) > 0 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
+		pending = nb.fromKernel(pending)
 	}
 	return nil
 }
 
-// nexthopFor finds (or makes) the next hop towards addr through the
-// routing table.
-func (nb *neighbours) nexthopFor(addr netip.Addr) (*nexthop, error) {
+// nexthopFor finds (or makes: made) the next hop towards addr through the
+// routing table. A new one is not yet in d.nhByIP.
+func (nb *neighbours) nexthopFor(addr netip.Addr) (nh *nexthop, made bool, err error) {
 	routes, err := netlink.RouteGet(net.IP(addr.AsSlice()))
 	if err != nil || len(routes) == 0 {
-		return nil, fmt.Errorf("no route: %v", err)
+		return nil, false, fmt.Errorf("no route: %v", err)
 	}
 	r := routes[0]
 	pt := nb.d.portByIndex(r.LinkIndex)
@@ -137,7 +155,7 @@ func (nb *neighbours) nexthopFor(addr netip.Addr) (*nexthop, error) {
 		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
 			name = l.Attrs().Name
 		}
-		return nil, fmt.Errorf("routed via %s, which this director does not serve", name)
+		return nil, false, fmt.Errorf("routed via %s, which this director does not serve", name)
 	}
 	ip := addr
 	if r.Gw != nil {
@@ -147,46 +165,63 @@ func (nb *neighbours) nexthopFor(addr netip.Addr) (*nexthop, error) {
 	}
 	k := nhKey{pt.index, ip}
 	if nh := nb.byKey[k]; nh != nil {
-		return nh, nil
+		return nh, false, nil
 	}
-	nh := &nexthop{port: pt, ip: ip, kick_: nb.kick}
-	nb.fromKernel(nh)
+	nh = &nexthop{port: pt, ip: ip, kick_: nb.kick}
 	nb.byKey[k] = nh
-	// Workers learn answers from this map at once, before the snapshot
-	// that uses the next hop is published (the kernel ignores answers to
-	// requests it did not make, so its table would not have them).
-	m := make(map[conntrack.Addr][]*nexthop)
-	if old := nb.d.nhByIP.Load(); old != nil {
-		for a, l := range *old {
-			m[a] = l
-		}
-	}
-	a := conntrack.AddrFrom(ip)
-	m[a] = append(append([]*nexthop(nil), m[a]...), nh)
-	nb.d.nhByIP.Store(&m)
-	return nh, nil
+	return nh, true, nil
 }
 
-// fromKernel takes the address from the kernel's neighbour table if it
-// has a usable entry.
-func (nb *neighbours) fromKernel(nh *nexthop) {
+// fromKernel takes the addresses of nhs from the kernel's neighbour table
+// where it has usable entries, reading it once per port and family, and
+// returns the next hops still unknown.
+func (nb *neighbours) fromKernel(nhs []*nexthop) (unknown []*nexthop) {
+	type table struct {
+		ifindex int
+		v6      bool
+	}
+	known := make(map[table]map[netip.Addr][]byte)
+	for _, nh := range nhs {
+		if _, ok := nh.get(); ok {
+			continue
+		}
+		tk := table{nh.port.index, nh.ip.Is6()}
+		macs, ok := known[tk]
+		if !ok {
+			macs = kernelNeighbours(tk.ifindex, tk.v6)
+			known[tk] = macs
+		}
+		if mac, ok := macs[nh.ip]; ok {
+			nh.set(mac)
+			continue
+		}
+		unknown = append(unknown, nh)
+	}
+	return unknown
+}
+
+// kernelNeighbours returns the usable entries of the kernel's neighbour
+// table for one interface and family.
+func kernelNeighbours(ifindex int, v6 bool) map[netip.Addr][]byte {
 	fam := netlink.FAMILY_V4
-	if nh.ip.Is6() {
+	if v6 {
 		fam = netlink.FAMILY_V6
 	}
-	list, err := netlink.NeighList(nh.port.index, fam)
+	list, err := netlink.NeighList(ifindex, fam)
 	if err != nil {
-		return
+		return nil
 	}
+	m := make(map[netip.Addr][]byte)
 	for _, n := range list {
 		ip, ok := netip.AddrFromSlice(n.IP)
-		if !ok || ip.Unmap() != nh.ip || len(n.HardwareAddr) != 6 {
+		if !ok || len(n.HardwareAddr) != 6 {
 			continue
 		}
 		if n.State&(unix.NUD_REACHABLE|unix.NUD_STALE|unix.NUD_DELAY|unix.NUD_PROBE|unix.NUD_PERMANENT|unix.NUD_NOARP) != 0 {
-			nh.set(n.HardwareAddr)
+			m[ip.Unmap()] = n.HardwareAddr
 		}
 	}
+	return m
 }
 
 // nexthops returns the known next hops with address a.
@@ -266,8 +301,7 @@ func (nb *neighbours) resolver() {
 		case <-nb.d.stop:
 			return
 		case nh := <-nb.kick:
-			nb.fromKernel(nh)
-			if _, ok := nh.get(); !ok {
+			if len(nb.fromKernel([]*nexthop{nh})) > 0 {
 				nb.request(nh)
 			}
 		case <-t.C:
