@@ -49,7 +49,8 @@ type port struct {
 	pos   int // position in Director.ports
 }
 
-// worker reads one queue of one port and handles what it reads.
+// worker reads one queue of one port, or with affine workers one queue of
+// every port, and handles what it reads.
 type worker struct {
 	d  *Director
 	id int
@@ -101,9 +102,12 @@ func (d *Director) startAffineWorkers() error {
 		w := &worker{d: d, id: k, in: d.ports[0]}
 		var qs []*link.AFPacket
 		for _, pt := range d.ports {
+			if len(pt.queues) != nq {
+				return fmt.Errorf("affine workers: port %s has %d queues, port %s %d", pt.name, len(pt.queues), d.ports[0].name, nq)
+			}
 			q, ok := pt.queues[k].(*link.AFPacket)
-			if !ok || len(pt.queues) != nq {
-				return fmt.Errorf("affine workers: port %s has no AF_PACKET queue %d", pt.name, k)
+			if !ok {
+				return fmt.Errorf("affine workers: port %s queue %d is not AF_PACKET", pt.name, k)
 			}
 			qs = append(qs, q)
 			w.ins = append(w.ins, pt)
