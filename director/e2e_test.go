@@ -756,6 +756,36 @@ func TestPersistence(t *testing.T) {
 	}
 }
 
+// TestPortZeroService: a persistent service on port 0 takes every port of
+// its VIP, and a real server on port 0 gets the port the client asked
+// for; the host's rules keep the kernel out of those too (no reset from
+// the director's stack, no un-NATed reply), on both backends.
+func TestPortZeroService(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, mode)
+			e.start()
+			vip := lab.DirOuterIP
+			e.ipvsadm(t, "-A", "-t", vip+":0", "-s", "rr", "-p", "60")
+			e.ipvsadm(t, "-a", "-t", vip+":0", "-r", lab.RS1IP, "-m")
+			rstD := snmp(t, e.n.Director, "Tcp", "OutRsts")
+			leaks := sniffFrom(t, e.n.Client, netip.MustParsePrefix("198.18.1.0/24"))
+			for _, c := range []struct{ port, want string }{{"80", "rs1"}, {"8080", "rs1-8080"}, {"80", "rs1"}} {
+				body, _, err := e.get("http://" + vip + ":" + c.port + "/")
+				if err != nil || body != c.want {
+					t.Errorf("port %s: %q, %v; want %q", c.port, body, err, c.want)
+				}
+			}
+			if n := snmp(t, e.n.Director, "Tcp", "OutRsts"); n != rstD {
+				t.Errorf("director kernel sent %d resets", n-rstD)
+			}
+			if n := leaks(); n != 0 {
+				t.Errorf("%d packets from a real server's address reached the client un-NATed", n)
+			}
+		})
+	}
+}
+
 // TestRefusals: what this director cannot do yet is refused with a clear
 // message and changes nothing; ipvsadm's own errors keep their wording.
 func TestRefusals(t *testing.T) {
