@@ -21,6 +21,38 @@ var blockModes = []struct {
 	{"spin", AFPacketConfig{SpinFor: 20 * time.Microsecond}},
 }
 
+// readMode is a blocking mode as a reader of one queue, optionally
+// through a Multi.
+type readMode struct {
+	name  string
+	cfg   AFPacketConfig
+	multi bool
+}
+
+// readModes are blockModes and a Multi over one blocking queue.
+func readModes() []readMode {
+	var modes []readMode
+	for _, m := range blockModes {
+		modes = append(modes, readMode{name: m.name, cfg: m.cfg})
+	}
+	return append(modes, readMode{name: "multi", cfg: AFPacketConfig{Blocking: true}, multi: true})
+}
+
+// reader returns d's Read, or that of a Multi over d.
+func (m readMode) reader(tb testing.TB, d *AFPacket) func([][]byte, []int, int) (int, error) {
+	if !m.multi {
+		return d.Read
+	}
+	mq, err := NewMulti([]*AFPacket{d})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return func(bufs [][]byte, sizes []int, off int) (int, error) {
+		n, _, err := mq.Read(bufs, sizes, off)
+		return n, err
+	}
+}
+
 // blkPair is pair() in uvsblk- namespaces.
 func blkPair(tb testing.TB) (x, y *testNS) { return pairIn(tb, "uvsblk") }
 
@@ -95,11 +127,12 @@ func TestBlockingBridgeBulkTCP(t *testing.T) {
 
 func TestBlockingReadWriteDoNotAllocate(t *testing.T) {
 	needRoot(t)
-	for _, m := range blockModes {
+	for _, m := range readModes() {
 		t.Run(m.name, func(t *testing.T) {
 			x, y := blkPair(t)
 			dx := openAF(t, x, "x0", &m.cfg)
 			dy := openAF(t, y, "y0", &m.cfg)
+			read := m.reader(t, dy)
 			frame := testFrame(headroom, macOf(t, y, "y0"), dx.MAC(), 64, 'a')
 			out := [][]byte{frame}
 			bufs, sizes := frameBufs(8, headroom)
@@ -112,7 +145,7 @@ func TestBlockingReadWriteDoNotAllocate(t *testing.T) {
 					if n, err := dx.Write(out, headroom); n != 1 || err != nil {
 						t.Errorf("Write = %d, %v", n, err)
 					}
-					if _, err := dy.Read(bufs, sizes, headroom); err != nil {
+					if _, err := read(bufs, sizes, headroom); err != nil {
 						t.Errorf("Read: %v", err)
 					}
 				})
@@ -130,33 +163,14 @@ func TestBlockingReadWriteDoNotAllocate(t *testing.T) {
 // x0 (default mode). ns/op is the round trip, including the reflector's
 // wake-up, which is what the modes change.
 func BenchmarkBlockingPingPong(b *testing.B) {
-	type mode struct {
-		name  string
-		cfg   AFPacketConfig
-		multi bool // the reflector reads through a Multi of its one queue
-	}
-	modes := []mode{{name: "poller"}}
-	for _, m := range blockModes {
-		modes = append(modes, mode{name: m.name, cfg: m.cfg})
-	}
-	modes = append(modes, mode{name: "multi", cfg: AFPacketConfig{Blocking: true}, multi: true})
+	modes := append([]readMode{{name: "poller"}}, readModes()...)
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			needRoot(b)
 			x, y := blkPair(b)
 			dx := openAF(b, x, "x0", nil)
 			dy := openAF(b, y, "y0", &m.cfg)
-			read := dy.Read
-			if m.multi {
-				mq, err := NewMulti([]*AFPacket{dy})
-				if err != nil {
-					b.Fatal(err)
-				}
-				read = func(bufs [][]byte, sizes []int, off int) (int, error) {
-					n, _, err := mq.Read(bufs, sizes, off)
-					return n, err
-				}
-			}
+			read := m.reader(b, dy)
 			ymac, xmac := macOf(b, y, "y0"), dx.MAC()
 			// The reflector has ended, and a Multi given its P back,
 			// before the benchmark does.

@@ -143,36 +143,6 @@ func TestMultiNeedsBlockingQueues(t *testing.T) {
 	}
 }
 
-// Reading through a Multi allocates nothing.
-func TestMultiReadDoesNotAllocate(t *testing.T) {
-	needRoot(t)
-	x, y := pairIn(t, "uvsmul")
-	dx := openAF(t, x, "x0", nil)
-	q := openAF(t, y, "y0", &AFPacketConfig{Blocking: true})
-	m, err := NewMulti([]*AFPacket{q})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := [][]byte{testFrame(headroom, macOf(t, y, "y0"), dx.MAC(), 64, 'a')}
-	bufs, sizes := frameBufs(8, headroom)
-	timer := time.AfterFunc(10*time.Second, func() { q.Close() })
-	defer timer.Stop()
-	done := make(chan float64, 1)
-	go func() {
-		done <- testing.AllocsPerRun(100, func() {
-			if n, err := dx.Write(out, headroom); n != 1 || err != nil {
-				t.Errorf("Write = %d, %v", n, err)
-			}
-			if _, _, err := m.Read(bufs, sizes, headroom); err != nil {
-				t.Errorf("Read: %v", err)
-			}
-		})
-	}()
-	if allocs := <-done; allocs != 0 {
-		t.Errorf("Write+Read allocate %.1f times per frame, want 0", allocs)
-	}
-}
-
 // Only a FanoutBPF group takes a program.
 func TestSetFanoutProgramNeedsFanoutBPF(t *testing.T) {
 	needRoot(t)
