@@ -564,6 +564,11 @@ func testNAT(t *testing.T, mode string, extra ...string) {
 		if strings.Contains(e.d.Log(), "worker stops") {
 			t.Errorf("a worker stopped:\n%s", e.d.Log())
 		}
+		for _, want := range []string{"served interface down", "served interface up"} {
+			if n := strings.Count(e.d.Log(), want); n < 2 {
+				t.Errorf("%q logged %d times for two interfaces:\n%s", want, n, e.d.Log())
+			}
+		}
 	})
 }
 
@@ -753,6 +758,20 @@ func TestPersistence(t *testing.T) {
 	conns := e.ipvsadm(t, "-L", "-n", "-c")
 	if !regexp.MustCompile(`TCP 0[01]:[0-9]{2}  ASSURED     198\.18\.0\.2:0 +198\.18\.0\.1:80 +198\.18\.1\.3:80`).MatchString(conns) {
 		t.Errorf("no template in the connection listing:\n%s", conns)
+	}
+}
+
+// TestInterfaceRemoved: a served interface that is deleted is logged,
+// saying what to do (its sockets cannot follow a new one of that name).
+func TestInterfaceRemoved(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	e.start()
+	if out, err := e.n.Director.Exec("ip", "link", "del", "eth0"); err != nil {
+		t.Fatal(out, err)
+	}
+	waitFor(t, func() bool { return strings.Contains(e.d.Log(), "served interface removed") })
+	if !strings.Contains(e.d.Log(), "name=eth0") {
+		t.Errorf("the log does not name the interface:\n%s", e.d.Log())
 	}
 }
 

@@ -70,6 +70,13 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	h.nb = newNeighbours(d)
 	d.wg.Add(1)
 	go h.nb.resolver()
+	updates := make(chan netlink.LinkUpdate, 16)
+	if err := netlink.LinkSubscribe(updates, d.stop); err != nil {
+		d.log.Warn("not watching the served interfaces", "err", err)
+	} else {
+		d.wg.Add(1)
+		go h.watchLinks(updates)
+	}
 	return h, nil
 }
 
@@ -109,6 +116,41 @@ func servedLinks(names []string) ([]netlink.Link, error) {
 }
 
 func (h *afpHost) ports() []*port { return h.ps }
+
+// watchLinks logs what happens to the served interfaces: down and up
+// (the readers wait for it; see link's afRx.downs), and removal, after
+// which the director no longer serves that name: its sockets were bound
+// to the interface that is gone.
+func (h *afpHost) watchLinks(updates <-chan netlink.LinkUpdate) {
+	defer h.d.wg.Done()
+	up := make(map[int]bool)
+	for _, pt := range h.ps {
+		up[pt.index] = true
+	}
+	for u := range updates {
+		a := u.Link.Attrs()
+		var pt *port
+		for _, p := range h.ps {
+			if p.index == a.Index {
+				pt = p
+			}
+		}
+		if pt == nil {
+			continue
+		}
+		switch isUp := a.Flags&net.FlagUp != 0; {
+		case u.Header.Type == unix.RTM_DELLINK:
+			h.d.log.Warn("served interface removed; restart the director to serve one created in its place", "name", pt.name)
+		case isUp != up[a.Index]:
+			up[a.Index] = isUp
+			if isUp {
+				h.d.log.Info("served interface up", "name", pt.name)
+			} else {
+				h.d.log.Warn("served interface down; its traffic resumes when it is up", "name", pt.name)
+			}
+		}
+	}
+}
 
 func (h *afpHost) apply(s *snapshot) error {
 	if err := h.nb.resolveAll(s); err != nil {
