@@ -129,12 +129,7 @@ func (h *afpHost) watchLinks(updates <-chan netlink.LinkUpdate) {
 	}
 	for u := range updates {
 		a := u.Link.Attrs()
-		var pt *port
-		for _, p := range h.ps {
-			if p.index == a.Index {
-				pt = p
-			}
-		}
+		pt := h.d.portByIndex(a.Index)
 		if pt == nil {
 			continue
 		}
