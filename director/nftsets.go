@@ -33,16 +33,16 @@ type divertSet struct {
 }
 
 var (
-	concat4   = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
-	concat4nP = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto)
-	concat6   = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
-	concat6nP = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto)
+	concat4       = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	concat4NoPort = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto)
+	concat6       = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	concat6NoPort = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto)
 
 	// By family (0 IPv4, 1 IPv6).
-	setSvc    = [2]divertSet{{"svc4", concat4}, {"svc6", concat6}}           // VIP . proto . port
-	setSvcAny = [2]divertSet{{"svcany4", concat4nP}, {"svcany6", concat6nP}} // VIP . proto: port-0 services
-	setRS     = [2]divertSet{{"rs4", concat4}, {"rs6", concat6}}             // NAT real server . proto . port
-	setRSAny  = [2]divertSet{{"rsany4", concat4nP}, {"rsany6", concat6nP}}   // NAT real server . proto, port 0
+	setSvc    = [2]divertSet{{"svc4", concat4}, {"svc6", concat6}}                   // VIP . proto . port
+	setSvcAny = [2]divertSet{{"svcany4", concat4NoPort}, {"svcany6", concat6NoPort}} // VIP . proto: port-0 services
+	setRS     = [2]divertSet{{"rs4", concat4}, {"rs6", concat6}}                     // NAT real server . proto . port
+	setRSAny  = [2]divertSet{{"rsany4", concat4NoPort}, {"rsany6", concat6NoPort}}   // NAT real server . proto, port 0
 	setRSAddr = [2]divertSet{{"rsaddr4", nftables.TypeIPAddr}, {"rsaddr6", nftables.TypeIP6Addr}}
 	setVIP    = [2]divertSet{{"vip4", nftables.TypeIPAddr}, {"vip6", nftables.TypeIP6Addr}} // VIPs the host does not own
 
