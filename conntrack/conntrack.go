@@ -102,6 +102,11 @@ type Config struct {
 	// created and -1 when it goes (expired, replaced or removed); same
 	// rules as Counts.
 	Persist func(dest uint32, delta int32)
+	// Gone reports that real server dest was deleted. Its connections
+	// are dead (the director drops their packets) and no longer hold
+	// their tuples against a new connection. Same rules as Counts; nil
+	// means none is ever gone.
+	Gone func(dest uint32) bool
 }
 
 // Errors from Insert and InsertTemplate.
@@ -135,6 +140,7 @@ type Table struct {
 	timeouts  atomic.Pointer[[numStates]uint32] // in ticks
 	counts    func(dest uint32, dActive, dInactive int32)
 	persist   func(dest uint32, delta int32)
+	gone      func(dest uint32) bool
 
 	sweepMu  sync.Mutex
 	sweepPos int // shard Sweep continues with: conn shards, then template shards
@@ -179,6 +185,7 @@ func New(cfg *Config) *Table {
 		now:       c.Now,
 		counts:    c.Counts,
 		persist:   c.Persist,
+		gone:      c.Gone,
 	}
 	nt := min(1<<bits, maxTmplShards)
 	t.tshards = make([]tmplShard, nt)

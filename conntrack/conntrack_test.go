@@ -330,8 +330,9 @@ func TestExists(t *testing.T) {
 	if err := tt.Insert(&c, syn); !errors.Is(err, ErrExists) {
 		t.Fatalf("second insert: %v", err)
 	}
-	// Same reply tuple through another virtual address: ambiguous for
-	// the replies, so refused.
+	// Same reply tuple through another virtual address while the first
+	// is live: ambiguous for the replies, so refused
+	// (TestReuseReplyTuple: unless the first is over).
 	c2 := c
 	c2.VAddr = addr("198.18.0.101")
 	if err := tt.Insert(&c2, syn); !errors.Is(err, ErrExists) {
@@ -344,6 +345,89 @@ func TestExists(t *testing.T) {
 	}
 	if tt.Len() != 2 {
 		t.Fatalf("Len %d", tt.Len())
+	}
+	checkInvariants(t, tt)
+}
+
+// TestReuseReplyTuple: the client reuses a port towards another virtual
+// address while its connection from that port to the first one, on the
+// same real server, is in TIME_WAIT or CLOSE (the kernel picks ephemeral
+// ports per destination). Both share the real server's four-tuple: the
+// new SYN replaces the old entry, as a SYN on its own Orig tuple does.
+func TestReuseReplyTuple(t *testing.T) {
+	for _, old := range []State{StateTimeWait, StateClose} {
+		tt := newTestTable(t, Config{Shards: 4})
+		c := mkConn(5, service.FwdMasq, service.TCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+		o, r := c.Orig(), c.Reply()
+		var got Conn
+		tt.Lookup(&r, synack, &got)
+		tt.Lookup(&o, ack, &got)
+		if old == StateTimeWait {
+			tt.Lookup(&o, fin, &got)
+			tt.Lookup(&r, fin, &got)
+		} else {
+			tt.Lookup(&o, rst, &got)
+		}
+		if got.State != old {
+			t.Fatalf("setup: %v", got.State)
+		}
+		c2 := c
+		c2.VAddr, c2.VPort = addr("198.18.0.101"), c.VPort+1
+		// Only a SYN opens a new connection over it.
+		if err := tt.Insert(&c2, ack); !errors.Is(err, ErrExists) {
+			t.Fatalf("ACK over %v: %v", old, err)
+		}
+		if err := tt.Insert(&c2, syn); err != nil {
+			t.Fatalf("SYN over %v: %v", old, err)
+		}
+		if _, ok := tt.Lookup(&o, ack, &got); ok {
+			t.Fatalf("old entry still found by its Orig tuple")
+		}
+		if d, ok := tt.Lookup(&r, synack, &got); !ok || d != Reply || got.VAddr != c2.VAddr || got.VPort != c2.VPort {
+			t.Fatalf("reply tuple: %v %v, %+v", d, ok, got)
+		}
+		if st := tt.Stats(); st.Reused != 1 || tt.Len() != 1 {
+			t.Fatalf("stats %+v, Len %d", st, tt.Len())
+		}
+		if a, i := tt.counts.get(c.Dest); a != 1 || i != 0 {
+			t.Fatalf("counts %d/%d, want the new connection's only", a, i)
+		}
+		checkInvariants(t, tt)
+	}
+
+	// A live connection in any other state keeps its reply tuple, unless
+	// its real server is gone.
+	gone := map[uint32]bool{}
+	tt := newTestTable(t, Config{Shards: 4, Gone: func(dest uint32) bool { return gone[dest] }})
+	c := mkConn(6, service.FwdMasq, service.TCP)
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	o, r := c.Orig(), c.Reply()
+	var got Conn
+	tt.Lookup(&r, synack, &got)
+	tt.Lookup(&o, ack, &got)
+	c2 := c
+	c2.VAddr = addr("198.18.0.101")
+	if err := tt.Insert(&c2, syn); !errors.Is(err, ErrExists) {
+		t.Fatalf("SYN over a live %v entry: %v", got.State, err)
+	}
+	gone[c.Dest] = true
+	if err := tt.Insert(&c2, ack); !errors.Is(err, ErrExists) {
+		t.Fatalf("ACK over a gone server's entry: %v", err)
+	}
+	c2.Dest = c.Dest + 1 // the server re-added: a new ID
+	if err := tt.Insert(&c2, syn); err != nil {
+		t.Fatalf("SYN over a gone server's entry: %v", err)
+	}
+	if tt.Len() != 1 {
+		t.Fatalf("Len %d", tt.Len())
+	}
+	if a, i := tt.counts.get(c.Dest); a != 0 || i != 0 {
+		t.Fatalf("gone server's counts %d/%d", a, i)
 	}
 	checkInvariants(t, tt)
 }

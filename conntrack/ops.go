@@ -105,6 +105,16 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 // counts the drop), and ErrExists when either tuple is already tracked by
 // a live entry. At capacity it first reaps a few expired entries of the
 // shard the connection would go to; the rest is Sweep's job.
+//
+// A dead connection does not hold its Reply tuple against a new one: a
+// TCP SYN whose Reply tuple is held by a connection in TIME_WAIT or CLOSE,
+// or by one whose real server is gone (Config.Gone), replaces it, as
+// Lookup's reuse does for the Orig tuple. The client picks its ports per
+// destination, so it may reuse a port towards another virtual service
+// while its connection from that port to the first one, to the same real
+// server, is closing or was cut by a deletion: the two share the real
+// server's four-tuple, and the new one must win (IPVS finds the newest
+// connection for replies).
 func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	orig := c.Orig()
 	h1 := t.hashEnd(orig.Proto, &orig.Src, orig.SrcPort)
@@ -138,11 +148,12 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.reserve(s, 2)
-	po, taken, _ := t.vacancy(s, ho, Orig, &orig, now)
+	po, taken, _ := t.vacancy(s, ho, Orig, &orig, now, false)
 	var pr int
 	if nat && !taken {
 		var moved bool
-		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now)
+		reuse := c.Proto == service.TCP && tcpFlags&(FlagSYN|FlagACK|FlagRST) == FlagSYN
+		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now, reuse)
 		if moved {
 			// Reaping shifted slots: the Orig slot found may be stale.
 			po, _, _ = s.find(ho, Orig, &orig)
@@ -196,20 +207,27 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 }
 
 // vacancy finds the empty slot where tuple tp (hash h, direction d) goes,
-// reaping an expired entry that holds the tuple. taken reports a live
-// entry holding it (pos is then its slot); moved, that reaping shifted
-// slots, so positions found before are stale. Called with s locked.
-func (t *Table) vacancy(s *shard, h uint64, d Dir, tp *Tuple, now uint32) (pos int, taken, moved bool) {
+// reaping an expired entry that holds the tuple, and with reuse a TCP one
+// in TIME_WAIT or CLOSE or of a real server that is gone. taken reports a
+// live entry holding it (pos is then its slot); moved, that reaping
+// shifted slots, so positions found before are stale. Called with s
+// locked.
+func (t *Table) vacancy(s *shard, h uint64, d Dir, tp *Tuple, now uint32, reuse bool) (pos int, taken, moved bool) {
 	for {
 		p, i, ok := s.find(h, d, tp)
 		if !ok {
 			return p, false, moved
 		}
-		if alive(s.ent(i).expires, now) {
+		switch e := s.ent(i); {
+		case !alive(e.expires, now):
+			s.st.expired++
+		case reuse && e.proto == service.TCP && (e.state == StateTimeWait || e.state == StateClose ||
+			t.gone != nil && t.gone(e.dest)):
+			s.st.reused++
+		default:
 			return p, true, moved
 		}
 		t.dropAt(s, i, d, p)
-		s.st.expired++
 		moved = true
 	}
 }

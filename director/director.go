@@ -87,6 +87,7 @@ type Director struct {
 	noConn  atomic.Uint64      // non-SYN TCP for a service with no connection
 	noDest  atomic.Uint64      // no available real server
 	full    atomic.Uint64      // connection table full
+	taken   atomic.Uint64      // a live connection holds the new one's tuple
 	noNeigh atomic.Uint64      // next hop not resolved yet
 	ttl     atomic.Uint64      // TTL exceeded
 
@@ -190,6 +191,10 @@ func newDirector(cfg Config) *Director {
 			if st := d.reg.Get(dest); st != nil {
 				st.AddPersist(delta)
 			}
+		},
+		Gone: func(dest uint32) bool {
+			st := d.reg.Get(dest)
+			return st == nil || st.Gone()
 		},
 	})
 	return d
@@ -340,15 +345,15 @@ func (d *Director) Rates(s *service.Stats) rate.Rates { return d.est.Get(s) }
 
 // Counters are the director's own drop counters, for logs and metrics.
 type Counters struct {
-	Malformed                          map[string]uint64 // by reason
-	NoConn, NoDest, Full, NoNeigh, TTL uint64
-	Conns                              int
+	Malformed                                 map[string]uint64 // by reason
+	NoConn, NoDest, Full, Taken, NoNeigh, TTL uint64
+	Conns                                     int
 }
 
 // Counters returns the drop counters.
 func (d *Director) Counters() Counters {
 	c := Counters{Malformed: map[string]uint64{}, NoConn: d.noConn.Load(), NoDest: d.noDest.Load(),
-		Full: d.full.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), Conns: d.ct.Len()}
+		Full: d.full.Load(), Taken: d.taken.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), Conns: d.ct.Len()}
 	for _, r := range packet.Reasons() {
 		if n := d.drops[r].Load(); n > 0 {
 			c.Malformed[r.String()] = n
@@ -368,6 +373,7 @@ func (d *Director) Drops() map[string]uint64 {
 	m["no_connection"] = c.NoConn
 	m["no_server"] = c.NoDest
 	m["table_full"] = c.Full
+	m["tuple_in_use"] = c.Taken
 	m["no_neighbour"] = c.NoNeigh
 	m["ttl_exceeded"] = c.TTL
 	m["socket_queue_full"], m["send_failed"] = d.socketDrops()

@@ -398,6 +398,12 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	if err := d.ct.Insert(c, p.TCPFlags); err != nil {
 		if errors.Is(err, conntrack.ErrFull) {
 			d.full.Add(1)
+		} else {
+			// A live connection holds the tuple: through NAT, another
+			// virtual service's connection from the same client port to
+			// the same real server, which the server could not tell
+			// from this one.
+			d.taken.Add(1)
 		}
 		return
 	}

@@ -63,7 +63,7 @@ func buildNAT3(prefix string) (*lab.NATNet, error) {
 // newSchedEnv builds the three-server topology, starts the real servers
 // (HTTP on :80 answering with the name, the name service on :7000) and the
 // director.
-func newSchedEnv(t *testing.T, io string) *env {
+func newSchedEnv(t *testing.T, io string, args ...string) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
@@ -82,7 +82,7 @@ func newSchedEnv(t *testing.T, io string) *env {
 		e.serveHTTP(rs, ":80", name)
 		e.serveName(rs, ":"+nameService, name)
 	}
-	e.start()
+	e.start(args...)
 	return e
 }
 
@@ -116,20 +116,25 @@ func (e *env) dialFrom(ctx context.Context, src, addr string) (net.Conn, error) 
 }
 
 // pick opens one new connection to addr and returns the name of the real
-// server that answered. With hold the connection stays open until the
-// test ends; otherwise the client closes it at once, first.
-func (e *env) pick(t *testing.T, addr string, hold bool) (string, error) {
+// server that answered. The client closes it at once, first.
+func (e *env) pick(t *testing.T, addr string) (string, error) {
 	t.Helper()
-	return e.pickSrc(t, "", addr, hold)
+	return e.pickSrc(t, "", addr, nil)
 }
 
-// pickFrom is pick from client address src, closing at once.
+// pickHeld is pick leaving the connection open, in h.
+func (e *env) pickHeld(t *testing.T, h *held, addr string) (string, error) {
+	t.Helper()
+	return e.pickSrc(t, "", addr, h)
+}
+
+// pickFrom is pick from client address src.
 func (e *env) pickFrom(t *testing.T, src, addr string) (string, error) {
 	t.Helper()
-	return e.pickSrc(t, src, addr, false)
+	return e.pickSrc(t, src, addr, nil)
 }
 
-func (e *env) pickSrc(t *testing.T, src, addr string, hold bool) (string, error) {
+func (e *env) pickSrc(t *testing.T, src, addr string, h *held) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -137,8 +142,9 @@ func (e *env) pickSrc(t *testing.T, src, addr string, hold bool) (string, error)
 	if err != nil {
 		return "", err
 	}
-	if hold {
-		t.Cleanup(func() { c.Close() })
+	if h != nil {
+		h.conns = append(h.conns, c)
+		t.Cleanup(func() { c.Close() }) // if the test stops first
 	} else {
 		defer c.Close()
 	}
@@ -169,13 +175,57 @@ func (e *env) getFrom(src, url string) (body, seen string, err error) {
 	return strings.TrimSpace(string(b)), resp.Header.Get(testbed.ClientAddrHeader), err
 }
 
+// held are connections a subtest keeps open.
+type held struct{ conns []net.Conn }
+
+// deleteService closes the connections in h, waits until the director has
+// seen every connection of svc end (TIME_WAIT or CLOSE), and deletes svc.
+// Deleting the service first would cut its open connections: they would
+// stay open on the real servers and, with --io tun, in the director's
+// table too (their packets no longer reach it), and a later subtest's
+// connection from the same client port to the same real server would meet
+// them. The client reuses ports across services: the kernel picks them per
+// destination.
+func (e *env) deleteService(t *testing.T, svc string, h *held) {
+	t.Helper()
+	for _, c := range h.conns {
+		c.Close()
+	}
+	var out string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out = e.ipvsadm(t, "-L", "-n", "-c")
+		if allEnded(out, svc) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("connections of %s still open 5 s after the client closed them:\n%s", svc, out)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.ipvsadm(t, "-D", "-t", svc)
+}
+
+// allEnded reports whether every connection of virtual service svc in an
+// ipvsadm -L -n -c listing is in TIME_WAIT or CLOSE.
+func allEnded(listing, svc string) bool {
+	for _, l := range strings.Split(listing, "\n") {
+		f := strings.Fields(l)
+		// pro expire state source virtual destination
+		if len(f) == 6 && f[4] == svc && f[2] != "TIME_WAIT" && f[2] != "CLOSE" {
+			return false
+		}
+	}
+	return true
+}
+
 // picks makes n sequential new connections to addr, each closed by the
 // client before the next, and returns the servers' names in order.
 func (e *env) picks(t *testing.T, addr string, n int) []string {
 	t.Helper()
 	var got []string
 	for i := range n {
-		name, err := e.pick(t, addr, false)
+		name, err := e.pick(t, addr)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i+1, err)
 		}
@@ -284,11 +334,12 @@ func testSchedulers(t *testing.T, mode string) {
 	t.Run("lc prefers fewer open connections", func(t *testing.T) {
 		svc := vip + ":7004"
 		e.ipvsadm(t, "-A", "-t", svc, "-s", "lc")
-		defer e.ipvsadm(t, "-D", "-t", svc)
+		var open held
+		defer e.deleteService(t, svc, &open)
 		e.ipvsadm(t, "-a", "-t", svc, "-r", schedRS[0]+":"+nameService, "-m")
 		hold := func(want string) {
 			t.Helper()
-			got, err := e.pick(t, svc, true)
+			got, err := e.pickHeld(t, &open, svc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -315,7 +366,8 @@ func testSchedulers(t *testing.T, mode string) {
 		svc := vip + ":7005"
 		rs1 := schedRS[0] + ":" + nameService
 		e.ipvsadm(t, "-A", "-t", svc, "-s", "rr")
-		defer e.ipvsadm(t, "-D", "-t", svc)
+		var open held
+		defer e.deleteService(t, svc, &open)
 		e.ipvsadm(t, "-a", "-t", svc, "-r", rs1, "-m", "-x", "2", "-y", "1")
 		thresholds := func(active int) {
 			t.Helper()
@@ -326,7 +378,7 @@ func testSchedulers(t *testing.T, mode string) {
 		}
 		thresholds(0)
 		for i := range 2 {
-			if got, err := e.pick(t, svc, true); err != nil || got != "rs1" {
+			if got, err := e.pickHeld(t, &open, svc); err != nil || got != "rs1" {
 				t.Fatalf("connection %d: %q, %v", i+1, got, err)
 			}
 		}
@@ -346,7 +398,7 @@ func testSchedulers(t *testing.T, mode string) {
 		// Another server takes the new connections.
 		e.ipvsadm(t, "-a", "-t", svc, "-r", schedRS[1]+":"+nameService, "-m")
 		for i := range 2 {
-			if got, err := e.pick(t, svc, false); err != nil || got != "rs2" {
+			if got, err := e.pick(t, svc); err != nil || got != "rs2" {
 				t.Fatalf("connection %d after adding rs2: %q, %v", i+1, got, err)
 			}
 		}
