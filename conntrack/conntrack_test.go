@@ -399,7 +399,8 @@ func TestReuseReplyTuple(t *testing.T) {
 	}
 
 	// A live connection in any other state keeps its reply tuple, unless
-	// its real server is gone.
+	// its real server is gone; then it holds it against nothing, of any
+	// protocol.
 	gone := map[uint32]bool{}
 	tt := newTestTable(t, Config{Shards: 4, Gone: func(dest uint32) bool { return gone[dest] }})
 	c := mkConn(6, service.FwdMasq, service.TCP)
@@ -416,9 +417,6 @@ func TestReuseReplyTuple(t *testing.T) {
 		t.Fatalf("SYN over a live %v entry: %v", got.State, err)
 	}
 	gone[c.Dest] = true
-	if err := tt.Insert(&c2, ack); !errors.Is(err, ErrExists) {
-		t.Fatalf("ACK over a gone server's entry: %v", err)
-	}
 	c2.Dest = c.Dest + 1 // the server re-added: a new ID
 	if err := tt.Insert(&c2, syn); err != nil {
 		t.Fatalf("SYN over a gone server's entry: %v", err)
@@ -428,6 +426,29 @@ func TestReuseReplyTuple(t *testing.T) {
 	}
 	if a, i := tt.counts.get(c.Dest); a != 0 || i != 0 {
 		t.Fatalf("gone server's counts %d/%d", a, i)
+	}
+	checkInvariants(t, tt)
+
+	u := mkConn(7, service.FwdMasq, service.UDP)
+	if err := tt.Insert(&u, 0); err != nil {
+		t.Fatal(err)
+	}
+	u2 := u
+	u2.VAddr = addr("198.18.0.101")
+	if err := tt.Insert(&u2, 0); !errors.Is(err, ErrExists) {
+		t.Fatalf("UDP over a live UDP entry: %v", err)
+	}
+	gone[u.Dest] = true
+	u2.Dest = u.Dest + 10
+	if err := tt.Insert(&u2, 0); err != nil {
+		t.Fatalf("UDP over a gone server's UDP entry: %v", err)
+	}
+	r2 := u2.Reply()
+	if d, ok := tt.Lookup(&r2, 0, &got); !ok || d != Reply || got.VAddr != u2.VAddr {
+		t.Fatalf("reply tuple: %v %v, %+v", d, ok, got)
+	}
+	if tt.Len() != 2 {
+		t.Fatalf("Len %d", tt.Len())
 	}
 	checkInvariants(t, tt)
 }

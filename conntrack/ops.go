@@ -106,9 +106,9 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 // a live entry. At capacity it first reaps a few expired entries of the
 // shard the connection would go to; the rest is Sweep's job.
 //
-// A dead connection does not hold its Reply tuple against a new one: a
-// TCP SYN whose Reply tuple is held by a connection in TIME_WAIT or CLOSE,
-// or by one whose real server is gone (Config.Gone), replaces it, as
+// A dead connection does not hold its tuples against a new one: one whose
+// real server is gone (Config.Gone) never does, and a TCP SYN whose Reply
+// tuple is held by a connection in TIME_WAIT or CLOSE replaces it, as
 // Lookup's reuse does for the Orig tuple. The client picks its ports per
 // destination, so it may reuse a port towards another virtual service
 // while its connection from that port to the first one, to the same real
@@ -207,8 +207,8 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 }
 
 // vacancy finds the empty slot where tuple tp (hash h, direction d) goes,
-// reaping an expired entry that holds the tuple, and with reuse a TCP one
-// in TIME_WAIT or CLOSE or of a real server that is gone. taken reports a
+// reaping an entry that holds the tuple if it has expired or its real
+// server is gone, and with reuse a TCP one in TIME_WAIT or CLOSE. taken reports a
 // live entry holding it (pos is then its slot); moved, that reaping
 // shifted slots, so positions found before are stale. Called with s
 // locked.
@@ -221,8 +221,10 @@ func (t *Table) vacancy(s *shard, h uint64, d Dir, tp *Tuple, now uint32, reuse 
 		switch e := s.ent(i); {
 		case !alive(e.expires, now):
 			s.st.expired++
-		case reuse && e.proto == service.TCP && (e.state == StateTimeWait || e.state == StateClose ||
-			t.gone != nil && t.gone(e.dest)):
+		case t.gone != nil && t.gone(e.dest):
+			// Its real server was deleted: it is dead, whatever comes.
+			s.st.reused++
+		case reuse && e.proto == service.TCP && (e.state == StateTimeWait || e.state == StateClose):
 			s.st.reused++
 		default:
 			return p, true, moved
