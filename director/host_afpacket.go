@@ -117,10 +117,10 @@ func servedLinks(names []string) ([]netlink.Link, error) {
 
 func (h *afpHost) ports() []*port { return h.ps }
 
-// watchLinks logs what happens to the served interfaces: down and up
-// (the readers wait for it; see link's afRx.downs), and removal, after
-// which the director no longer serves that name: its sockets were bound
-// to the interface that is gone.
+// watchLinks follows the served interfaces' MTUs and logs what happens to
+// them: down and up (the readers wait for it; see link's afRx.downs), and
+// removal, after which the director no longer serves that name: its
+// sockets were bound to the interface that is gone.
 func (h *afpHost) watchLinks(updates <-chan netlink.LinkUpdate) {
 	defer h.d.wg.Done()
 	up := make(map[int]bool)
@@ -132,6 +132,10 @@ func (h *afpHost) watchLinks(updates <-chan netlink.LinkUpdate) {
 		pt := h.d.portByIndex(a.Index)
 		if pt == nil {
 			continue
+		}
+		if mtu := int32(a.MTU); u.Header.Type != unix.RTM_DELLINK && mtu > 0 && mtu != pt.mtu.Load() {
+			h.d.log.Info("served interface MTU changed", "name", pt.name, "from", pt.mtu.Load(), "to", mtu)
+			pt.mtu.Store(mtu)
 		}
 		switch isUp := a.Flags&net.FlagUp != 0; {
 		case u.Header.Type == unix.RTM_DELLINK:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"uvs/conntrack"
 	"uvs/forward/nat"
@@ -47,6 +48,9 @@ type port struct {
 	ether bool
 	vnet  bool
 	pos   int // position in Director.ports
+	// mtu is the interface's MTU, followed by the link watcher: what a
+	// packet (or each segment of a GSO packet) sent here may carry.
+	mtu atomic.Int32
 }
 
 // worker reads one queue of one port, or with affine workers one queue of
@@ -324,19 +328,27 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 		if !w.ttlOK() {
 			return
 		}
-		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
 		st.Stats.AddIn(w.id, 1, size)
 		v.svc.Stats.AddIn(w.id, 1, size)
-		w.toServer(s, buf, c.Dest)
+		pt, mac, ok := w.serverHop(s, c.Dest)
+		if !ok || pt.ether && !w.fits(pt) {
+			return
+		}
+		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
+		w.forward(pt, mac, buf)
 		return
 	}
 	if !w.ttlOK() {
 		return
 	}
-	nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
 	st.Stats.AddOut(w.id, 1, size)
 	v.svc.Stats.AddOut(w.id, 1, size)
-	w.toClient(buf, c)
+	pt, mac, ok := w.clientHop(c)
+	if !ok || pt.ether && !w.fits(pt) {
+		return
+	}
+	nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
+	w.forward(pt, mac, buf)
 }
 
 // ttlOK drops a packet whose TTL or hop limit would run out here.
@@ -413,10 +425,14 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 		return
 	}
 	size := uint64(len(p.Buf) - p.L3)
-	nat.DNAT(p, addrBytes(&c.DAddr, p.IPVersion == 4), c.DPort, partial)
 	dest.Stats.AddIn(w.id, 1, size)
 	v.svc.Stats.AddIn(w.id, 1, size)
-	w.toServer(s, buf, c.Dest)
+	pt, mac, ok := w.serverHop(s, c.Dest)
+	if !ok || pt.ether && !w.fits(pt) {
+		return
+	}
+	nat.DNAT(p, addrBytes(&c.DAddr, p.IPVersion == 4), c.DPort, partial)
+	w.forward(pt, mac, buf)
 }
 
 // pick schedules a new connection, through the persistence template when
@@ -452,13 +468,19 @@ func (w *worker) icmpError(s *snapshot, buf []byte, partial bool) {
 	if !w.ttlOK() {
 		return
 	}
+	// ICMP errors are not checked against the MTU: they are short (at
+	// most 576 bytes for IPv4, 1280 for IPv6, as the minimum MTUs).
 	if dir == conntrack.Orig {
-		nat.ICMPToServer(p, addrBytes(&c.DAddr, v4), c.DPort)
-		w.toServer(s, buf, c.Dest)
+		if pt, mac, ok := w.serverHop(s, c.Dest); ok {
+			nat.ICMPToServer(p, addrBytes(&c.DAddr, v4), c.DPort)
+			w.forward(pt, mac, buf)
+		}
 		return
 	}
-	nat.ICMPToClient(p, addrBytes(&c.VAddr, v4), c.VPort)
-	w.toClient(buf, c)
+	if pt, mac, ok := w.clientHop(c); ok {
+		nat.ICMPToClient(p, addrBytes(&c.VAddr, v4), c.VPort)
+		w.forward(pt, mac, buf)
+	}
 }
 
 // unreachable answers the current packet with ICMP port unreachable from
@@ -480,11 +502,13 @@ func (w *worker) unreachable() {
 	w.send(w.in, b[:off+n])
 }
 
-// toServer sends a rewritten packet to a real server.
-func (w *worker) toServer(s *snapshot, buf []byte, dest uint32) {
+// serverHop finds where a packet for real server dest goes: the port and
+// the next hop's MAC. With TUN the kernel routes it, back out of the port
+// it came in by. ok is false, and the drop counted, when the next hop is
+// not resolved (yet).
+func (w *worker) serverHop(s *snapshot, dest uint32) (pt *port, mac [6]byte, ok bool) {
 	if !w.in.ether {
-		w.send(w.in, buf) // TUN: the kernel routes it
-		return
+		return w.in, mac, true
 	}
 	var nh *nexthop
 	if int(dest) < len(s.nh) {
@@ -492,30 +516,72 @@ func (w *worker) toServer(s *snapshot, buf []byte, dest uint32) {
 	}
 	if nh == nil {
 		w.d.noNeigh.Add(1)
-		return
+		return nil, mac, false
 	}
-	mac, ok := nh.get()
+	mac, ok = nh.get()
 	if !ok {
 		w.d.noNeigh.Add(1)
 		nh.kick()
-		return
+		return nil, mac, false
 	}
-	w.setEther(nh.port, mac)
-	w.send(nh.port, buf)
+	return nh.port, mac, true
 }
 
-// toClient sends a rewritten packet back the way its connection came.
-func (w *worker) toClient(buf []byte, c *conntrack.Conn) {
+// clientHop finds where a packet for connection c's client goes: back the
+// way the connection came.
+func (w *worker) clientHop(c *conntrack.Conn) (pt *port, mac [6]byte, ok bool) {
 	if !w.in.ether {
-		w.send(w.in, buf)
-		return
+		return w.in, mac, true
 	}
-	pt := w.d.portByIndex(int(c.PeerIf))
-	if pt == nil {
-		return
+	pt = w.d.portByIndex(int(c.PeerIf))
+	return pt, c.PeerMAC, pt != nil
+}
+
+// forward sends the rewritten packet in buf out of pt, to mac on Ethernet.
+func (w *worker) forward(pt *port, mac [6]byte, buf []byte) {
+	if pt.ether {
+		w.setEther(pt, mac)
 	}
-	w.setEther(pt, c.PeerMAC)
 	w.send(pt, buf)
+}
+
+// fits reports whether the current packet, or each segment of it when it
+// is a GSO packet, fits pt's MTU. A packet that does not is dropped and
+// counted, and its sender told (ICMP "fragmentation needed", ICMPv6
+// "packet too big", as a router and IPVS do) unless it is IPv4 without DF,
+// which a router would fragment instead (not done here). With TUN the
+// kernel forwards the packet and checks it; its ICMP error quotes the
+// packet as rewritten, which the sender cannot match (not handled).
+func (w *worker) fits(pt *port) bool {
+	if !pt.ether {
+		return true
+	}
+	p := &w.p
+	mtu := int(pt.mtu.Load())
+	n := p.End() - p.L3
+	if w.in.vnet && w.vh.GSOType&^link.GSOECN != link.GSONone && p.Payload >= 0 {
+		n = p.Payload - p.L3 + int(w.vh.GSOSize)
+	}
+	if n <= mtu {
+		return true
+	}
+	w.d.tooBig.Add(1)
+	if p.IPVersion == 4 && !packet.IPv4(p.Buf[p.L3:]).DontFragment() {
+		return false
+	}
+	b := w.scratch()
+	if b == nil {
+		return false
+	}
+	off := headroom
+	if w.in.vnet {
+		clear(b[off : off+link.VnetHdrLen])
+		off += link.VnetHdrLen
+	}
+	if k := packet.BuildFragNeeded(b[off:], p, mtu); k > 0 {
+		w.send(w.in, b[:off+k])
+	}
+	return false
 }
 
 // setEther rewrites the Ethernet addresses for the next hop.

@@ -22,6 +22,7 @@ func openAFPacketPort(l netlink.Link, workers int, cfg Config, affine bool) (*po
 	}
 	pt := &port{dev: first, queues: []link.Device{first}, index: first.Index(), name: name,
 		mac: first.MAC(), ether: first.Ethernet(), vnet: first.VnetHdr()}
+	pt.mtu.Store(int32(first.MTU()))
 	for len(pt.queues) < workers {
 		q, err := first.OpenQueue()
 		if err != nil {
