@@ -48,6 +48,7 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	// stale rules do not outlive it past the next start.
 	h := &afpHost{d: d, table: &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "uvs"}}
 	h.sets.table = h.table
+	h.sets.frags = true
 	if c, err := nftables.New(); err == nil {
 		c.DelTable(h.table)
 		_ = c.Flush() // ENOENT when there is none

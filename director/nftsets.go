@@ -45,8 +45,12 @@ var (
 	setRSAny  = [2]divertSet{{"rsany4", concat4NoPort}, {"rsany6", concat6NoPort}}   // NAT real server . proto, port 0
 	setRSAddr = [2]divertSet{{"rsaddr4", nftables.TypeIPAddr}, {"rsaddr6", nftables.TypeIP6Addr}}
 	setVIP    = [2]divertSet{{"vip4", nftables.TypeIPAddr}, {"vip6", nftables.TypeIP6Addr}} // VIPs the host does not own
+	// VIP . proto of every service and NAT real server . proto, for
+	// fragments, which carry no port after the first.
+	setSvcProto = [2]divertSet{{"svcproto4", concat4NoPort}, {"svcproto6", concat6NoPort}}
+	setRSProto  = [2]divertSet{{"rsproto4", concat4NoPort}, {"rsproto6", concat6NoPort}}
 
-	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP}
+	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP, setSvcProto, setRSProto}
 )
 
 // elemsPerBatch bounds the set elements sent in one netlink batch: the
@@ -68,6 +72,7 @@ func divertElements(s *snapshot, local map[conntrack.Addr]bool) divertElems {
 		e[kind[fam].name] = append(e[kind[fam].name], nftables.SetElement{Key: key})
 	}
 	for k, v := range s.byKey {
+		add(setSvcProto, k.addr, setKey(k.addr, k.proto, false, 0))
 		if v.svc.Port == 0 {
 			add(setSvcAny, k.addr, setKey(k.addr, k.proto, false, 0))
 		} else {
@@ -87,6 +92,7 @@ func divertElements(s *snapshot, local map[conntrack.Addr]bool) divertElems {
 				add(setRS, a, setKey(a, k.proto, true, ds.Port))
 			}
 			add(setRSAddr, a, addrKey(a))
+			add(setRSProto, a, setKey(a, k.proto, false, 0))
 		}
 	}
 	for name, els := range e {
@@ -119,6 +125,10 @@ type divertTable struct {
 	table *nftables.Table
 	gen   int
 	sets  []*nftables.Set // the generation the rules use
+	// frags adds rules for IPv4 fragments after the first: to a service's
+	// VIP, or from a NAT real server, with a service's protocol (the
+	// AF_PACKET director reads them reassembled).
+	frags bool
 }
 
 // install makes the table's chains hold, in order, the rules in first and
@@ -172,7 +182,7 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 	// The swap: one transaction.
 	c.AddTable(dt.table)
 	c.FlushTable(t)
-	rules := append(slices.Clone(first), divertRules(byName)...)
+	rules := append(slices.Clone(first), divertRules(byName, dt.frags)...)
 	for _, ch := range chains(t) {
 		for _, r := range rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), v)})
@@ -192,8 +202,9 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 // Registers: the 32-bit ones a concatenation is loaded into.
 const reg32 = 8 // NFT_REG32_00
 
-// divertRules are the matches over the sets, for both families.
-func divertRules(sets map[string]*nftables.Set) [][]expr.Any {
+// divertRules are the matches over the sets, for both families, with
+// frags those for IPv4 fragments after the first too.
+func divertRules(sets map[string]*nftables.Set, frags bool) [][]expr.Any {
 	var rules [][]expr.Any
 	for fam, v6 := range []bool{false, true} {
 		alen, saddr, daddr := uint32(4), uint32(12), uint32(16)
@@ -233,6 +244,18 @@ func divertRules(sets map[string]*nftables.Set) [][]expr.Any {
 		for _, t := range types {
 			r := append(addr(saddr, setRSAddr), l4(icmp)...)
 			rules = append(rules, append(r, icmpType(), cmpEq([]byte{t})))
+		}
+		if frags && !v6 {
+			// A fragment offset: the first fragment has the ports and
+			// meets the rules above.
+			later := []expr.Any{
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x1f, 0xff}, Xor: []byte{0, 0}},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
+			}
+			rules = append(rules,
+				append(tuple(daddr, -1, setSvcProto), later...),
+				append(tuple(saddr, -1, setRSProto), later...))
 		}
 	}
 	return rules

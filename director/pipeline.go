@@ -266,8 +266,9 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		return
 	}
 	if p.Fragment {
-		// Only first fragments carry ports; IPVS does not balance the
-		// rest without reassembly either. Leave them to the kernel.
+		// With AF_PACKET, IPv4 fragments come reassembled (link's
+		// Defrag), as IPVS reassembles them. The rest (IPv6, and any
+		// with TUN) are not balanced: left to the kernel.
 		w.passThrough(buf)
 		return
 	}
@@ -331,7 +332,7 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 		st.Stats.AddIn(w.id, 1, size)
 		v.svc.Stats.AddIn(w.id, 1, size)
 		pt, mac, ok := w.serverHop(s, c.Dest)
-		if !ok || pt.ether && !w.fits(pt) {
+		if !ok || pt.ether && !w.fits(pt, buf) {
 			return
 		}
 		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
@@ -344,7 +345,7 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	st.Stats.AddOut(w.id, 1, size)
 	v.svc.Stats.AddOut(w.id, 1, size)
 	pt, mac, ok := w.clientHop(c)
-	if !ok || pt.ether && !w.fits(pt) {
+	if !ok || pt.ether && !w.fits(pt, buf) {
 		return
 	}
 	nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
@@ -428,7 +429,7 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	dest.Stats.AddIn(w.id, 1, size)
 	v.svc.Stats.AddIn(w.id, 1, size)
 	pt, mac, ok := w.serverHop(s, c.Dest)
-	if !ok || pt.ether && !w.fits(pt) {
+	if !ok || pt.ether && !w.fits(pt, buf) {
 		return
 	}
 	nat.DNAT(p, addrBytes(&c.DAddr, p.IPVersion == 4), c.DPort, partial)
@@ -545,14 +546,17 @@ func (w *worker) forward(pt *port, mac [6]byte, buf []byte) {
 	w.send(pt, buf)
 }
 
-// fits reports whether the current packet, or each segment of it when it
-// is a GSO packet, fits pt's MTU. A packet that does not is dropped and
-// counted, and its sender told (ICMP "fragmentation needed", ICMPv6
-// "packet too big", as a router and IPVS do) unless it is IPv4 without DF,
-// which a router would fragment instead (not done here). With TUN the
+// fits reports whether the current packet in buf, or each segment of it
+// when it is a GSO packet, fits pt's MTU. A packet that does not is
+// dropped and counted, and its sender told (ICMP "fragmentation needed",
+// ICMPv6 "packet too big", as a router and IPVS do), unless it is IPv4
+// without DF: a router fragments that, and so does the director for UDP
+// (a datagram the kernel reassembled for it, or one too large for the
+// way out), by sending it as a UFO packet that the kernel cuts into
+// fragments; other such packets are dropped and counted. With TUN the
 // kernel forwards the packet and checks it; its ICMP error quotes the
 // packet as rewritten, which the sender cannot match (not handled).
-func (w *worker) fits(pt *port) bool {
+func (w *worker) fits(pt *port, buf []byte) bool {
 	if !pt.ether {
 		return true
 	}
@@ -565,10 +569,15 @@ func (w *worker) fits(pt *port) bool {
 	if n <= mtu {
 		return true
 	}
-	w.d.tooBig.Add(1)
 	if p.IPVersion == 4 && !packet.IPv4(p.Buf[p.L3:]).DontFragment() {
+		if p.Proto == packet.ProtoUDP && p.L4 >= 0 && !p.Fragment && w.in.vnet && pt.vnet {
+			w.ufo(buf, mtu)
+			return true
+		}
+		w.d.tooBig.Add(1)
 		return false
 	}
+	w.d.tooBig.Add(1)
 	b := w.scratch()
 	if b == nil {
 		return false
@@ -582,6 +591,18 @@ func (w *worker) fits(pt *port) bool {
 		w.send(w.in, b[:off+k])
 	}
 	return false
+}
+
+// ufo marks the UDP datagram in buf (IPv4, vnet header first) for the
+// kernel to send as fragments of at most mtu bytes: UDP fragmentation
+// offload, which the kernel does in software for packet sockets. It
+// computes the UDP checksum over the whole datagram as it does so.
+func (w *worker) ufo(buf []byte, mtu int) {
+	p := &w.p
+	hl := p.L4 - p.L3
+	h := link.VnetHdr{GSOType: link.GSOUDP, HdrLen: uint16(p.L4 + packet.UDPLen),
+		GSOSize: uint16((mtu - hl) &^ 7)} // fragment payloads are multiples of 8
+	h.Encode(buf[headroom:])
 }
 
 // setEther rewrites the Ethernet addresses for the next hop.

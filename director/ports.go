@@ -16,7 +16,7 @@ func openAFPacketPort(l netlink.Link, workers int, cfg Config, affine bool) (*po
 	name := l.Attrs().Name
 	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: cfg.AFPacketRing,
 		Blocking: !cfg.AFPacketPoller && !cfg.AFPacketRing, SpinFor: cfg.AFPacketSpin,
-		FanoutBPF: affine})
+		FanoutBPF: affine, Defrag: true})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

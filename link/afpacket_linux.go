@@ -54,6 +54,13 @@ type AFPacketConfig struct {
 	// the queues were opened, the first one included. Until one is set,
 	// frames are spread by the kernel's flow hash.
 	FanoutBPF bool
+	// Defrag has the kernel reassemble IPv4 fragments before they reach
+	// the queues (PACKET_FANOUT_FLAG_DEFRAG): a fragmented datagram is
+	// read as one frame, with its ports, and whole datagrams are what the
+	// fanout spreads. The socket joins a fanout group of its own at once,
+	// since the flag belongs to a group. The kernel's own copy of the
+	// fragments is not affected.
+	Defrag bool
 }
 
 const (
@@ -152,6 +159,15 @@ func OpenAFPacket(ifname string, cfg *AFPacketConfig) (*AFPacket, error) {
 		ns.Close()
 		return nil, err
 	}
+	if c.Defrag {
+		d.group.mu.Lock()
+		err := d.ensureGroup()
+		d.group.mu.Unlock()
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	return d, nil
 }
 
@@ -163,17 +179,8 @@ func (d *AFPacket) OpenQueue() (*AFPacket, error) {
 	g := d.group
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.id < 0 {
-		id, err := joinFanout(d.rc, -1, d.cfg.FanoutBPF)
-		if err != nil {
-			return nil, fmt.Errorf("af_packet %s: create fanout group: %w", d.name, err)
-		}
-		g.id = id
-		if d.cfg.FanoutBPF {
-			if err := d.SetFanoutProgram(byFlowHash); err != nil {
-				return nil, err
-			}
-		}
+	if err := d.ensureGroup(); err != nil {
+		return nil, err
 	}
 	ns, err := unix.Dup(int(d.ns))
 	if err != nil {
@@ -189,21 +196,51 @@ func (d *AFPacket) OpenQueue() (*AFPacket, error) {
 		unix.Close(ns)
 		return nil, err
 	}
-	if _, err := joinFanout(q.rc, g.id, d.cfg.FanoutBPF); err != nil {
+	if _, err := joinFanout(q.rc, g.id, d.cfg.FanoutBPF, d.cfg.Defrag); err != nil {
 		q.Close()
 		return nil, fmt.Errorf("af_packet %s: join fanout group %d: %w", d.name, g.id, err)
 	}
 	return q, nil
 }
 
+// ensureGroup puts d, the first queue, in a new fanout group unless it is
+// in one. Called with d.group.mu held.
+func (d *AFPacket) ensureGroup() error {
+	g := d.group
+	if g.id >= 0 {
+		return nil
+	}
+	id, err := joinFanout(d.rc, -1, d.cfg.FanoutBPF, d.cfg.Defrag)
+	if err != nil {
+		return fmt.Errorf("af_packet %s: create fanout group: %w", d.name, err)
+	}
+	g.id = id
+	if d.cfg.FanoutBPF {
+		if err := d.SetFanoutProgram(byFlowHash); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // joinFanout joins the socket to fanout group id, or creates a group with a
 // kernel-chosen unique id when id < 0 (so we never join another program's
-// group by accident). It returns the group id.
-func joinFanout(rc syscall.RawConn, id int, byBPF bool) (int, error) {
+// group by accident). It returns the group id. Every member of a group
+// has the same mode and flags.
+func joinFanout(rc syscall.RawConn, id int, byBPF, defrag bool) (int, error) {
 	mode := unix.PACKET_FANOUT_HASH
 	if byBPF {
 		mode = unix.PACKET_FANOUT_CBPF
 	}
+	if defrag {
+		mode |= unix.PACKET_FANOUT_FLAG_DEFRAG
+	}
+	// The group's hook replaces the sockets' own, so their
+	// PACKET_IGNORE_OUTGOING no longer applies: without this flag every
+	// frame the host sends out of the interface is copied to the group
+	// (and, with DEFRAG, fragments the kernel cuts are reassembled for
+	// it) only for Read to drop it.
+	mode |= unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
 	var out int
 	var serr error
 	err := rc.Control(func(fd uintptr) {

@@ -161,9 +161,14 @@ func TestAFPacketReadsUDPAndNotOwnOutput(t *testing.T) {
 // to its thread.
 func testReadsUDP(t *testing.T, x, y *testNS, cfg *AFPacketConfig) []byte {
 	t.Helper()
+	return testReadsDatagram(t, x, y, cfg, []byte("uvs link test datagram"))
+}
+
+// testReadsDatagram is testReadsUDP with the given payload.
+func testReadsDatagram(t *testing.T, x, y *testNS, cfg *AFPacketConfig, payload []byte) []byte {
+	t.Helper()
 	d := openAF(t, y, "y0", cfg)
 	c := dialUDP(t, x, nil, &net.UDPAddr{IP: ipY, Port: 9999})
-	payload := []byte("uvs link test datagram")
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -220,6 +225,20 @@ func readUntilDatagram(d *AFPacket, payload []byte) ([]byte, error) {
 				return f, nil
 			}
 		}
+	}
+}
+
+// With Defrag a datagram the sender fragmented (4000 bytes over a
+// 1500-byte link) is read as one frame, whole; without it, as fragments,
+// which the test would not find.
+func TestAFPacketDefragReassembles(t *testing.T) {
+	needRoot(t)
+	x, y := pair(t)
+	payload := bytes.Repeat([]byte("fragmented datagram "), 200)
+	f := testReadsDatagram(t, x, y, &AFPacketConfig{Defrag: true}, payload)
+	ip, _ := udpOf(f[VnetHdrLen:])
+	if ip.Flags&layers.IPv4MoreFragments != 0 || ip.FragOffset != 0 || int(ip.Length) != 20+8+len(payload) {
+		t.Errorf("reassembled datagram: flags %v, offset %d, length %d", ip.Flags, ip.FragOffset, ip.Length)
 	}
 }
 
