@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -188,18 +189,36 @@ func TestProcStatSelf(t *testing.T) {
 	if before.PID != os.Getpid() {
 		t.Errorf("pid %d, want %d", before.PID, os.Getpid())
 	}
+	// Spin until the process has used 100 ms more CPU by getrusage, which
+	// on a busy machine takes longer than 100 ms of wall time (bounded).
 	x := 1.0
-	for deadline := time.Now().Add(100 * time.Millisecond); time.Now().Before(deadline); {
+	start := rusageCPU(t)
+	for deadline := time.Now().Add(10 * time.Second); rusageCPU(t) < start+100*time.Millisecond && time.Now().Before(deadline); {
 		for i := 0; i < 1000; i++ {
 			x = math.Sqrt(x + float64(i))
 		}
 	}
 	b, _ = os.ReadFile("/proc/self/stat")
+	ru := rusageCPU(t)
 	after, err := ParseProcStat(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.CPU() < before.CPU()+50*time.Millisecond {
-		t.Errorf("CPU %v then %v after spinning 100ms (x=%v)", before.CPU(), after.CPU(), x)
+		t.Errorf("CPU %v then %v after spinning 100ms of CPU (x=%v)", before.CPU(), after.CPU(), x)
 	}
+	// The same clock as getrusage, to within a few ticks.
+	if d := ru - after.CPU(); d < -30*time.Millisecond || d > 30*time.Millisecond {
+		t.Errorf("CPU %v from /proc/self/stat, %v from getrusage", after.CPU(), ru)
+	}
+}
+
+// rusageCPU is the process's user and system CPU time by getrusage.
+func rusageCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
