@@ -37,6 +37,11 @@ type fields struct {
 	// IPv6 packet with a fragment header. L4 fields are only there for the
 	// first fragment.
 	Fragment bool
+	// FragHdr is the offset in Buf of an IPv6 packet's fragment header,
+	// and FragNH that of the Next Header byte naming it (in the fixed
+	// header or the extension header before it); both -1 without one
+	// (and for IPv4).
+	FragHdr, FragNH int
 
 	// Inner is the packet quoted by an ICMP or ICMPv6 error, so the
 	// director can find the connection the error is about. Inner.L3 is -1
@@ -47,7 +52,7 @@ type fields struct {
 	end int // end of the IP packet (or ARP message); what follows is link padding
 }
 
-var blank = fields{L2: -1, L3: -1, L4: -1, Payload: -1, Inner: Quoted{L3: -1, L4: -1}}
+var blank = fields{L2: -1, L3: -1, L4: -1, Payload: -1, FragHdr: -1, FragNH: -1, Inner: Quoted{L3: -1, L4: -1}}
 
 // Quoted is the packet an ICMP error quotes. Its addresses are of the same
 // family as the outer packet's.
@@ -223,12 +228,13 @@ func (p *Parsed) decodeIPv6() DropReason {
 	}
 	p.IPVersion = 6
 	p.end = p.L3 + n
-	off, nh, fragOff, r := skipExtHeaders(p.Buf[:p.end], p.L3+IPv6Len, h.NextHeader())
+	off, nh, fragOff, fh, fnh, r := skipExtHeaders(p.Buf[:p.end], p.L3+IPv6Len, h.NextHeader(), p.L3+6)
 	if r != OK {
 		return r
 	}
 	p.Proto = nh
 	p.Fragment = fragOff >= 0
+	p.FragHdr, p.FragNH = fh, fnh
 	if fragOff > 0 {
 		p.Payload = off
 		return OK
@@ -240,35 +246,40 @@ func (p *Parsed) decodeIPv6() DropReason {
 }
 
 // skipExtHeaders walks the IPv6 extension headers in b from off, next
-// header nh, up to the upper-layer header or a non-first fragment. fragOff
-// is -1 without a fragment header, else the fragment offset in bytes.
-// Every header is at least 8 bytes, so the walk ends within len(b)/8 steps.
-func skipExtHeaders(b []byte, off int, nh uint8) (next int, proto uint8, fragOff int, r DropReason) {
-	fragOff = -1
+// header nh (named by the byte at nhAt), up to the upper-layer header or a
+// non-first fragment. fragOff is -1 without a fragment header, else the
+// fragment offset in bytes; frag is the offset of the (first) fragment
+// header and fragNH that of the byte naming it, -1 without one. Every
+// header is at least 8 bytes, so the walk ends within len(b)/8 steps.
+func skipExtHeaders(b []byte, off int, nh uint8, nhAt int) (next int, proto uint8, fragOff, frag, fragNH int, r DropReason) {
+	fragOff, frag, fragNH = -1, -1, -1
 	for {
 		switch nh {
 		case ProtoHopByHop, ProtoRouting, ProtoDstOpts:
 			if off+8 > len(b) {
-				return off, nh, fragOff, BadExtHeader
+				return off, nh, fragOff, frag, fragNH, BadExtHeader
 			}
 			l := (int(b[off+1]) + 1) * 8
 			if off+l > len(b) {
-				return off, nh, fragOff, BadExtHeader
+				return off, nh, fragOff, frag, fragNH, BadExtHeader
 			}
-			nh = b[off]
+			nh, nhAt = b[off], off
 			off += l
 		case ProtoFragment:
 			if off+8 > len(b) {
-				return off, nh, fragOff, BadExtHeader
+				return off, nh, fragOff, frag, fragNH, BadExtHeader
+			}
+			if frag < 0 {
+				frag, fragNH = off, nhAt
 			}
 			fragOff = int(be16(b[off+2:]) &^ 7)
-			nh = b[off]
+			nh, nhAt = b[off], off
 			off += 8
 			if fragOff != 0 {
-				return off, nh, fragOff, OK
+				return off, nh, fragOff, frag, fragNH, OK
 			}
 		default:
-			return off, nh, fragOff, OK
+			return off, nh, fragOff, frag, fragNH, OK
 		}
 	}
 }
@@ -366,7 +377,7 @@ func (p *Parsed) decodeQuote(off int) DropReason {
 		if len(h) < IPv6Len || h.Version() != 6 {
 			return BadICMP
 		}
-		next, nh, fragOff, r := skipExtHeaders(p.Buf[:p.end], off+IPv6Len, h.NextHeader())
+		next, nh, fragOff, _, _, r := skipExtHeaders(p.Buf[:p.end], off+IPv6Len, h.NextHeader(), off+6)
 		if r != OK {
 			return BadICMP
 		}
