@@ -89,6 +89,7 @@ type Director struct {
 	full    atomic.Uint64      // connection table full
 	taken   atomic.Uint64      // a live connection holds the new one's tuple
 	tooBig  atomic.Uint64      // larger than the outgoing interface's MTU
+	badFrag atomic.Uint64      // an IPv6 fragment reassembly refused
 	noNeigh atomic.Uint64      // next hop not resolved yet
 	ttl     atomic.Uint64      // TTL exceeded
 
@@ -346,15 +347,15 @@ func (d *Director) Rates(s *service.Stats) rate.Rates { return d.est.Get(s) }
 
 // Counters are the director's own drop counters, for logs and metrics.
 type Counters struct {
-	Malformed                                         map[string]uint64 // by reason
-	NoConn, NoDest, Full, Taken, NoNeigh, TTL, TooBig uint64
-	Conns                                             int
+	Malformed                                                  map[string]uint64 // by reason
+	NoConn, NoDest, Full, Taken, NoNeigh, TTL, TooBig, BadFrag uint64
+	Conns                                                      int
 }
 
 // Counters returns the drop counters.
 func (d *Director) Counters() Counters {
 	c := Counters{Malformed: map[string]uint64{}, NoConn: d.noConn.Load(), NoDest: d.noDest.Load(),
-		Full: d.full.Load(), Taken: d.taken.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), TooBig: d.tooBig.Load(), Conns: d.ct.Len()}
+		Full: d.full.Load(), Taken: d.taken.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), TooBig: d.tooBig.Load(), BadFrag: d.badFrag.Load(), Conns: d.ct.Len()}
 	for _, r := range packet.Reasons() {
 		if n := d.drops[r].Load(); n > 0 {
 			c.Malformed[r.String()] = n
@@ -378,6 +379,7 @@ func (d *Director) Drops() map[string]uint64 {
 	m["no_neighbour"] = c.NoNeigh
 	m["ttl_exceeded"] = c.TTL
 	m["too_big"] = c.TooBig
+	m["bad_fragment"] = c.BadFrag
 	m["socket_queue_full"], m["send_failed"] = d.socketDrops()
 	return m
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"uvs/conntrack"
 	"uvs/service"
@@ -125,9 +126,9 @@ type divertTable struct {
 	table *nftables.Table
 	gen   int
 	sets  []*nftables.Set // the generation the rules use
-	// frags adds rules for IPv4 fragments after the first: to a service's
+	// frags adds rules for fragments after the first: to a service's
 	// VIP, or from a NAT real server, with a service's protocol (the
-	// AF_PACKET director reads them reassembled).
+	// AF_PACKET director balances the datagrams whole).
 	frags bool
 }
 
@@ -245,13 +246,20 @@ func divertRules(sets map[string]*nftables.Set, frags bool) [][]expr.Any {
 			r := append(addr(saddr, setRSAddr), l4(icmp)...)
 			rules = append(rules, append(r, icmpType(), cmpEq([]byte{t})))
 		}
-		if frags && !v6 {
-			// A fragment offset: the first fragment has the ports and
-			// meets the rules above.
+		if frags {
+			// IPv4: a fragment offset (the first fragment has the ports
+			// and meets the rules above). IPv6: a fragment header; meta
+			// l4proto is what it carries.
 			later := []expr.Any{
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x1f, 0xff}, Xor: []byte{0, 0}},
 				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
+			}
+			if v6 {
+				later = []expr.Any{
+					&expr.Exthdr{Op: expr.ExthdrOpIpv6, Type: 44, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
+					cmpEq([]byte{1}),
+				}
 			}
 			rules = append(rules,
 				append(tuple(daddr, -1, setSvcProto), later...),

@@ -10,6 +10,7 @@ import (
 	"uvs/forward/nat"
 	"uvs/link"
 	"uvs/packet"
+	"uvs/reasm"
 	"uvs/scheduler"
 	"uvs/service"
 )
@@ -69,6 +70,15 @@ type worker struct {
 	pend  [][][]byte // per port: frames to write, sliced from bufs or scratch
 	scr   [][]byte
 	nscr  int
+
+	// IPv6 fragments, reassembled here (the kernel does IPv4's): the
+	// table, made at the first fragment, and buffers for the datagrams a
+	// batch completes. fragMax is the longest fragment of the datagram
+	// being handled, 0 when it came whole.
+	reasm   *reasm.Table
+	rbufs   [][]byte
+	nrbuf   int
+	fragMax int
 
 	p    packet.Parsed
 	tp   conntrack.Tuple
@@ -179,7 +189,7 @@ func (w *worker) run() {
 		}
 		w.d.clock.Tick()
 		s := w.d.snap.Load()
-		w.nscr = 0
+		w.nscr, w.nrbuf = 0, 0
 		for i := 0; i < n; i++ {
 			w.frame(s, w.bufs[i][:headroom+w.lens[i]])
 		}
@@ -266,13 +276,70 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		return
 	}
 	if p.Fragment {
-		// With AF_PACKET, IPv4 fragments come reassembled (link's
-		// Defrag), as IPVS reassembles them. The rest (IPv6, and any
-		// with TUN) are not balanced: left to the kernel.
+		// Datagrams are balanced whole, as IPVS reassembles them. With
+		// AF_PACKET, IPv4 fragments come reassembled (link's Defrag);
+		// IPv6 ones are reassembled here. With TUN, fragments are left
+		// to the kernel.
+		if p.IPVersion == 6 && w.in.ether && p.FragHdr >= 0 {
+			w.fragment6(s)
+			return
+		}
 		w.passThrough(buf)
 		return
 	}
 	w.ip(s, buf, partial)
+}
+
+// rbufsPerBatch bounds the IPv6 datagrams one batch of frames completes.
+const rbufsPerBatch = 4
+
+// fragment6 adds the current packet, an IPv6 fragment, to the worker's
+// reassembly; the datagram it completes goes on as one packet.
+func (w *worker) fragment6(s *snapshot) {
+	p := &w.p
+	if w.reasm == nil {
+		w.reasm = reasm.NewTable(reasm.Config{})
+		w.rbufs = make([][]byte, rbufsPerBatch)
+		for i := range w.rbufs {
+			w.rbufs[i] = make([]byte, bufSize)
+		}
+	}
+	var b []byte // where a completed datagram goes; nil when the batch used them all
+	if w.nrbuf < len(w.rbufs) {
+		b = w.rbufs[w.nrbuf]
+	}
+	off := headroom
+	if w.in.vnet {
+		off += link.VnetHdrLen
+	}
+	l2 := p.L3 - p.L2
+	var out []byte
+	if b != nil {
+		out = b[off+l2:]
+	}
+	n, maxFrag, err := w.reasm.Add(p.Buf[p.L3:p.End()], p.FragHdr-p.L3, p.FragNH-p.L3, w.d.clock.Now(), out)
+	if err != nil {
+		w.d.badFrag.Add(1)
+		return
+	}
+	if n == 0 {
+		return
+	}
+	w.nrbuf++
+	copy(b[off:], p.Buf[p.L2:p.L3])
+	clear(b[headroom:off])
+	w.vh = link.VnetHdr{}
+	frame := b[:off+l2+n]
+	if r := p.Decode(frame[off:], true); r != packet.OK || p.Fragment {
+		w.d.badFrag.Add(1)
+		return
+	}
+	if p.Proto != service.TCP && p.Proto != service.UDP {
+		return // nothing of ours: the kernel has the fragments
+	}
+	w.fragMax = maxFrag
+	w.ip(s, frame, false)
+	w.fragMax = 0
 }
 
 // tuple fills w.tp from the packet's own addresses and ports.
@@ -566,11 +633,23 @@ func (w *worker) fits(pt *port, buf []byte) bool {
 	if w.in.vnet && w.vh.GSOType&^link.GSOECN != link.GSONone && p.Payload >= 0 {
 		n = p.Payload - p.L3 + int(w.vh.GSOSize)
 	}
-	if n <= mtu {
+	limit := mtu
+	if w.fragMax > 0 {
+		// Reassembled here: it leaves in fragments no larger than it
+		// came in (the sender's path MTU), as the kernel's reassembly
+		// for netfilter does.
+		limit = min(mtu, w.fragMax)
+	}
+	if n <= limit {
+		return true
+	}
+	ufo := p.Proto == packet.ProtoUDP && p.L4 >= 0 && !p.Fragment && w.in.vnet && pt.vnet
+	if w.fragMax > 0 && ufo {
+		w.ufo(buf, limit)
 		return true
 	}
 	if p.IPVersion == 4 && !packet.IPv4(p.Buf[p.L3:]).DontFragment() {
-		if p.Proto == packet.ProtoUDP && p.L4 >= 0 && !p.Fragment && w.in.vnet && pt.vnet {
+		if ufo {
 			w.ufo(buf, mtu)
 			return true
 		}
@@ -593,13 +672,17 @@ func (w *worker) fits(pt *port, buf []byte) bool {
 	return false
 }
 
-// ufo marks the UDP datagram in buf (IPv4, vnet header first) for the
-// kernel to send as fragments of at most mtu bytes: UDP fragmentation
-// offload, which the kernel does in software for packet sockets. It
-// computes the UDP checksum over the whole datagram as it does so.
+// ufo marks the UDP datagram in buf (vnet header first) for the kernel to
+// send as fragments of at most mtu bytes: UDP fragmentation offload, which
+// the kernel does in software for packet sockets, inserting the fragment
+// header for IPv6. It computes the UDP checksum over the whole datagram
+// as it does so.
 func (w *worker) ufo(buf []byte, mtu int) {
 	p := &w.p
 	hl := p.L4 - p.L3
+	if p.IPVersion == 6 {
+		hl += 8 // the fragment header
+	}
 	h := link.VnetHdr{GSOType: link.GSOUDP, HdrLen: uint16(p.L4 + packet.UDPLen),
 		GSOSize: uint16((mtu - hl) &^ 7)} // fragment payloads are multiples of 8
 	h.Encode(buf[headroom:])
