@@ -356,24 +356,9 @@ func TestExists(t *testing.T) {
 // new SYN replaces the old entry, as a SYN on its own Orig tuple does.
 func TestReuseReplyTuple(t *testing.T) {
 	for _, old := range []State{StateTimeWait, StateClose} {
-		tt := newTestTable(t, Config{Shards: 4})
-		c := mkConn(5, service.FwdMasq, service.TCP)
-		if err := tt.Insert(&c, syn); err != nil {
-			t.Fatal(err)
-		}
+		tt, c := closedConn(t, old)
 		o, r := c.Orig(), c.Reply()
 		var got Conn
-		tt.Lookup(&r, synack, &got)
-		tt.Lookup(&o, ack, &got)
-		if old == StateTimeWait {
-			tt.Lookup(&o, fin, &got)
-			tt.Lookup(&r, fin, &got)
-		} else {
-			tt.Lookup(&o, rst, &got)
-		}
-		if got.State != old {
-			t.Fatalf("setup: %v", got.State)
-		}
 		c2 := c
 		c2.VAddr, c2.VPort = addr("198.18.0.101"), c.VPort+1
 		// Only a SYN opens a new connection over it.
@@ -453,26 +438,36 @@ func TestReuseReplyTuple(t *testing.T) {
 	checkInvariants(t, tt)
 }
 
+// closedConn returns a table holding one NAT TCP connection, taken
+// through its handshake to old: TIME_WAIT (FINs both ways) or CLOSE (RST).
+func closedConn(t *testing.T, old State) (*testTable, Conn) {
+	t.Helper()
+	tt := newTestTable(t, Config{Shards: 4})
+	c := mkConn(5, service.FwdMasq, service.TCP)
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	o, r := c.Orig(), c.Reply()
+	var got Conn
+	tt.Lookup(&r, synack, &got)
+	tt.Lookup(&o, ack, &got)
+	if old == StateTimeWait {
+		tt.Lookup(&o, fin, &got)
+		tt.Lookup(&r, fin, &got)
+	} else {
+		tt.Lookup(&o, rst, &got)
+	}
+	if got.State != old {
+		t.Fatalf("setup: %v", got.State)
+	}
+	return tt, c
+}
+
 func TestReuseTimeWait(t *testing.T) {
 	for _, old := range []State{StateTimeWait, StateClose} {
-		tt := newTestTable(t, Config{Shards: 4})
-		c := mkConn(5, service.FwdMasq, service.TCP)
-		if err := tt.Insert(&c, syn); err != nil {
-			t.Fatal(err)
-		}
-		o, r := c.Orig(), c.Reply()
+		tt, c := closedConn(t, old)
+		o := c.Orig()
 		var got Conn
-		tt.Lookup(&r, synack, &got)
-		tt.Lookup(&o, ack, &got)
-		if old == StateTimeWait {
-			tt.Lookup(&o, fin, &got)
-			tt.Lookup(&r, fin, &got)
-		} else {
-			tt.Lookup(&o, rst, &got)
-		}
-		if got.State != old {
-			t.Fatalf("setup: %v", got.State)
-		}
 		// A plain ACK does not reuse it.
 		if _, ok := tt.Lookup(&o, ack, &got); !ok || got.State != old {
 			t.Fatalf("ACK on %v: %v %v", old, ok, got.State)

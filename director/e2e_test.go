@@ -860,14 +860,7 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hc := e.n.Director.HTTPClient()
-	hc.Timeout = 5 * time.Second
-	resp, err := hc.Get("http://" + lab.DirOuterIP + ":9100/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b := e.scrape(t)
 	labels := `local_address="198.18.0.1",local_mark="",local_port="80",proto="TCP",remote_address="198.18.1.2",remote_port="80"`
 	for _, want := range []string{
 		"node_ipvs_connections_total 3\n",
@@ -878,13 +871,31 @@ func TestMetrics(t *testing.T) {
 		"uvs_dropped_packets_total{reason=\"socket_queue_full\"} 0\n",
 		"uvs_dropped_packets_total{reason=\"send_failed\"} 0\n",
 	} {
-		if !strings.Contains(string(b), want) {
+		if !strings.Contains(b, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", b)
 	}
+}
+
+// scrape fetches the metrics of a director started with --metrics on
+// lab.DirOuterIP:9100 (its own address, over its loopback).
+func (e *env) scrape(t *testing.T) string {
+	t.Helper()
+	hc := e.n.Director.HTTPClient()
+	hc.Timeout = 5 * time.Second
+	resp, err := hc.Get("http://" + lab.DirOuterIP + ":9100/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // TestRestartAfterKill: a director killed outright leaves its filter

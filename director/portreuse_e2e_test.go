@@ -3,7 +3,6 @@ package director_test
 import (
 	"bufio"
 	"context"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -86,19 +85,8 @@ func TestClientPortReuse(t *testing.T) {
 // (the director runs with --metrics on lab.DirOuterIP:9100).
 func (e *env) dropped(t *testing.T, reason string) int {
 	t.Helper()
-	hc := e.n.Director.HTTPClient()
-	hc.Timeout = 5 * time.Second
-	resp, err := hc.Get("http://" + lab.DirOuterIP + ":9100/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
 	prefix := `uvs_dropped_packets_total{reason="` + reason + `"} `
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(e.scrape(t), "\n") {
 		if v, ok := strings.CutPrefix(l, prefix); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {
