@@ -387,15 +387,8 @@ func TestReuseReplyTuple(t *testing.T) {
 	// its real server is gone; then it holds it against nothing, of any
 	// protocol.
 	gone := map[uint32]bool{}
-	tt := newTestTable(t, Config{Shards: 4, Gone: func(dest uint32) bool { return gone[dest] }})
-	c := mkConn(6, service.FwdMasq, service.TCP)
-	if err := tt.Insert(&c, syn); err != nil {
-		t.Fatal(err)
-	}
-	o, r := c.Orig(), c.Reply()
+	tt, c := connIn(t, Config{Shards: 4, Gone: func(dest uint32) bool { return gone[dest] }}, 6, StateEstablished)
 	var got Conn
-	tt.Lookup(&r, synack, &got)
-	tt.Lookup(&o, ack, &got)
 	c2 := c
 	c2.VAddr = addr("198.18.0.101")
 	if err := tt.Insert(&c2, syn); !errors.Is(err, ErrExists) {
@@ -442,8 +435,16 @@ func TestReuseReplyTuple(t *testing.T) {
 // through its handshake to old: TIME_WAIT (FINs both ways) or CLOSE (RST).
 func closedConn(t *testing.T, old State) (*testTable, Conn) {
 	t.Helper()
-	tt := newTestTable(t, Config{Shards: 4})
-	c := mkConn(5, service.FwdMasq, service.TCP)
+	return connIn(t, Config{Shards: 4}, 5, old)
+}
+
+// connIn returns a table with cfg holding NAT TCP connection n, taken
+// through its handshake to st: ESTABLISHED, then TIME_WAIT (FINs both
+// ways) or CLOSE (RST).
+func connIn(t *testing.T, cfg Config, n int, st State) (*testTable, Conn) {
+	t.Helper()
+	tt := newTestTable(t, cfg)
+	c := mkConn(n, service.FwdMasq, service.TCP)
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
 	}
@@ -451,14 +452,15 @@ func closedConn(t *testing.T, old State) (*testTable, Conn) {
 	var got Conn
 	tt.Lookup(&r, synack, &got)
 	tt.Lookup(&o, ack, &got)
-	if old == StateTimeWait {
+	switch st {
+	case StateTimeWait:
 		tt.Lookup(&o, fin, &got)
 		tt.Lookup(&r, fin, &got)
-	} else {
+	case StateClose:
 		tt.Lookup(&o, rst, &got)
 	}
-	if got.State != old {
-		t.Fatalf("setup: %v", got.State)
+	if got.State != st {
+		t.Fatalf("setup: %v, want %v", got.State, st)
 	}
 	return tt, c
 }
