@@ -392,7 +392,7 @@ func TestReuseReplyTuple(t *testing.T) {
 	c2 := c
 	c2.VAddr = addr("198.18.0.101")
 	if err := tt.Insert(&c2, syn); !errors.Is(err, ErrExists) {
-		t.Fatalf("SYN over a live %v entry: %v", got.State, err)
+		t.Fatalf("SYN over a live ESTABLISHED entry: %v", err)
 	}
 	gone[c.Dest] = true
 	c2.Dest = c.Dest + 1 // the server re-added: a new ID
