@@ -120,7 +120,7 @@ type Stats struct {
 	Inserted    uint64 // connections added
 	Removed     uint64 // connections taken out by Remove
 	Expired     uint64 // connections reaped after their timeout
-	Reused      uint64 // TIME_WAIT/CLOSE entries replaced by a new SYN
+	Reused      uint64 // entries a new connection replaced: TIME_WAIT/CLOSE ones by a SYN, a deleted real server's by any
 	DroppedFull uint64 // Inserts refused at capacity
 	Templates   uint64 // templates created
 }

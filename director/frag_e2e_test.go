@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"uvs/lab"
 )
 
@@ -108,4 +110,113 @@ func snmp6(t *testing.T, e *env, v6 bool, proto, field string) int64 {
 	}
 	t.Fatalf("no %s in /proc/net/snmp6", key)
 	return 0
+}
+
+// TestOwnFragmentsPass: a NAT real server's own fragmented UDP to
+// elsewhere, routed by the director's kernel and through no VIP, arrives
+// whole while the server is a real server of a UDP service: the kernel's
+// copy of a real server's fragments is only dropped when it is a
+// balanced reply, which a port tells (found in review).
+func TestOwnFragmentsPass(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	e.start()
+	e.ipvsadm(t, "-A", "-u", lab.DirOuterIP+":53", "-s", "rr")
+	e.ipvsadm(t, "-a", "-u", lab.DirOuterIP+":53", "-r", lab.RS1IP+":53", "-m")
+	pc, err := e.n.Client.ListenPacket("udp4", ":6000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, size := range []int{1000, 4000} {
+		err := e.n.RS[0].Do(func() error {
+			c, err := net.Dial("udp4", lab.ClientIP+":6000")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(bytes.Repeat([]byte{'x'}, size))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 65536)
+		pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil || n != size {
+			t.Errorf("%d-byte datagram from the real server itself: got %d bytes, %v", size, n, err)
+		}
+	}
+}
+
+// TestUDPGSOTooBig: a client's UDP GSO send (three 1400-byte datagrams in
+// one packet, without DF) towards real servers behind a 1200-byte MTU.
+// Each segment is a datagram of its own: cutting the packet into
+// fragments as one datagram would glue them together (found in review).
+// The director drops it and counts it; a router would fragment each
+// segment (not done here). Behind 1500 bytes the three arrive as sent.
+func TestUDPGSOTooBig(t *testing.T) {
+	for _, mtu := range []string{"1500", "1200"} {
+		t.Run("mtu "+mtu, func(t *testing.T) {
+			e := newEnv(t, "afpacket")
+			e.start("--metrics", lab.DirOuterIP+":9100")
+			if out, err := e.n.Director.Exec("ip", "link", "set", "dev", "eth1", "mtu", mtu); err != nil {
+				t.Fatal(err, out)
+			}
+			pc, err := e.n.RS[0].ListenPacket("udp4", ":5400")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			vip := lab.DirOuterIP + ":5400"
+			e.ipvsadm(t, "-A", "-u", vip, "-s", "rr")
+			e.ipvsadm(t, "-a", "-u", vip, "-r", lab.RS1IP+":5400", "-m")
+			err = e.n.Client.Do(func() error {
+				c, err := net.Dial("udp4", vip)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				rc, err := c.(*net.UDPConn).SyscallConn()
+				if err != nil {
+					return err
+				}
+				var serr error
+				rc.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+					if serr == nil {
+						serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1400)
+					}
+				})
+				if serr != nil {
+					return serr
+				}
+				_, err = c.Write(bytes.Repeat([]byte{'z'}, 3*1400))
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int
+			buf := make([]byte, 65536)
+			for {
+				pc.SetReadDeadline(time.Now().Add(time.Second))
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					break
+				}
+				got = append(got, n)
+			}
+			want := fmt.Sprint([]int{1400, 1400, 1400})
+			if mtu == "1200" {
+				want = "[]"
+				if n := e.dropped(t, "too_big"); n != 1 {
+					t.Errorf("too_big drops: %d, want 1", n)
+				}
+			}
+			if fmt.Sprint(got) != want {
+				t.Errorf("the real server received datagrams of %v bytes, want %s", got, want)
+			}
+		})
+	}
 }

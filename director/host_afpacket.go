@@ -75,6 +75,13 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 	if err := netlink.LinkSubscribe(updates, d.stop); err != nil {
 		d.log.Warn("not watching the served interfaces", "err", err)
 	} else {
+		// An MTU changed between the sockets' opening and the
+		// subscription would otherwise go unseen until the next event.
+		for _, pt := range h.ps {
+			if l, err := netlink.LinkByIndex(pt.index); err == nil {
+				pt.mtu.Store(int32(l.Attrs().MTU))
+			}
+		}
 		d.wg.Add(1)
 		go h.watchLinks(updates)
 	}

@@ -46,12 +46,11 @@ var (
 	setRSAny  = [2]divertSet{{"rsany4", concat4NoPort}, {"rsany6", concat6NoPort}}   // NAT real server . proto, port 0
 	setRSAddr = [2]divertSet{{"rsaddr4", nftables.TypeIPAddr}, {"rsaddr6", nftables.TypeIP6Addr}}
 	setVIP    = [2]divertSet{{"vip4", nftables.TypeIPAddr}, {"vip6", nftables.TypeIP6Addr}} // VIPs the host does not own
-	// VIP . proto of every service and NAT real server . proto, for
-	// fragments, which carry no port after the first.
+	// VIP . proto of every service, for fragments, which carry no port
+	// after the first.
 	setSvcProto = [2]divertSet{{"svcproto4", concat4NoPort}, {"svcproto6", concat6NoPort}}
-	setRSProto  = [2]divertSet{{"rsproto4", concat4NoPort}, {"rsproto6", concat6NoPort}}
 
-	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP, setSvcProto, setRSProto}
+	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP, setSvcProto}
 )
 
 // elemsPerBatch bounds the set elements sent in one netlink batch: the
@@ -93,7 +92,6 @@ func divertElements(s *snapshot, local map[conntrack.Addr]bool) divertElems {
 				add(setRS, a, setKey(a, k.proto, true, ds.Port))
 			}
 			add(setRSAddr, a, addrKey(a))
-			add(setRSProto, a, setKey(a, k.proto, false, 0))
 		}
 	}
 	for name, els := range e {
@@ -126,9 +124,9 @@ type divertTable struct {
 	table *nftables.Table
 	gen   int
 	sets  []*nftables.Set // the generation the rules use
-	// frags adds rules for fragments after the first: to a service's
-	// VIP, or from a NAT real server, with a service's protocol (the
-	// AF_PACKET director balances the datagrams whole).
+	// frags adds a rule for fragments to a service's VIP with the
+	// service's protocol (the AF_PACKET director balances the datagrams
+	// whole).
 	frags bool
 }
 
@@ -247,23 +245,27 @@ func divertRules(sets map[string]*nftables.Set, frags bool) [][]expr.Any {
 			rules = append(rules, append(r, icmpType(), cmpEq([]byte{t})))
 		}
 		if frags {
-			// IPv4: a fragment offset (the first fragment has the ports
-			// and meets the rules above). IPv6: a fragment header; meta
-			// l4proto is what it carries.
-			later := []expr.Any{
+			// Every fragment to a VIP with a service of its protocol, the
+			// first too: the director balances the datagrams whole, and
+			// a kernel given only some of a datagram's fragments would
+			// hold them 30 s in the reassembly memory the director's
+			// own reassembly shares. (So the host's own fragmented
+			// datagrams to another port of such an address are lost.)
+			// A NAT real server's are left alone: without a port they
+			// cannot be told from its own traffic through the host;
+			// the first fragment of a reply meets the rules above.
+			frag := []expr.Any{ // IPv4: MF or an offset
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x1f, 0xff}, Xor: []byte{0, 0}},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x3f, 0xff}, Xor: []byte{0, 0}},
 				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
 			}
-			if v6 {
-				later = []expr.Any{
+			if v6 { // a fragment header; meta l4proto is what it carries
+				frag = []expr.Any{
 					&expr.Exthdr{Op: expr.ExthdrOpIpv6, Type: 44, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
 					cmpEq([]byte{1}),
 				}
 			}
-			rules = append(rules,
-				append(tuple(daddr, -1, setSvcProto), later...),
-				append(tuple(saddr, -1, setRSProto), later...))
+			rules = append(rules, append(tuple(daddr, -1, setSvcProto), frag...))
 		}
 	}
 	return rules

@@ -630,7 +630,8 @@ func (w *worker) fits(pt *port, buf []byte) bool {
 	p := &w.p
 	mtu := int(pt.mtu.Load())
 	n := p.End() - p.L3
-	if w.in.vnet && w.vh.GSOType&^link.GSOECN != link.GSONone && p.Payload >= 0 {
+	gso := w.in.vnet && w.vh.GSOType&^link.GSOECN != link.GSONone
+	if gso && p.Payload >= 0 {
 		n = p.Payload - p.L3 + int(w.vh.GSOSize)
 	}
 	limit := mtu
@@ -643,7 +644,10 @@ func (w *worker) fits(pt *port, buf []byte) bool {
 	if n <= limit {
 		return true
 	}
-	ufo := p.Proto == packet.ProtoUDP && p.L4 >= 0 && !p.Fragment && w.in.vnet && pt.vnet
+	// A GSO packet is not one datagram (UDP GSO segments are the
+	// sender's datagrams): cutting it as one would glue them together.
+	ufo := p.Proto == packet.ProtoUDP && p.L4 >= 0 && !p.Fragment && !gso && w.in.vnet && pt.vnet &&
+		limit-(p.L4-p.L3)-8 >= 8 // room for data in each fragment
 	if w.fragMax > 0 && ufo {
 		w.ufo(buf, limit)
 		return true
