@@ -83,15 +83,16 @@ type Director struct {
 	host   hostBackend
 	ports  []*port
 
-	drops   [256]atomic.Uint64 // by packet.DropReason
-	noConn  atomic.Uint64      // non-SYN TCP for a service with no connection
-	noDest  atomic.Uint64      // no available real server
-	full    atomic.Uint64      // connection table full
-	taken   atomic.Uint64      // a live connection holds the new one's tuple
-	tooBig  atomic.Uint64      // larger than the outgoing interface's MTU
-	badFrag atomic.Uint64      // an IPv6 fragment reassembly refused
-	noNeigh atomic.Uint64      // next hop not resolved yet
-	ttl     atomic.Uint64      // TTL exceeded
+	drops       [256]atomic.Uint64 // by packet.DropReason
+	noConn      atomic.Uint64      // non-SYN TCP for a service with no connection
+	noDest      atomic.Uint64      // no available real server
+	full        atomic.Uint64      // connection table full
+	taken       atomic.Uint64      // a live connection holds the new one's tuple
+	tooBig      atomic.Uint64      // larger than the outgoing interface's MTU
+	badFrag     atomic.Uint64      // an IPv6 fragment reassembly refused
+	icmpLimited atomic.Uint64      // ICMP errors not sent: over the rate
+	noNeigh     atomic.Uint64      // next hop not resolved yet
+	ttl         atomic.Uint64      // TTL exceeded
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -347,15 +348,15 @@ func (d *Director) Rates(s *service.Stats) rate.Rates { return d.est.Get(s) }
 
 // Counters are the director's own drop counters, for logs and metrics.
 type Counters struct {
-	Malformed                                                  map[string]uint64 // by reason
-	NoConn, NoDest, Full, Taken, NoNeigh, TTL, TooBig, BadFrag uint64
-	Conns                                                      int
+	Malformed                                                               map[string]uint64 // by reason
+	NoConn, NoDest, Full, Taken, NoNeigh, TTL, TooBig, BadFrag, ICMPLimited uint64
+	Conns                                                                   int
 }
 
 // Counters returns the drop counters.
 func (d *Director) Counters() Counters {
 	c := Counters{Malformed: map[string]uint64{}, NoConn: d.noConn.Load(), NoDest: d.noDest.Load(),
-		Full: d.full.Load(), Taken: d.taken.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), TooBig: d.tooBig.Load(), BadFrag: d.badFrag.Load(), Conns: d.ct.Len()}
+		Full: d.full.Load(), Taken: d.taken.Load(), NoNeigh: d.noNeigh.Load(), TTL: d.ttl.Load(), TooBig: d.tooBig.Load(), BadFrag: d.badFrag.Load(), ICMPLimited: d.icmpLimited.Load(), Conns: d.ct.Len()}
 	for _, r := range packet.Reasons() {
 		if n := d.drops[r].Load(); n > 0 {
 			c.Malformed[r.String()] = n
@@ -380,6 +381,7 @@ func (d *Director) Drops() map[string]uint64 {
 	m["ttl_exceeded"] = c.TTL
 	m["too_big"] = c.TooBig
 	m["bad_fragment"] = c.BadFrag
+	m["icmp_rate_limited"] = c.ICMPLimited
 	m["socket_queue_full"], m["send_failed"] = d.socketDrops()
 	return m
 }

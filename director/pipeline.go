@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"uvs/conntrack"
 	"uvs/forward/nat"
@@ -80,6 +81,14 @@ type worker struct {
 	nrbuf   int
 	fragMax int
 
+	// The worker's share of the ICMP errors the director may send (see
+	// icmpAllowed): a token bucket, started at the first error.
+	icmpEvery int64 // ns per token; 0: the whole rate (one worker)
+	icmpBurst int
+	icmpTok   int
+	icmpLast  int64
+	icmpInit  bool
+
 	p    packet.Parsed
 	tp   conntrack.Tuple
 	c    conntrack.Conn
@@ -93,15 +102,18 @@ func (d *Director) startWorkers() error {
 	if d.affine() {
 		return d.startAffineWorkers()
 	}
-	id := 0
+	var ws []*worker
 	for _, pt := range d.ports {
 		for _, q := range pt.queues {
-			w := &worker{d: d, id: id, in: pt, q: q}
-			id++
+			w := &worker{d: d, id: len(ws), in: pt, q: q}
 			w.alloc(q.BatchSize())
-			d.wg.Add(1)
-			go w.run()
+			ws = append(ws, w)
 		}
+	}
+	for _, w := range ws {
+		w.setICMPShare(len(ws))
+		d.wg.Add(1)
+		go w.run()
 	}
 	return nil
 }
@@ -135,6 +147,7 @@ func (d *Director) startAffineWorkers() error {
 		ws = append(ws, w)
 	}
 	for _, w := range ws {
+		w.setICMPShare(len(ws))
 		d.wg.Add(1)
 		go w.run()
 	}
@@ -551,9 +564,54 @@ func (w *worker) icmpError(s *snapshot, buf []byte, partial bool) {
 	}
 }
 
+// Limits on the ICMP errors the director generates, as Linux's defaults
+// (net.ipv4.icmp_msgs_per_sec, icmp_msgs_burst), shared by the workers:
+// "port unreachable" answers a SYN whose source anyone can forge, so
+// unlimited it would reflect a flood at a victim. "Fragmentation needed"
+// and "packet too big" are not limited, as in Linux: path MTU discovery
+// depends on them.
+const (
+	icmpPerSecond = 1000
+	icmpBurstMax  = 50
+)
+
+// setICMPShare gives the worker its share of the ICMP error rate when
+// there are n workers.
+func (w *worker) setICMPShare(n int) {
+	n = max(n, 1)
+	w.icmpEvery = int64(time.Second) * int64(n) / icmpPerSecond
+	w.icmpBurst = max(icmpBurstMax/n, 1)
+}
+
+// icmpAllowed takes a token for one ICMP error, or counts it suppressed.
+func (w *worker) icmpAllowed() bool {
+	every, burst := w.icmpEvery, w.icmpBurst
+	if every == 0 {
+		every, burst = int64(time.Second)/icmpPerSecond, icmpBurstMax
+	}
+	now := w.d.clock.Now()
+	switch {
+	case !w.icmpInit:
+		w.icmpTok, w.icmpLast, w.icmpInit = burst, now, true
+	case now-w.icmpLast >= every:
+		add := (now - w.icmpLast) / every
+		w.icmpTok = int(min(int64(w.icmpTok)+add, int64(burst)))
+		w.icmpLast += add * every
+	}
+	if w.icmpTok == 0 {
+		w.d.icmpLimited.Add(1)
+		return false
+	}
+	w.icmpTok--
+	return true
+}
+
 // unreachable answers the current packet with ICMP port unreachable from
 // the virtual address, as IPVS does when a service has no server.
 func (w *worker) unreachable() {
+	if !w.icmpAllowed() {
+		return
+	}
 	b := w.scratch()
 	if b == nil {
 		return
