@@ -63,6 +63,19 @@ func testFragmentedUDP(t *testing.T, v6 bool) {
 				return fmt.Errorf("answer to datagram %d (%d bytes): %d bytes, not the echo", i+1, size, n)
 			}
 		}
+		// A burst: many datagrams complete within one batch of frames.
+		const burst = 16
+		for i := range burst {
+			if _, err := c.Write(bytes.Repeat([]byte{byte(i)}, 3000)); err != nil {
+				return fmt.Errorf("burst datagram %d: %w", i+1, err)
+			}
+		}
+		for i := range burst {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(buf); err != nil || n < 3000 {
+				return fmt.Errorf("answer %d of a burst of %d: %d bytes, %v", i+1, burst, n, err)
+			}
+		}
 		return nil
 	})
 	if err != nil {

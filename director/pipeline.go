@@ -317,20 +317,19 @@ func (w *worker) fragment6(s *snapshot) {
 			w.rbufs[i] = make([]byte, bufSize)
 		}
 	}
-	var b []byte // where a completed datagram goes; nil when the batch used them all
-	if w.nrbuf < len(w.rbufs) {
-		b = w.rbufs[w.nrbuf]
+	if w.nrbuf == len(w.rbufs) {
+		// The batch has used every buffer for datagrams waiting to be
+		// sent: send what is pending now, which frees them all.
+		w.flush()
+		w.nrbuf = 0
 	}
+	b := w.rbufs[w.nrbuf] // where a completed datagram goes
 	off := headroom
 	if w.in.vnet {
 		off += link.VnetHdrLen
 	}
 	l2 := p.L3 - p.L2
-	var out []byte
-	if b != nil {
-		out = b[off+l2:]
-	}
-	n, maxFrag, err := w.reasm.Add(p.Buf[p.L3:p.End()], p.FragHdr-p.L3, p.FragNH-p.L3, w.d.clock.Now(), out)
+	n, maxFrag, err := w.reasm.Add(p.Buf[p.L3:p.End()], p.FragHdr-p.L3, p.FragNH-p.L3, w.d.clock.Now(), b[off+l2:])
 	if err != nil {
 		w.d.badFrag.Add(1)
 		return
