@@ -293,7 +293,7 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		// AF_PACKET, IPv4 fragments come reassembled (link's Defrag);
 		// IPv6 ones are reassembled here. With TUN, fragments are left
 		// to the kernel.
-		if p.IPVersion == 6 && w.in.ether && p.FragHdr >= 0 {
+		if p.IPVersion == 6 && w.in.ether && p.FragHdr >= 0 && w.balanced6(s) {
 			w.fragment6(s)
 			return
 		}
@@ -301,6 +301,19 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		return
 	}
 	w.ip(s, buf, partial)
+}
+
+// balanced6 reports whether the current IPv6 fragment may be part of a
+// balanced datagram: to a VIP, or from a NAT real server. The rest is the
+// host's, and the kernel has its copy.
+func (w *worker) balanced6(s *snapshot) bool {
+	var a conntrack.Addr
+	copy(a[:], w.p.Dst())
+	if s.vips[a] {
+		return true
+	}
+	copy(a[:], w.p.Src())
+	return s.natRS[a]
 }
 
 // rbufsPerBatch bounds the IPv6 datagrams one batch of frames completes.
@@ -705,9 +718,21 @@ func (w *worker) fits(pt *port, buf []byte) bool {
 	// sender's datagrams): cutting it as one would glue them together.
 	ufo := p.Proto == packet.ProtoUDP && p.L4 >= 0 && !p.Fragment && !gso && w.in.vnet && pt.vnet &&
 		limit-(p.L4-p.L3)-8 >= 8 // room for data in each fragment
-	if w.fragMax > 0 && ufo {
-		w.ufo(buf, limit)
-		return true
+	if w.fragMax > 0 {
+		if ufo {
+			w.ufo(buf, limit)
+			return true
+		}
+		if n <= mtu {
+			return true // larger than its fragments, but the way out takes it whole
+		}
+		if w.fragMax <= mtu {
+			// Its fragments would fit: "packet too big" would tell the
+			// sender nothing (RFC 8201). The kernel would cut it again;
+			// only UDP is cut here.
+			w.d.tooBig.Add(1)
+			return false
+		}
 	}
 	if p.IPVersion == 4 && !packet.IPv4(p.Buf[p.L3:]).DontFragment() {
 		if ufo {

@@ -363,3 +363,81 @@ func TestICMPRateLimit(t *testing.T) {
 		t.Errorf("%d answers counted as rate limited, want about 355", n)
 	}
 }
+
+var (
+	vip6    = netip.MustParseAddr("2001:2::1")
+	client6 = netip.MustParseAddr("2001:2::2")
+	rs6     = netip.MustParseAddr("2001:2:0:1::2")
+)
+
+// frag6 cuts an Ethernet and IPv6 frame without extension headers into
+// fragments carrying at most size bytes of its payload each.
+func frag6(frame []byte, size int, id uint32) [][]byte {
+	eth, ip, data := frame[:14], frame[14:54], frame[54:]
+	var out [][]byte
+	for off := 0; off < len(data); off += size {
+		end := min(off+size, len(data))
+		f := append(append([]byte{}, eth...), ip...)
+		fh := make([]byte, 8)
+		fh[0], f[14+6] = f[14+6], packet.ProtoFragment
+		fo := uint16(off)
+		if end < len(data) {
+			fo |= 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], fo)
+		binary.BigEndian.PutUint32(fh[4:], id)
+		f = append(append(f, fh...), data[off:end]...)
+		binary.BigEndian.PutUint16(f[14+4:], uint16(len(f)-54))
+		out = append(out, f)
+	}
+	return out
+}
+
+// A TCP segment that came in fragments of at most 1280 bytes and is larger
+// than them goes on whole through a port whose MTU takes it (only UDP is
+// cut again); no "packet too big" with an MTU above what the sender's
+// fragments already respect (found in review).
+func TestFragmentedTCPForwardedWhole(t *testing.T) {
+	d, w := testWorker(t, 0)
+	pt := w.in
+	pt.ether, pt.mac = true, [6]byte{2, 0, 0, 0, 0, 1}
+	pt.mtu.Store(9000)
+	key := service.Key{Proto: service.TCP, Addr: vip6, Port: 53}
+	if err := d.Update(func(c *service.Config) error {
+		if err := c.AddService(&service.Service{Key: key, Scheduler: "rr"}); err != nil {
+			return err
+		}
+		return c.AddDest(key, &service.Dest{Addr: rs6, Port: 53, Fwd: service.FwdMasq, Weight: 1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(flags uint8, n int) []byte {
+		return packettest.Frame{Ether: true, Src: client6, Dst: vip6, TTL: 64, Proto: packettest.TCP,
+			SrcPort: 40001, DstPort: 53, TCPFlags: flags, Payload: make([]byte, n)}.Bytes()
+	}
+	handle(w, frameBuf(mk(packet.TCPSyn, 0))) // the connection; no next hop yet
+	var c conntrack.Conn
+	tp := conntrack.Tuple{Src: conntrack.AddrFrom(client6), Dst: conntrack.AddrFrom(vip6), SrcPort: 40001, DstPort: 53, Proto: service.TCP}
+	if _, ok := d.ct.Peek(&tp, &c); !ok {
+		t.Fatal("the SYN made no connection")
+	}
+	s := d.snap.Load()
+	nh := &nexthop{port: pt, ip: rs6}
+	nh.set([]byte{2, 0, 0, 0, 0, 2})
+	s.nh = make([]*nexthop, c.Dest+1)
+	s.nh[c.Dest] = nh
+	var outs [][]byte
+	for _, f := range frag6(mk(packet.TCPAck, 2000), 1232, 7) {
+		outs = append(outs, handle(w, frameBuf(f))...)
+	}
+	var p packet.Parsed
+	if len(outs) != 1 || p.Decode(outs[0], true) != packet.OK || p.Proto != packet.ProtoTCP || p.IPLen() != 40+20+2000 {
+		t.Fatalf("%d packets out (the first %d bytes), want the whole segment", len(outs), len(outs[0]))
+	}
+	if got, _ := netip.AddrFromSlice(p.Dst()); got != rs6 {
+		t.Errorf("sent to %v, want %v", got, rs6)
+	}
+	if n := d.Counters().TooBig; n != 0 {
+		t.Errorf("too_big %d, want 0", n)
+	}
+}

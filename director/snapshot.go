@@ -17,6 +17,9 @@ type snapshot struct {
 	byID  []*vsvc // by service ID (conntrack.Conn.Svc)
 	// vips are the virtual addresses, answered for in ARP/NDP.
 	vips map[conntrack.Addr]bool
+	// natRS are the NAT real servers' addresses, whose fragments the
+	// workers reassemble with those to a VIP.
+	natRS map[conntrack.Addr]bool
 	// nh is each real server's next hop by DestState ID (AF_PACKET only).
 	nh []*nexthop
 }
@@ -86,9 +89,13 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 	for _, v := range s.byKey {
 		s.byID[v.id] = v
 	}
+	s.natRS = make(map[conntrack.Addr]bool)
 	for _, v := range s.byKey {
 		for _, ds := range v.svc.Dests {
 			d.reg.Register(ds.DestState) // next hops are kept by ID
+			if ds.Fwd == service.FwdMasq {
+				s.natRS[conntrack.AddrFrom(ds.Addr)] = true
+			}
 		}
 	}
 	return s, nil

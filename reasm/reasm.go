@@ -54,6 +54,7 @@ type datagram struct {
 	units    []uint64 // bitmap of the 8-byte units received
 	total    int      // length of the fragmentable part, -1 until the last fragment arrived
 	got      int      // bytes of it received
+	maxEnd   int      // the highest end of a fragment received, in bytes
 	maxFrag  int      // longest fragment seen, as an IPv6 packet
 }
 
@@ -124,7 +125,7 @@ func (t *Table) Add(pkt []byte, frag, nhAt int, now int64, out []byte) (n, maxFr
 		d.nhAt, d.nh = nhAt, pkt[frag]
 	}
 	if !more {
-		if d.total >= 0 && d.total != end || end < d.highest() {
+		if d.total >= 0 && d.total != end || end < d.maxEnd {
 			t.drop(d)
 			return 0, 0, ErrMalformed
 		}
@@ -143,6 +144,7 @@ func (t *Table) Add(pkt []byte, frag, nhAt int, now int64, out []byte) (n, maxFr
 	d.mark(off, end)
 	copy(d.data[off:end], payload)
 	d.got += len(payload)
+	d.maxEnd = max(d.maxEnd, end)
 	d.maxFrag = max(d.maxFrag, len(pkt))
 	t.bytes += len(payload)
 	t.trim(d)
@@ -208,7 +210,7 @@ func (t *Table) find(pkt []byte, id uint32, now int64) *datagram {
 	d.used, d.id, d.started = true, id, now
 	copy(d.src[:], src)
 	copy(d.dst[:], dst)
-	d.headLen, d.total, d.got, d.maxFrag = 0, -1, 0, 0
+	d.headLen, d.total, d.got, d.maxFrag, d.maxEnd = 0, -1, 0, 0, 0
 	return d
 }
 
@@ -270,18 +272,4 @@ func (d *datagram) mark(off, end int) {
 	for u := off / 8; u < (end+7)/8; u++ {
 		d.units[u/64] |= 1 << (u % 64)
 	}
-}
-
-// highest is the end of the data received so far, in whole units.
-func (d *datagram) highest() int {
-	for i := len(d.units) - 1; i >= 0; i-- {
-		if w := d.units[i]; w != 0 {
-			b := 63
-			for w&(1<<b) == 0 {
-				b--
-			}
-			return (i*64 + b + 1) * 8
-		}
-	}
-	return 0
 }
