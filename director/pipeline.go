@@ -88,6 +88,7 @@ type worker struct {
 	icmpTok   int
 	icmpLast  int64
 	icmpInit  bool
+	icmpPeers [icmpPeerSlots]icmpPeer
 
 	p    packet.Parsed
 	tp   conntrack.Tuple
@@ -587,6 +588,48 @@ const (
 	icmpBurstMax  = 50
 )
 
+// Per destination, as Linux's per-peer limit (net.ipv4.icmp_ratelimit,
+// 1 s, with a burst of 6): one victim of forged SYNs gets about one error
+// a second, not the director's whole rate. Each worker keeps its peers in
+// a small table indexed by address; a peer that takes another's slot
+// starts with a full burst (the global limit still holds).
+const (
+	icmpPeerSlots = 256
+	icmpPeerEvery = int64(time.Second)
+	icmpPeerBurst = 6
+)
+
+type icmpPeer struct {
+	addr conntrack.Addr
+	tok  int
+	last int64
+}
+
+// peerAllowed takes a token from the bucket of the error's destination
+// (the current packet's source).
+func (w *worker) peerAllowed(now int64) bool {
+	var a conntrack.Addr
+	copy(a[:], w.p.Src())
+	h := uint64(14695981039346656037)
+	for _, b := range a {
+		h = (h ^ uint64(b)) * 1099511628211
+	}
+	pe := &w.icmpPeers[h%icmpPeerSlots]
+	switch {
+	case pe.addr != a || pe.last == 0:
+		*pe = icmpPeer{addr: a, tok: icmpPeerBurst, last: max(now, 1)}
+	case now-pe.last >= icmpPeerEvery:
+		add := (now - pe.last) / icmpPeerEvery
+		pe.tok = int(min(int64(pe.tok)+add, icmpPeerBurst))
+		pe.last += add * icmpPeerEvery
+	}
+	if pe.tok == 0 {
+		return false
+	}
+	pe.tok--
+	return true
+}
+
 // setICMPShare gives the worker its share of the ICMP error rate when
 // there are n workers.
 func (w *worker) setICMPShare(n int) {
@@ -610,7 +653,7 @@ func (w *worker) icmpAllowed() bool {
 		w.icmpTok = int(min(int64(w.icmpTok)+add, int64(burst)))
 		w.icmpLast += add * every
 	}
-	if w.icmpTok == 0 {
+	if w.icmpTok == 0 || !w.peerAllowed(now) {
 		w.d.icmpLimited.Add(1)
 		return false
 	}

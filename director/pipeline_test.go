@@ -329,39 +329,61 @@ func FuzzPipeline(f *testing.F) {
 }
 
 // "Port unreachable" answers are limited to the workers' share of
-// icmpPerSecond after a burst: a flood of SYNs with forged sources to a
-// service without servers is not reflected at full rate. The drops are
+// icmpPerSecond after a burst, and to about one a second per destination
+// after a burst of 6: a flood of SYNs with forged sources to a service
+// without servers is not reflected at full rate, at anyone. The drops are
 // counted.
 func TestICMPRateLimit(t *testing.T) {
-	d, w := testWorker(t, 0)
-	key := service.Key{Proto: service.TCP, Addr: vip, Port: 81}
-	if err := d.Update(func(c *service.Config) error {
-		return c.AddService(&service.Service{Key: key, Scheduler: "rr"})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	w.setICMPShare(2) // 500/s, burst 25
-	answers := func(n int) int {
-		got := 0
-		for i := range n {
-			f := packettest.Frame{Src: client, Dst: vip, TTL: 64, Proto: packettest.TCP,
-				SrcPort: uint16(20000 + i), DstPort: 81, TCPFlags: packet.TCPSyn}.Bytes()
-			got += len(handle(w, frameBuf(f)))
+	setup := func(t *testing.T) (*Director, *worker, func(n int, src func(int) netip.Addr) int) {
+		d, w := testWorker(t, 0)
+		key := service.Key{Proto: service.TCP, Addr: vip, Port: 81}
+		if err := d.Update(func(c *service.Config) error {
+			return c.AddService(&service.Service{Key: key, Scheduler: "rr"})
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return got
+		w.setICMPShare(2) // 500/s, burst 25
+		answers := func(n int, src func(int) netip.Addr) int {
+			got := 0
+			for i := range n {
+				f := packettest.Frame{Src: src(i), Dst: vip, TTL: 64, Proto: packettest.TCP,
+					SrcPort: uint16(20000 + i), DstPort: 81, TCPFlags: packet.TCPSyn}.Bytes()
+				got += len(handle(w, frameBuf(f)))
+			}
+			return got
+		}
+		d.clock.Tick()
+		return d, w, answers
 	}
-	d.clock.Tick()
-	if got := answers(200); got != 25 {
-		t.Fatalf("%d answers to 200 SYNs at once, want the burst of 25", got)
-	}
-	time.Sleep(40 * time.Millisecond) // 20 more tokens at 500/s
-	d.clock.Tick()
-	if got := answers(200); got < 15 || got > 25 {
-		t.Errorf("%d answers after 40 ms, want about 20", got)
-	}
-	if n := d.Counters().ICMPLimited; n < 350 {
-		t.Errorf("%d answers counted as rate limited, want about 355", n)
-	}
+	t.Run("all destinations", func(t *testing.T) {
+		d, _, answers := setup(t)
+		round := 0
+		many := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(10 + round), byte(i)}) }
+		if got := answers(200, many); got != 25 {
+			t.Fatalf("%d answers to 200 SYNs at once, want the burst of 25", got)
+		}
+		round++
+		time.Sleep(40 * time.Millisecond) // 20 more tokens at 500/s
+		d.clock.Tick()
+		if got := answers(200, many); got < 15 || got > 25 {
+			t.Errorf("%d answers after 40 ms, want about 20", got)
+		}
+		if n := d.Counters().ICMPLimited; n < 350 {
+			t.Errorf("%d answers counted as rate limited, want about 355", n)
+		}
+	})
+	t.Run("one destination", func(t *testing.T) {
+		d, _, answers := setup(t)
+		one := func(int) netip.Addr { return client }
+		if got := answers(20, one); got != icmpPeerBurst {
+			t.Fatalf("%d answers to 20 SYNs from one client, want its burst of %d", got, icmpPeerBurst)
+		}
+		time.Sleep(1100 * time.Millisecond)
+		d.clock.Tick()
+		if got := answers(5, one); got != 1 {
+			t.Errorf("%d answers a second later, want 1", got)
+		}
+	})
 }
 
 var (
