@@ -99,6 +99,9 @@ type AFPacket struct {
 type fanoutGroup struct {
 	mu sync.Mutex
 	id int // -1 until the first socket joins
+	// ignoreOut: the group has PACKET_FANOUT_FLAG_IGNORE_OUTGOING (Linux
+	// 6.2 on); every member joins with the flags the first one got.
+	ignoreOut bool
 }
 
 type afRx struct {
@@ -196,7 +199,7 @@ func (d *AFPacket) OpenQueue() (*AFPacket, error) {
 		unix.Close(ns)
 		return nil, err
 	}
-	if _, err := joinFanout(q.rc, g.id, d.cfg.FanoutBPF, d.cfg.Defrag); err != nil {
+	if _, err := joinFanout(q.rc, g.id, d.cfg.FanoutBPF, d.cfg.Defrag, g.ignoreOut); err != nil {
 		q.Close()
 		return nil, fmt.Errorf("af_packet %s: join fanout group %d: %w", d.name, g.id, err)
 	}
@@ -210,7 +213,13 @@ func (d *AFPacket) ensureGroup() error {
 	if g.id >= 0 {
 		return nil
 	}
-	id, err := joinFanout(d.rc, -1, d.cfg.FanoutBPF, d.cfg.Defrag)
+	g.ignoreOut = true
+	id, err := joinFanout(d.rc, -1, d.cfg.FanoutBPF, d.cfg.Defrag, true)
+	if errors.Is(err, unix.EINVAL) {
+		// A kernel before the flag: Read drops our own output itself.
+		g.ignoreOut = false
+		id, err = joinFanout(d.rc, -1, d.cfg.FanoutBPF, d.cfg.Defrag, false)
+	}
 	if err != nil {
 		return fmt.Errorf("af_packet %s: create fanout group: %w", d.name, err)
 	}
@@ -227,7 +236,13 @@ func (d *AFPacket) ensureGroup() error {
 // kernel-chosen unique id when id < 0 (so we never join another program's
 // group by accident). It returns the group id. Every member of a group
 // has the same mode and flags.
-func joinFanout(rc syscall.RawConn, id int, byBPF, defrag bool) (int, error) {
+//
+// ignoreOut asks for PACKET_FANOUT_FLAG_IGNORE_OUTGOING: the group's hook
+// replaces the sockets' own, so their PACKET_IGNORE_OUTGOING no longer
+// applies, and without the flag every frame the host sends out of the
+// interface is copied to the group (and, with DEFRAG, fragments the
+// kernel cuts are reassembled for it) only for Read to drop it.
+func joinFanout(rc syscall.RawConn, id int, byBPF, defrag, ignoreOut bool) (int, error) {
 	mode := unix.PACKET_FANOUT_HASH
 	if byBPF {
 		mode = unix.PACKET_FANOUT_CBPF
@@ -235,12 +250,9 @@ func joinFanout(rc syscall.RawConn, id int, byBPF, defrag bool) (int, error) {
 	if defrag {
 		mode |= unix.PACKET_FANOUT_FLAG_DEFRAG
 	}
-	// The group's hook replaces the sockets' own, so their
-	// PACKET_IGNORE_OUTGOING no longer applies: without this flag every
-	// frame the host sends out of the interface is copied to the group
-	// (and, with DEFRAG, fragments the kernel cuts are reassembled for
-	// it) only for Read to drop it.
-	mode |= unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+	if ignoreOut {
+		mode |= unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+	}
 	var out int
 	var serr error
 	err := rc.Control(func(fd uintptr) {
