@@ -185,25 +185,16 @@ func TestUDPGSOTooBig(t *testing.T) {
 			e.ipvsadm(t, "-A", "-u", vip, "-s", "rr")
 			e.ipvsadm(t, "-a", "-u", vip, "-r", lab.RS1IP+":5400", "-m")
 			err = e.n.Client.Do(func() error {
-				c, err := net.Dial("udp4", vip)
+				c, _, err := dialUDPWith("udp4", vip, func(fd int) error {
+					if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+						return err
+					}
+					return unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT, 1400)
+				})
 				if err != nil {
 					return err
 				}
 				defer c.Close()
-				rc, err := c.(*net.UDPConn).SyscallConn()
-				if err != nil {
-					return err
-				}
-				var serr error
-				rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
-					if serr == nil {
-						serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1400)
-					}
-				})
-				if serr != nil {
-					return serr
-				}
 				_, err = c.Write(bytes.Repeat([]byte{'z'}, 3*1400))
 				return err
 			})

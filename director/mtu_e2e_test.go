@@ -102,25 +102,18 @@ func TestPathMTU(t *testing.T) {
 func udpPathMTU(e *env, vip string, v6 bool) (int, error) {
 	mtu := 0
 	err := e.n.Client.Do(func() error {
-		c, err := net.Dial("udp", vip)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		rc, err := c.(*net.UDPConn).SyscallConn()
-		if err != nil {
-			return err
-		}
 		level, discover, query := syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER, syscall.IP_MTU
 		if v6 {
 			level, discover, query = syscall.IPPROTO_IPV6, syscall.IPV6_MTU_DISCOVER, syscall.IPV6_MTU
 		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), level, discover, syscall.IP_PMTUDISC_DO)
-		}); err != nil || serr != nil {
-			return errors.Join(err, serr)
+		c, rc, err := dialUDPWith("udp", vip, func(fd int) error {
+			return syscall.SetsockoptInt(fd, level, discover, syscall.IP_PMTUDISC_DO)
+		})
+		if err != nil {
+			return err
 		}
+		defer c.Close()
+		var serr error
 		// The service works for datagrams that fit.
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write(make([]byte, 1200)); err != nil {
@@ -147,4 +140,25 @@ func udpPathMTU(e *env, vip string, v6 bool) (int, error) {
 		return nil
 	})
 	return mtu, err
+}
+
+// dialUDPWith connects a UDP socket to addr (in the calling namespace)
+// after set has set its options, and returns it with its raw connection.
+func dialUDPWith(network, addr string, set func(fd int) error) (*net.UDPConn, syscall.RawConn, error) {
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	uc := c.(*net.UDPConn)
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = set(int(fd)) }); err != nil || serr != nil {
+		c.Close()
+		return nil, nil, errors.Join(err, serr)
+	}
+	return uc, rc, nil
 }
