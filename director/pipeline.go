@@ -111,12 +111,17 @@ func (d *Director) startWorkers() error {
 			ws = append(ws, w)
 		}
 	}
+	d.launch(ws)
+	return nil
+}
+
+// launch starts the workers, each with its share of the ICMP error rate.
+func (d *Director) launch(ws []*worker) {
 	for _, w := range ws {
 		w.setICMPShare(len(ws))
 		d.wg.Add(1)
 		go w.run()
 	}
-	return nil
 }
 
 // startAffineWorkers starts one worker per queue index, each reading that
@@ -147,11 +152,7 @@ func (d *Director) startAffineWorkers() error {
 		w.alloc(qs[0].BatchSize())
 		ws = append(ws, w)
 	}
-	for _, w := range ws {
-		w.setICMPShare(len(ws))
-		d.wg.Add(1)
-		go w.run()
-	}
+	d.launch(ws)
 	return nil
 }
 
