@@ -21,17 +21,19 @@ import (
 // address, find no socket and answer "port unreachable", which a
 // connected client socket reports on its next read.
 func TestFragmentedUDP(t *testing.T) {
-	for _, v6 := range []bool{false, true} {
-		name := "IPv4"
-		if v6 {
-			name = "IPv6"
+	for _, io := range []string{"afpacket", "tun"} {
+		for _, v6 := range []bool{false, true} {
+			name := io + "/IPv4"
+			if v6 {
+				name = io + "/IPv6"
+			}
+			t.Run(name, func(t *testing.T) { testFragmentedUDP(t, io, v6) })
 		}
-		t.Run(name, func(t *testing.T) { testFragmentedUDP(t, v6) })
 	}
 }
 
-func testFragmentedUDP(t *testing.T, v6 bool) {
-	e := newEnv(t, "afpacket")
+func testFragmentedUDP(t *testing.T, io string, v6 bool) {
+	e := newEnv(t, io)
 	e.start()
 	vip, rs, network, client, proto := lab.DirOuterIP+":53", lab.RS1IP, "udp4", lab.ClientIP, "Udp"
 	if v6 {
@@ -129,20 +131,32 @@ func snmp6(t *testing.T, e *env, v6 bool, proto, field string) int64 {
 // elsewhere, routed by the director's kernel and through no VIP, arrives
 // whole while the server is a real server of a UDP service: the kernel's
 // copy of a real server's fragments is only dropped when it is a
-// balanced reply, which a port tells (found in review).
+// balanced reply, which a port tells (found in review). With TUN the
+// director reassembles them and hands the datagram back to the kernel.
 func TestOwnFragmentsPass(t *testing.T) {
-	e := newEnv(t, "afpacket")
+	for _, io := range []string{"afpacket", "tun"} {
+		t.Run(io, func(t *testing.T) { testOwnFragmentsPass(t, io, false) })
+	}
+	t.Run("tun/IPv6", func(t *testing.T) { testOwnFragmentsPass(t, "tun", true) })
+}
+
+func testOwnFragmentsPass(t *testing.T, io string, v6 bool) {
+	e := newEnv(t, io)
 	e.start()
-	e.ipvsadm(t, "-A", "-u", lab.DirOuterIP+":53", "-s", "rr")
-	e.ipvsadm(t, "-a", "-u", lab.DirOuterIP+":53", "-r", lab.RS1IP+":53", "-m")
-	pc, err := e.n.Client.ListenPacket("udp4", ":6000")
+	vip, rs, network, client := lab.DirOuterIP+":53", lab.RS1IP+":53", "udp4", lab.ClientIP+":6000"
+	if v6 {
+		vip, rs, network, client = "["+lab.DirOuterIP6+"]:53", "["+lab.RS1IP6+"]:53", "udp6", "["+lab.ClientIP6+"]:6000"
+	}
+	e.ipvsadm(t, "-A", "-u", vip, "-s", "rr")
+	e.ipvsadm(t, "-a", "-u", vip, "-r", rs, "-m")
+	pc, err := e.n.Client.ListenPacket(network, ":6000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
 	for _, size := range []int{1000, 4000} {
 		err := e.n.RS[0].Do(func() error {
-			c, err := net.Dial("udp4", lab.ClientIP+":6000")
+			c, err := net.Dial(network, client)
 			if err != nil {
 				return err
 			}

@@ -73,6 +73,10 @@ const (
 	tunIifPref = 80
 	rulePref   = 90
 	localPref  = 100
+	// tunMark marks the fragments to divert (rules without ports cannot
+	// match them: the kernel's policy routing sees no port in any
+	// fragment, the first included).
+	tunMark = tunTable
 )
 
 type sysctlChange struct{ path, old string }
@@ -86,6 +90,7 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 	h := &tunHost{d: d, rules: make(map[string]netlink.Rule), addrs: make(map[netip.Addr]addedAddr),
 		table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "uvs"}}
 	h.sets.table = h.table
+	h.sets.mark = tunMark
 	defer func() {
 		if err != nil {
 			h.close()
@@ -146,6 +151,15 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 		skip := netlink.NewRule()
 		skip.Family, skip.Priority, skip.IifName, skip.Goto = fam, tunIifPref, tunName, localPref
 		if err := h.addRule("iif-"+fmt.Sprint(fam), *skip); err != nil {
+			return nil, err
+		}
+		// Fragments to a VIP or from a NAT real server, marked by the
+		// nftables table: the director reassembles them.
+		frag := netlink.NewRule()
+		frag.Family, frag.Priority, frag.Table, frag.Mark = fam, rulePref, tunTable, tunMark
+		mask := uint32(0xffffffff)
+		frag.Mask = &mask
+		if err := h.addRule("iif-frag-"+fmt.Sprint(fam), *frag); err != nil {
 			return nil, err
 		}
 	}

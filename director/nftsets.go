@@ -49,8 +49,11 @@ var (
 	// VIP . proto of every service, for fragments, which carry no port
 	// after the first.
 	setSvcProto = [2]divertSet{{"svcproto4", concat4NoPort}, {"svcproto6", concat6NoPort}}
+	// NAT real server . proto of every service, for a reply's fragments
+	// (TUN).
+	setRSProto = [2]divertSet{{"rsproto4", concat4NoPort}, {"rsproto6", concat6NoPort}}
 
-	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP, setSvcProto}
+	divertKinds = [][2]divertSet{setSvc, setSvcAny, setRS, setRSAny, setRSAddr, setVIP, setSvcProto, setRSProto}
 )
 
 // elemsPerBatch bounds the set elements sent in one netlink batch: the
@@ -92,6 +95,7 @@ func divertElements(s *snapshot, local map[conntrack.Addr]bool) divertElems {
 				add(setRS, a, setKey(a, k.proto, true, ds.Port))
 			}
 			add(setRSAddr, a, addrKey(a))
+			add(setRSProto, a, setKey(a, k.proto, false, 0))
 		}
 	}
 	for name, els := range e {
@@ -128,6 +132,11 @@ type divertTable struct {
 	// service's protocol (the AF_PACKET director balances the datagrams
 	// whole).
 	frags bool
+	// mark, when not 0, adds rules that set it as the packet mark on
+	// fragments to a service's VIP with the service's protocol and from
+	// a NAT real server with a service's protocol (TUN: a policy rule
+	// on the mark sends them to the director).
+	mark uint32
 }
 
 // install makes the table's chains hold, in order, the rules in first and
@@ -147,6 +156,9 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 	}
 	pending := 0
 	for _, kind := range divertKinds {
+		if kind[0].name == setRSProto[0].name && dt.mark == 0 {
+			continue // only the mark rules use it
+		}
 		for _, k := range kind {
 			s := &nftables.Set{Table: t, Name: fmt.Sprintf("%s_g%d", k.name, gen), KeyType: k.key,
 				Concatenation: len(nftables.ConcatSetTypeElements(k.key)) > 1}
@@ -185,6 +197,11 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 	for _, ch := range chains(t) {
 		for _, r := range rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), v)})
+		}
+		if dt.mark != 0 {
+			for _, r := range markRules(byName, dt.mark) {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+			}
 		}
 	}
 	for _, s := range dt.sets {
@@ -254,18 +271,52 @@ func divertRules(sets map[string]*nftables.Set, frags bool) [][]expr.Any {
 			// A NAT real server's are left alone: without a port they
 			// cannot be told from its own traffic through the host;
 			// the first fragment of a reply meets the rules above.
-			frag := []expr.Any{ // IPv4: MF or an offset
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
-				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x3f, 0xff}, Xor: []byte{0, 0}},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
-			}
-			if v6 { // a fragment header; meta l4proto is what it carries
-				frag = []expr.Any{
-					&expr.Exthdr{Op: expr.ExthdrOpIpv6, Type: 44, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
-					cmpEq([]byte{1}),
-				}
-			}
-			rules = append(rules, append(tuple(daddr, -1, setSvcProto), frag...))
+			rules = append(rules, append(tuple(daddr, -1, setSvcProto), fragMatch(v6)...))
+		}
+	}
+	return rules
+}
+
+// fragMatch matches a fragment, the first too.
+func fragMatch(v6 bool) []expr.Any {
+	if v6 { // a fragment header; meta l4proto is what it carries
+		return []expr.Any{
+			&expr.Exthdr{Op: expr.ExthdrOpIpv6, Type: 44, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
+			cmpEq([]byte{1}),
+		}
+	}
+	return []expr.Any{ // IPv4: MF or an offset
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 6, Len: 2},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0x3f, 0xff}, Xor: []byte{0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0}},
+	}
+}
+
+// markRules set mark on fragments to a VIP with a service's protocol, and
+// on those from a NAT real server with a service's protocol (all of them:
+// without a port, a reply's cannot be told from the server's own
+// traffic, which the director hands back whole).
+func markRules(sets map[string]*nftables.Set, mark uint32) [][]expr.Any {
+	m := binary.NativeEndian.AppendUint32(nil, mark)
+	var rules [][]expr.Any
+	for fam, v6 := range []bool{false, true} {
+		alen, saddr, daddr := uint32(4), uint32(12), uint32(16)
+		if v6 {
+			alen, saddr, daddr = 16, 8, 24
+		}
+		for _, k := range []struct {
+			off uint32
+			set [2]divertSet
+		}{{daddr, setSvcProto}, {saddr, setRSProto}} {
+			s := sets[k.set[fam].name]
+			r := append(etherProto(v6), fragMatch(v6)...)
+			r = append(r,
+				&expr.Payload{DestRegister: reg32, Base: expr.PayloadBaseNetworkHeader, Offset: k.off, Len: alen},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + alen/4},
+				&expr.Lookup{SourceRegister: reg32, SetName: s.Name, SetID: s.ID},
+				&expr.Immediate{Register: 1, Data: m},
+				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+			rules = append(rules, r)
 		}
 	}
 	return rules

@@ -293,10 +293,14 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 	if p.Fragment {
 		// Datagrams are balanced whole, as IPVS reassembles them. With
 		// AF_PACKET, IPv4 fragments come reassembled (link's Defrag);
-		// IPv6 ones are reassembled here. With TUN, fragments are left
-		// to the kernel.
-		if p.IPVersion == 6 && w.in.ether && p.FragHdr >= 0 && w.balanced6(s) {
-			w.fragment6(s)
+		// IPv6 ones are reassembled here. With TUN, both are reassembled
+		// here: only fragments to a VIP or from a NAT real server are
+		// diverted (host_tun.go), and the kernel, when its own
+		// reassembly (conntrack's) ran first, cuts the datagram again on
+		// its way into the TUN.
+		if !w.in.ether && (p.IPVersion == 4 || p.FragHdr >= 0) ||
+			p.IPVersion == 6 && w.in.ether && p.FragHdr >= 0 && w.balanced6(s) {
+			w.fragment(s)
 			return
 		}
 		w.passThrough(buf)
@@ -318,12 +322,12 @@ func (w *worker) balanced6(s *snapshot) bool {
 	return s.natRS[a]
 }
 
-// rbufsPerBatch bounds the IPv6 datagrams one batch of frames completes.
+// rbufsPerBatch bounds the datagrams one batch of frames completes.
 const rbufsPerBatch = 4
 
-// fragment6 adds the current packet, an IPv6 fragment, to the worker's
+// fragment adds the current packet, a fragment, to the worker's
 // reassembly; the datagram it completes goes on as one packet.
-func (w *worker) fragment6(s *snapshot) {
+func (w *worker) fragment(s *snapshot) {
 	p := &w.p
 	if w.reasm == nil {
 		w.reasm = reasm.NewTable(reasm.Config{})
@@ -343,8 +347,17 @@ func (w *worker) fragment6(s *snapshot) {
 	if w.in.vnet {
 		off += link.VnetHdrLen
 	}
-	l2 := p.L3 - p.L2
-	n, maxFrag, err := w.reasm.Add(p.Buf[p.L3:p.End()], p.FragHdr-p.L3, p.FragNH-p.L3, w.d.clock.Now(), b[off+l2:])
+	l2 := 0 // the link-layer header, none on TUN
+	if p.L2 >= 0 {
+		l2 = p.L3 - p.L2
+	}
+	var n, maxFrag int
+	var err error
+	if p.IPVersion == 4 {
+		n, maxFrag, err = w.reasm.Add4(p.Buf[p.L3:p.End()], w.d.clock.Now(), b[off+l2:])
+	} else {
+		n, maxFrag, err = w.reasm.Add(p.Buf[p.L3:p.End()], p.FragHdr-p.L3, p.FragNH-p.L3, w.d.clock.Now(), b[off+l2:])
+	}
 	if err != nil {
 		w.d.badFrag.Add(1)
 		return
@@ -353,19 +366,22 @@ func (w *worker) fragment6(s *snapshot) {
 		return
 	}
 	w.nrbuf++
-	copy(b[off:], p.Buf[p.L2:p.L3])
+	copy(b[off:], p.Buf[p.L3-l2:p.L3])
 	clear(b[headroom:off])
 	w.vh = link.VnetHdr{}
 	frame := b[:off+l2+n]
-	if r := p.Decode(frame[off:], true); r != packet.OK || p.Fragment {
+	if r := p.Decode(frame[off:], w.in.ether); r != packet.OK || p.Fragment {
 		w.d.badFrag.Add(1)
 		return
 	}
-	if p.Proto != service.TCP && p.Proto != service.UDP {
-		return // nothing of ours: the kernel has the fragments
-	}
 	w.fragMax = maxFrag
-	w.ip(s, frame, false)
+	if p.Proto != service.TCP && p.Proto != service.UDP {
+		// Nothing of ours: on AF_PACKET the kernel has the fragments;
+		// the TUN hands the datagram back.
+		w.passThrough(frame)
+	} else {
+		w.ip(s, frame, false)
+	}
 	w.fragMax = 0
 }
 
@@ -461,6 +477,12 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	p := &w.p
 	v := s.service(p.Proto, w.tp.Dst, p.DstPort)
 	if v == nil {
+		if !w.in.ether && w.fragMax > 0 && !s.natReply(p.Proto, w.tp.Src, p.SrcPort) {
+			// Diverted as fragments to a VIP or from a NAT real server,
+			// yet to no service's port and no reply: the host's own.
+			w.passThrough(buf)
+			return
+		}
 		if !w.in.ether {
 			// Diverted into the TUN yet neither a connection's nor a
 			// service's: a real server's packet for a connection we no
@@ -723,6 +745,8 @@ func (w *worker) clientHop(c *conntrack.Conn) (pt *port, mac [6]byte, ok bool) {
 func (w *worker) forward(pt *port, mac [6]byte, buf []byte) {
 	if pt.ether {
 		w.setEther(pt, mac)
+	} else {
+		w.tunFrag(buf)
 	}
 	w.send(pt, buf)
 }
@@ -818,6 +842,20 @@ func (w *worker) ufo(buf []byte, mtu int) {
 	h.Encode(buf[headroom:])
 }
 
+// tunFrag marks a UDP datagram reassembled here, larger than the
+// fragments it came in, to leave the TUN as fragments of that size again
+// (UFO), for IPv6 only: the kernel does not fragment a forwarded IPv6
+// packet, and it cuts an IPv4 one (without DF, as a reassembled datagram
+// is) to the outgoing link's MTU itself.
+func (w *worker) tunFrag(buf []byte) {
+	p := &w.p
+	if w.fragMax == 0 || p.IPVersion != 6 || p.Proto != packet.ProtoUDP || p.L4 < 0 || !w.in.vnet ||
+		p.End()-p.L3 <= w.fragMax || w.fragMax-(p.L4-p.L3)-8-8 < 8 {
+		return
+	}
+	w.ufo(buf, w.fragMax)
+}
+
 // setEther rewrites the Ethernet addresses for the next hop.
 func (w *worker) setEther(pt *port, dst [6]byte) {
 	e := w.p.Buf[w.p.L2:]
@@ -830,8 +868,19 @@ func (w *worker) setEther(pt *port, dst [6]byte) {
 // and what is not ours goes back to the kernel unchanged.
 func (w *worker) passThrough(buf []byte) {
 	if !w.in.ether {
+		if w.fragMax > 0 && !w.vipDst() {
+			w.tunFrag(buf) // a reassembled datagram the kernel forwards
+		}
 		w.send(w.in, buf)
 	}
+}
+
+// vipDst reports whether the current packet is for a VIP (a host address
+// with TUN).
+func (w *worker) vipDst() bool {
+	var a conntrack.Addr
+	setAddr(&a, w.p.Dst())
+	return w.d.snap.Load().vips[a]
 }
 
 func (d *Director) portByIndex(idx int) *port {

@@ -20,6 +20,9 @@ type snapshot struct {
 	// natRS are the NAT real servers' addresses, whose fragments the
 	// workers reassemble with those to a VIP.
 	natRS map[conntrack.Addr]bool
+	// natPorts are the NAT real servers' addresses, ports (0: any) and
+	// protocols: where balanced replies come from.
+	natPorts map[svcKey]bool
 	// nh is each real server's next hop by DestState ID (AF_PACKET only).
 	nh []*nexthop
 }
@@ -44,6 +47,12 @@ func (s *snapshot) service(proto uint8, addr conntrack.Addr, port uint16) *vsvc 
 	}
 	// A port-zero (persistent) service takes every port of its address.
 	return s.byKey[svcKey{addr, 0, proto}]
+}
+
+// natReply reports whether a packet of proto from addr and port may be a
+// balanced reply: from a NAT real server's address and port.
+func (s *snapshot) natReply(proto uint8, addr conntrack.Addr, port uint16) bool {
+	return s.natPorts[svcKey{addr, port, proto}] || s.natPorts[svcKey{addr, 0, proto}]
 }
 
 func (s *snapshot) svc(id uint32) *vsvc {
@@ -90,11 +99,14 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 		s.byID[v.id] = v
 	}
 	s.natRS = make(map[conntrack.Addr]bool)
-	for _, v := range s.byKey {
+	s.natPorts = make(map[svcKey]bool)
+	for k, v := range s.byKey {
 		for _, ds := range v.svc.Dests {
 			d.reg.Register(ds.DestState) // next hops are kept by ID
 			if ds.Fwd == service.FwdMasq {
-				s.natRS[conntrack.AddrFrom(ds.Addr)] = true
+				a := conntrack.AddrFrom(ds.Addr)
+				s.natRS[a] = true
+				s.natPorts[svcKey{a, ds.Port, k.proto}] = true
 			}
 		}
 	}

@@ -1,7 +1,8 @@
 // Package reasm reassembles IPv6 datagrams from their fragments (RFC 8200
-// section 4.5), for a director that balances datagrams whole, as IPVS does
-// with the kernel's reassembly. The kernel reassembles IPv4 for packet
-// sockets (PACKET_FANOUT_FLAG_DEFRAG) but not IPv6.
+// section 4.5), and IPv4 ones (RFC 791, Add4), for a director that
+// balances datagrams whole, as IPVS does with the kernel's reassembly. The
+// kernel reassembles IPv4 for packet sockets (PACKET_FANOUT_FLAG_DEFRAG)
+// but not IPv6, and neither for a TUN device.
 //
 // A Table belongs to one packet worker and is not safe for concurrent
 // use. Its memory is bounded and allocated as datagrams first need it,
@@ -43,6 +44,7 @@ const maxPayload = 65535 // IPv6 payload length field
 
 type datagram struct {
 	used     bool
+	v4       bool
 	src, dst [16]byte
 	id       uint32
 	started  int64 // ns, when the first fragment (in time) arrived
@@ -119,7 +121,43 @@ func (t *Table) Add(pkt []byte, frag, nhAt int, now int64, out []byte) (n, maxFr
 		return t.emit(out, pkt[:frag], nhAt, pkt[frag], payload, len(pkt))
 	}
 
-	d := t.find(pkt, id, now)
+	d := t.find(false, pkt[8:24], pkt[24:40], id, now)
+	return t.add(d, pkt, frag, nhAt, off, end, more, payload, out)
+}
+
+// Add4 is Add for an IPv4 packet, pkt from its header on (options
+// included; those of the first fragment are kept). The datagram written to
+// out has its total length, fragment fields (DF kept) and header checksum
+// set.
+func (t *Table) Add4(pkt []byte, now int64, out []byte) (n, maxFrag int, err error) {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return 0, 0, ErrMalformed
+	}
+	hl := int(pkt[0]&0x0f) * 4
+	tl := int(binary.BigEndian.Uint16(pkt[2:]))
+	if hl < 20 || tl < hl || tl > len(pkt) {
+		return 0, 0, ErrMalformed
+	}
+	pkt = pkt[:tl]
+	fo := int(binary.BigEndian.Uint16(pkt[6:]))
+	off, more := fo&0x1fff*8, fo&0x2000 != 0
+	payload := pkt[hl:]
+	end := off + len(payload)
+	if more && len(payload)%8 != 0 || len(payload) == 0 && more || hl+end > maxPayload {
+		return 0, 0, ErrMalformed
+	}
+	if off == 0 && !more {
+		return t.emit4(out, pkt[:hl], payload, len(pkt))
+	}
+	// RFC 791: a datagram is known by its addresses, protocol and ID.
+	id := uint32(pkt[9])<<16 | uint32(binary.BigEndian.Uint16(pkt[4:]))
+	d := t.find(true, pkt[12:16], pkt[16:20], id, now)
+	return t.add(d, pkt, hl, 0, off, end, more, payload, out)
+}
+
+// add puts a fragment of d, [off, end) of its fragmentable part, in place;
+// head is the length of the part of pkt kept from the first fragment.
+func (t *Table) add(d *datagram, pkt []byte, frag, nhAt, off, end int, more bool, payload, out []byte) (n, maxFrag int, err error) {
 	if d.headLen == 0 && off == 0 {
 		d.headLen = copy(d.head, pkt[:frag])
 		d.nhAt, d.nh = nhAt, pkt[frag]
@@ -151,7 +189,11 @@ func (t *Table) Add(pkt []byte, frag, nhAt int, now int64, out []byte) (n, maxFr
 	if d.headLen == 0 || d.total < 0 || d.got != d.total {
 		return 0, 0, nil
 	}
-	n, maxFrag, err = t.emit(out, d.head[:d.headLen], d.nhAt, d.nh, d.data[:d.total], d.maxFrag)
+	if d.v4 {
+		n, maxFrag, err = t.emit4(out, d.head[:d.headLen], d.data[:d.total], d.maxFrag)
+	} else {
+		n, maxFrag, err = t.emit(out, d.head[:d.headLen], d.nhAt, d.nh, d.data[:d.total], d.maxFrag)
+	}
 	t.drop(d)
 	return n, maxFrag, err
 }
@@ -170,10 +212,33 @@ func (t *Table) emit(out, head []byte, nhAt int, nh uint8, data []byte, maxFrag 
 	return n, maxFrag, nil
 }
 
-// find returns the datagram pkt's fragment belongs to, starting one (in
-// a free slot, an expired one, or the oldest's) if there is none.
-func (t *Table) find(pkt []byte, id uint32, now int64) *datagram {
-	src, dst := pkt[8:24], pkt[24:40]
+// emit4 writes the IPv4 header head, fixed, and data into out.
+func (t *Table) emit4(out, head, data []byte, maxFrag int) (int, int, error) {
+	n := len(head) + len(data)
+	if n > len(out) || n > maxPayload {
+		return 0, 0, ErrTooLarge
+	}
+	copy(out, head)
+	copy(out[len(head):], data)
+	binary.BigEndian.PutUint16(out[2:], uint16(n))
+	out[6] &= 0x40 // DF stays; MF and the offset go
+	out[7] = 0
+	out[10], out[11] = 0, 0
+	var sum uint32
+	for i := 0; i+1 < len(head); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(out[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(out[10:], ^uint16(sum))
+	return n, maxFrag, nil
+}
+
+// find returns the datagram of a fragment from src to dst with id (of
+// IPv4 when v4), starting one (in a free slot, an expired one, or the
+// oldest's) if there is none.
+func (t *Table) find(v4 bool, src, dst []byte, id uint32, now int64) *datagram {
 	var free, oldest *datagram
 	for i := range t.dgs {
 		d := &t.dgs[i]
@@ -190,7 +255,7 @@ func (t *Table) find(pkt []byte, id uint32, now int64) *datagram {
 			}
 			continue
 		}
-		if d.id == id && string(d.src[:]) == string(src) && string(d.dst[:]) == string(dst) {
+		if d.id == id && d.v4 == v4 && string(d.src[:len(src)]) == string(src) && string(d.dst[:len(dst)]) == string(dst) {
 			return d
 		}
 		if oldest == nil || d.started < oldest.started {
@@ -207,7 +272,7 @@ func (t *Table) find(pkt []byte, id uint32, now int64) *datagram {
 		d.data = make([]byte, maxPayload)
 		d.units = make([]uint64, (maxPayload/8+64)/64)
 	}
-	d.used, d.id, d.started = true, id, now
+	d.used, d.v4, d.id, d.started = true, v4, id, now
 	copy(d.src[:], src)
 	copy(d.dst[:], dst)
 	d.headLen, d.total, d.got, d.maxFrag, d.maxEnd = 0, -1, 0, 0, 0

@@ -362,3 +362,72 @@ func FuzzAdd(f *testing.F) {
 		}
 	})
 }
+
+// frags4 cuts an IPv4 datagram (a 20-byte header, then data) into
+// fragments carrying size bytes of data each.
+func frags4(data []byte, size int, id uint16) [][]byte {
+	var out [][]byte
+	for off := 0; off < len(data); off += size {
+		end := min(off+size, len(data))
+		f := make([]byte, 20+end-off)
+		f[0], f[9] = 0x45, 17
+		binary.BigEndian.PutUint16(f[2:], uint16(len(f)))
+		binary.BigEndian.PutUint16(f[4:], id)
+		fo := uint16(off / 8)
+		if end < len(data) {
+			fo |= 0x2000
+		}
+		binary.BigEndian.PutUint16(f[6:], fo)
+		copy(f[12:], []byte{198, 18, 0, 2, 198, 18, 0, 1})
+		copy(f[20:], data[off:end])
+		out = append(out, f)
+	}
+	return out
+}
+
+func TestAdd4(t *testing.T) {
+	data := payload(4000, 7)
+	fr := frags4(data, 1480, 99)
+	other := frags4(payload(3000, 9), 1480, 100)
+	tb := NewTable(Config{})
+	out := make([]byte, 70000)
+	for i, f := range [][]byte{fr[2], other[0], fr[0], other[1], fr[1]} {
+		n, maxFrag, err := tb.Add4(f, 1, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 4 {
+			if n != 0 {
+				t.Fatalf("fragment %d completed a datagram", i)
+			}
+			continue
+		}
+		if n != 20+len(data) || maxFrag != 1500 {
+			t.Fatalf("n %d maxFrag %d", n, maxFrag)
+		}
+		got := out[:n]
+		if binary.BigEndian.Uint16(got[2:]) != uint16(n) || binary.BigEndian.Uint16(got[6:]) != 0 || !bytes.Equal(got[20:], data) {
+			t.Fatalf("bad datagram: header % x", got[:20])
+		}
+		var sum uint32
+		for j := 0; j < 20; j += 2 {
+			sum += uint32(binary.BigEndian.Uint16(got[j:]))
+		}
+		for sum > 0xffff {
+			sum = sum>>16 + sum&0xffff
+		}
+		if sum != 0xffff {
+			t.Fatalf("header checksum wrong: % x", got[:20])
+		}
+	}
+	if tb.InProgress() != 1 {
+		t.Fatalf("%d in progress, want the other datagram", tb.InProgress())
+	}
+	// Same ID and addresses, another protocol: another datagram.
+	f := frags4(data, 1480, 99)
+	f[0][9] = 6
+	tb.Add4(f[0], 1, out)
+	if n, _, _ := tb.Add4(fr[1], 1, out); n != 0 || tb.InProgress() != 3 {
+		t.Fatalf("protocols mixed: n %d, %d in progress", n, tb.InProgress())
+	}
+}
