@@ -298,7 +298,12 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		// diverted (host_tun.go), and the kernel, when its own
 		// reassembly (conntrack's) ran first, cuts the datagram again on
 		// its way into the TUN.
-		if !w.in.ether && (p.IPVersion == 4 || p.FragHdr >= 0) ||
+		// Only TCP and UDP: a real server's ICMP errors and echoes are
+		// diverted into the TUN too (by protocol, which fragments
+		// show), and the kernel forwards no whole IPv6 packet larger
+		// than the way out; handed back as they came, they go on.
+		l4 := p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP
+		if !w.in.ether && l4 && (p.IPVersion == 4 || p.FragHdr >= 0) ||
 			p.IPVersion == 6 && w.in.ether && p.FragHdr >= 0 && w.balanced6(s) {
 			w.fragment(s)
 			return
@@ -745,7 +750,7 @@ func (w *worker) clientHop(c *conntrack.Conn) (pt *port, mac [6]byte, ok bool) {
 func (w *worker) forward(pt *port, mac [6]byte, buf []byte) {
 	if pt.ether {
 		w.setEther(pt, mac)
-	} else {
+	} else if w.fragMax > 0 {
 		w.tunFrag(buf)
 	}
 	w.send(pt, buf)
@@ -868,19 +873,19 @@ func (w *worker) setEther(pt *port, dst [6]byte) {
 // and what is not ours goes back to the kernel unchanged.
 func (w *worker) passThrough(buf []byte) {
 	if !w.in.ether {
-		if w.fragMax > 0 && !w.vipDst() {
+		if w.fragMax > 0 && !w.vipDst(w.d.snap.Load()) {
 			w.tunFrag(buf) // a reassembled datagram the kernel forwards
 		}
 		w.send(w.in, buf)
 	}
 }
 
-// vipDst reports whether the current packet is for a VIP (a host address
-// with TUN).
-func (w *worker) vipDst() bool {
+// vipDst reports whether the current packet is for a VIP of s (a host
+// address with TUN).
+func (w *worker) vipDst(s *snapshot) bool {
 	var a conntrack.Addr
 	setAddr(&a, w.p.Dst())
-	return w.d.snap.Load().vips[a]
+	return s.vips[a]
 }
 
 func (d *Director) portByIndex(idx int) *port {

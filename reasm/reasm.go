@@ -221,8 +221,10 @@ func (t *Table) emit4(out, head, data []byte, maxFrag int) (int, int, error) {
 	copy(out, head)
 	copy(out[len(head):], data)
 	binary.BigEndian.PutUint16(out[2:], uint16(n))
-	out[6] &= 0x40 // DF stays; MF and the offset go
-	out[7] = 0
+	// MF and the offset go, and DF too: the director cannot cut the
+	// datagram again for the way out, the kernel will (the kernel's own
+	// reassembly keeps DF, but also the fragments' size to cut it to).
+	out[6], out[7] = 0, 0
 	out[10], out[11] = 0, 0
 	var sum uint32
 	for i := 0; i+1 < len(head); i += 2 {
@@ -233,6 +235,17 @@ func (t *Table) emit4(out, head, data []byte, maxFrag int) (int, int, error) {
 	}
 	binary.BigEndian.PutUint16(out[10:], ^uint16(sum))
 	return n, maxFrag, nil
+}
+
+// ipv4Timeout caps the wait for an IPv4 datagram's fragments, as Linux's
+// ipfrag_time: its 16-bit IDs come round sooner than IPv6's.
+const ipv4Timeout = 30 * time.Second
+
+func (t *Table) timeout(v4 bool) int64 {
+	if v4 {
+		return int64(min(t.cfg.Timeout, ipv4Timeout))
+	}
+	return int64(t.cfg.Timeout)
 }
 
 // find returns the datagram of a fragment from src to dst with id (of
@@ -248,7 +261,7 @@ func (t *Table) find(v4 bool, src, dst []byte, id uint32, now int64) *datagram {
 			}
 			continue
 		}
-		if now-d.started > int64(t.cfg.Timeout) {
+		if now-d.started > t.timeout(d.v4) {
 			t.drop(d)
 			if free == nil {
 				free = d
