@@ -902,9 +902,15 @@ func (e *env) scrape(t *testing.T) string {
 // behind (nothing runs to remove it); the next start removes it, serves,
 // and leaves the host as it found it.
 func TestRestartAfterKill(t *testing.T) {
-	e := newEnv(t, "afpacket")
+	for _, io := range []string{"afpacket", "tun"} {
+		t.Run(io, func(t *testing.T) { testRestartAfterKill(t, io) })
+	}
+}
+
+func testRestartAfterKill(t *testing.T, io string) {
+	e := newEnv(t, io)
 	before := hostState(t, e.n.Director)
-	first, err := lab.StartDirector(e.n.Director, binary, e.dir, "--io", "afpacket")
+	first, err := lab.StartDirector(e.n.Director, binary, e.dir, "--io", io)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -916,7 +922,7 @@ func TestRestartAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.Stop() // reaps it
-	d, err := lab.StartDirector(e.n.Director, binary, e.dir, "--io", "afpacket")
+	d, err := lab.StartDirector(e.n.Director, binary, e.dir, "--io", io)
 	if err != nil {
 		t.Fatal(err)
 	}

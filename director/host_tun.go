@@ -134,6 +134,7 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 			return nil, err
 		}
 	}
+	removeLeftRules()
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		r := netlink.Route{LinkIndex: l.Attrs().Index, Table: tunTable, Family: fam}
 		if fam == netlink.FAMILY_V4 {
@@ -175,6 +176,24 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 }
 
 func (h *tunHost) ports() []*port { return []*port{h.pt} }
+
+// removeLeftRules deletes the policy rules that look up the director's
+// table: a director killed outright leaves them (the ones a new start
+// makes again it would find, but not those of real servers it no longer
+// has).
+func removeLeftRules() {
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, err := netlink.RuleList(fam)
+		if err != nil {
+			continue
+		}
+		for _, r := range rules {
+			if r.Table == tunTable {
+				netlink.RuleDel(&r)
+			}
+		}
+	}
+}
 
 // sysctl sets a value and remembers the old one, if it differs.
 func (h *tunHost) sysctl(key, val string) error {
