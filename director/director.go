@@ -43,6 +43,10 @@ type Config struct {
 	Workers    int      // packet workers (queues) per interface; 0 = one per core, spread over the interfaces
 	Capacity   int      // connection table limit; 0 = 1<<20
 	Logger     *slog.Logger
+	// StateDir keeps what a director killed outright could not undo, for
+	// the next start to undo: with TUN, the VIP addresses it added. ""
+	// keeps nothing.
+	StateDir string
 
 	// AFPacketRing reads AF_PACKET frames through a TPACKET_V3 ring
 	// instead of recvmmsg (link.AFPacketConfig.RXRing). Experimental.

@@ -918,6 +918,10 @@ func testRestartAfterKill(t *testing.T, io string) {
 	vip := lab.DirOuterIP + ":80"
 	e.ipvsadm(t, "-A", "-t", vip, "-s", "rr")
 	e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m")
+	// And a VIP that is not an address of the host (with TUN, the
+	// director adds it).
+	e.ipvsadm(t, "-A", "-t", "198.18.0.100:80", "-s", "rr")
+	e.ipvsadm(t, "-a", "-t", "198.18.0.100:80", "-r", lab.RS1IP, "-m")
 	if err := first.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -135,6 +136,7 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 		}
 	}
 	removeLeftRules()
+	h.removeLeftAddrs()
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		r := netlink.Route{LinkIndex: l.Attrs().Index, Table: tunTable, Family: fam}
 		if fam == netlink.FAMILY_V4 {
@@ -176,6 +178,61 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 }
 
 func (h *tunHost) ports() []*port { return []*port{h.pt} }
+
+// addrsFile lists the VIP addresses the director added, "interface
+// address/bits" a line, so that a start after a kill can remove them; ""
+// without a state directory.
+func (h *tunHost) addrsFile() string {
+	if h.d.cfg.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(h.d.cfg.StateDir, "tun-addrs")
+}
+
+// removeLeftAddrs deletes the addresses a killed director had added (its
+// file lists them), then the file.
+func (h *tunHost) removeLeftAddrs() {
+	f := h.addrsFile()
+	if f == "" {
+		return
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, cidr, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		l, err1 := netlink.LinkByName(name)
+		a, err2 := netlink.ParseAddr(cidr)
+		if err1 == nil && err2 == nil {
+			netlink.AddrDel(l, a)
+		}
+	}
+	os.Remove(f)
+}
+
+// saveAddrs writes the list of added addresses (addrsFile).
+func (h *tunHost) saveAddrs() {
+	f := h.addrsFile()
+	if f == "" {
+		return
+	}
+	if len(h.addrs) == 0 {
+		os.Remove(f)
+		return
+	}
+	var b strings.Builder
+	for _, a := range h.addrs {
+		fmt.Fprintf(&b, "%s %s\n", a.link.Attrs().Name, a.addr.IPNet)
+	}
+	tmp := f + ".new"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err == nil {
+		os.Rename(tmp, f)
+	}
+}
 
 // removeLeftRules deletes the policy rules that look up the director's
 // table: a director killed outright leaves them (the ones a new start
@@ -357,6 +414,7 @@ func (h *tunHost) vipAddrs(s *snapshot) error {
 			delete(h.addrs, ip)
 		}
 	}
+	h.saveAddrs()
 	return nil
 }
 
@@ -389,6 +447,9 @@ func (h *tunHost) close() error {
 	}
 	for _, a := range h.addrs {
 		netlink.AddrDel(a.link, a.addr)
+	}
+	if f := h.addrsFile(); f != "" {
+		os.Remove(f)
 	}
 	for i := len(h.sysctls) - 1; i >= 0; i-- {
 		c := h.sysctls[i]

@@ -102,6 +102,7 @@ func runMain(args []string) int {
 	slog.SetDefault(log)
 
 	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, AFPacketRing: *ring,
+		StateDir:       filepath.Dir(*sock),
 		AFPacketPoller: !*blocking, AFPacketSpin: *spin, AFPacketPerPort: !*affine, Logger: log}
 	if *ifs != "" {
 		cfg.Interfaces = strings.Split(*ifs, ",")
