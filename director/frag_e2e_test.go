@@ -23,14 +23,18 @@ import (
 // see them: it would reassemble its own copy for the VIP, its local
 // address, find no socket and answer "port unreachable", which a
 // connected client socket reports on its next read.
-func TestFragmentedUDP(t *testing.T) {
+func TestFragmentedUDP(t *testing.T) { eachBackendAndFamily(t, testFragmentedUDP) }
+
+// eachBackendAndFamily runs f as a subtest for each I/O backend and IP
+// family.
+func eachBackendAndFamily(t *testing.T, f func(t *testing.T, io string, v6 bool)) {
 	for _, io := range []string{"afpacket", "tun"} {
 		for _, v6 := range []bool{false, true} {
 			name := io + "/IPv4"
 			if v6 {
 				name = io + "/IPv6"
 			}
-			t.Run(name, func(t *testing.T) { testFragmentedUDP(t, io, v6) })
+			t.Run(name, func(t *testing.T) { f(t, io, v6) })
 		}
 	}
 }
@@ -249,58 +253,50 @@ func TestUDPGSOTooBig(t *testing.T) {
 // kernel forwards no whole IPv6 packet larger than the way out (found in
 // review).
 func TestLargePing(t *testing.T) {
-	for _, io := range []string{"afpacket", "tun"} {
-		for _, v6 := range []bool{false, true} {
-			name := io + "/IPv4"
-			if v6 {
-				name = io + "/IPv6"
-			}
-			t.Run(name, func(t *testing.T) {
-				e := newEnv(t, io)
-				e.start()
-				vip, rs, target, network, proto := lab.DirOuterIP+":53", lab.RS1IP+":53", lab.RS1IP, "ip4:icmp", 1
-				var typ icmp.Type = ipv4.ICMPTypeEcho
-				if v6 {
-					vip, rs, target, network, proto = "["+lab.DirOuterIP6+"]:53", "["+lab.RS1IP6+"]:53", lab.RS1IP6, "ip6:ipv6-icmp", 58
-					typ = ipv6.ICMPTypeEchoRequest
-				}
-				e.ipvsadm(t, "-A", "-u", vip, "-s", "rr")
-				e.ipvsadm(t, "-a", "-u", vip, "-r", rs, "-m")
-				err := e.n.Client.Do(func() error {
-					c, err := icmp.ListenPacket(network, "")
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					data := bytes.Repeat([]byte{'p'}, 4000)
-					m := icmp.Message{Type: typ, Body: &icmp.Echo{ID: 7, Seq: 1, Data: data}}
-					b, err := m.Marshal(nil)
-					if err != nil {
-						return err
-					}
-					if _, err := c.WriteTo(b, &net.IPAddr{IP: net.ParseIP(target)}); err != nil {
-						return err
-					}
-					buf := make([]byte, 65536)
-					for deadline := time.Now().Add(3 * time.Second); ; {
-						c.SetReadDeadline(deadline)
-						n, _, err := c.ReadFrom(buf)
-						if err != nil {
-							return fmt.Errorf("no echo reply: %w", err)
-						}
-						r, err := icmp.ParseMessage(proto, buf[:n])
-						if err != nil {
-							continue
-						}
-						if echo, ok := r.Body.(*icmp.Echo); ok && r.Type != typ && echo.ID == 7 && bytes.Equal(echo.Data, data) {
-							return nil
-						}
-					}
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-			})
+	eachBackendAndFamily(t, func(t *testing.T, io string, v6 bool) {
+		e := newEnv(t, io)
+		e.start()
+		vip, rs, target, network, proto := lab.DirOuterIP+":53", lab.RS1IP+":53", lab.RS1IP, "ip4:icmp", 1
+		var typ icmp.Type = ipv4.ICMPTypeEcho
+		if v6 {
+			vip, rs, target, network, proto = "["+lab.DirOuterIP6+"]:53", "["+lab.RS1IP6+"]:53", lab.RS1IP6, "ip6:ipv6-icmp", 58
+			typ = ipv6.ICMPTypeEchoRequest
 		}
-	}
+		e.ipvsadm(t, "-A", "-u", vip, "-s", "rr")
+		e.ipvsadm(t, "-a", "-u", vip, "-r", rs, "-m")
+		err := e.n.Client.Do(func() error {
+			c, err := icmp.ListenPacket(network, "")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			data := bytes.Repeat([]byte{'p'}, 4000)
+			m := icmp.Message{Type: typ, Body: &icmp.Echo{ID: 7, Seq: 1, Data: data}}
+			b, err := m.Marshal(nil)
+			if err != nil {
+				return err
+			}
+			if _, err := c.WriteTo(b, &net.IPAddr{IP: net.ParseIP(target)}); err != nil {
+				return err
+			}
+			buf := make([]byte, 65536)
+			for deadline := time.Now().Add(3 * time.Second); ; {
+				c.SetReadDeadline(deadline)
+				n, _, err := c.ReadFrom(buf)
+				if err != nil {
+					return fmt.Errorf("no echo reply: %w", err)
+				}
+				r, err := icmp.ParseMessage(proto, buf[:n])
+				if err != nil {
+					continue
+				}
+				if echo, ok := r.Body.(*icmp.Echo); ok && r.Type != typ && echo.ID == 7 && bytes.Equal(echo.Data, data) {
+					return nil
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
 }
