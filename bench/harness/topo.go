@@ -136,14 +136,41 @@ func Build(ctx context.Context, prefix string, log *slog.Logger) (t *Topo, err e
 		}
 		t.Sinks = append(t.Sinks, s)
 	}
-	for _, ip := range RealServers() {
-		for _, port := range []int{HTTPPort, BulkPort} {
-			if err := waitTCP(ctx, n.Director, net.JoinHostPort(ip, strconv.Itoa(port)), 10*time.Second); err != nil {
-				return nil, fmt.Errorf("real server service: %w\n%s", err, t.procLogs())
-			}
+	for i, ip := range RealServers() {
+		if err := waitTCP(ctx, n.Director, net.JoinHostPort(ip, strconv.Itoa(HTTPPort)), 10*time.Second); err != nil {
+			return nil, fmt.Errorf("real server service: %w\n%s", err, t.procLogs())
+		}
+		// iperf3 serves one client at a time and, when a client goes
+		// without a test, closes its listening socket and opens it
+		// again: a probing connection would leave the next one refused
+		// for a moment. So its socket is looked for, not connected to.
+		if err := waitListening(ctx, n.RS[i], BulkPort, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("real server service: iperf3 on %s: %w\n%s", ip, err, t.procLogs())
 		}
 	}
 	return t, nil
+}
+
+// waitListening waits until a TCP socket in h listens on port (IPv4 or
+// IPv6), reading /proc/net/tcp and tcp6, or limit passes.
+func waitListening(ctx context.Context, h *testbed.Host, port int, limit time.Duration) error {
+	want := fmt.Sprintf(":%04X ", port)
+	for deadline := time.Now().Add(limit); ; {
+		out, err := h.Exec("cat", "/proc/net/tcp", "/proc/net/tcp6")
+		if err == nil {
+			for _, line := range strings.Split(out, "\n") {
+				// sl local_address rem_address st ...: st 0A is LISTEN.
+				f := strings.Fields(line)
+				if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && f[3] == "0A" {
+					return nil
+				}
+			}
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on port %d in %s within %v (%v)", port, h.Short, limit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // RealServers are the real servers' addresses, rs1 first.
