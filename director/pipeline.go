@@ -85,9 +85,7 @@ type worker struct {
 	// icmpAllowed): a token bucket, started at the first error.
 	icmpEvery int64 // ns per token; 0: the whole rate (one worker)
 	icmpBurst int
-	icmpTok   int
-	icmpLast  int64
-	icmpInit  bool
+	icmp      bucket
 	icmpPeers [icmpPeerSlots]icmpPeer
 
 	p    packet.Parsed
@@ -348,10 +346,7 @@ func (w *worker) fragment(s *snapshot) {
 		w.nrbuf = 0
 	}
 	b := w.rbufs[w.nrbuf] // where a completed datagram goes
-	off := headroom
-	if w.in.vnet {
-		off += link.VnetHdrLen
-	}
+	off := w.frameOff()
 	l2 := 0 // the link-layer header, none on TUN
 	if p.L2 >= 0 {
 		l2 = p.L3 - p.L2
@@ -629,8 +624,35 @@ const (
 
 type icmpPeer struct {
 	addr conntrack.Addr
+	bucket
+}
+
+// bucket is a token bucket, full when first used.
+type bucket struct {
 	tok  int
-	last int64
+	last int64 // ns; 0 before the first use
+}
+
+// refill adds one token per every ns since the last, up to burst.
+func (b *bucket) refill(now, every int64, burst int) {
+	switch {
+	case b.last == 0:
+		b.tok, b.last = burst, max(now, 1)
+	case now-b.last >= every:
+		add := (now - b.last) / every
+		b.tok = int(min(int64(b.tok)+add, int64(burst)))
+		b.last += add * every
+	}
+}
+
+// take refills b, then takes a token if there is one.
+func (b *bucket) take(now, every int64, burst int) bool {
+	b.refill(now, every, burst)
+	if b.tok == 0 {
+		return false
+	}
+	b.tok--
+	return true
 }
 
 // peerAllowed takes a token from the bucket of the error's destination
@@ -643,19 +665,10 @@ func (w *worker) peerAllowed(now int64) bool {
 		h = (h ^ uint64(b)) * 1099511628211
 	}
 	pe := &w.icmpPeers[h%icmpPeerSlots]
-	switch {
-	case pe.addr != a || pe.last == 0:
-		*pe = icmpPeer{addr: a, tok: icmpPeerBurst, last: max(now, 1)}
-	case now-pe.last >= icmpPeerEvery:
-		add := (now - pe.last) / icmpPeerEvery
-		pe.tok = int(min(int64(pe.tok)+add, icmpPeerBurst))
-		pe.last += add * icmpPeerEvery
+	if pe.addr != a {
+		*pe = icmpPeer{addr: a}
 	}
-	if pe.tok == 0 {
-		return false
-	}
-	pe.tok--
-	return true
+	return pe.take(now, icmpPeerEvery, icmpPeerBurst)
 }
 
 // setICMPShare gives the worker its share of the ICMP error rate when
@@ -672,20 +685,15 @@ func (w *worker) icmpAllowed() bool {
 	if every == 0 {
 		every, burst = int64(time.Second)/icmpPerSecond, icmpBurstMax
 	}
+	// A token of the shared limit is only spent when the destination's
+	// own limit lets the answer go: one flooded victim cannot use it up.
 	now := w.d.clock.Now()
-	switch {
-	case !w.icmpInit:
-		w.icmpTok, w.icmpLast, w.icmpInit = burst, now, true
-	case now-w.icmpLast >= every:
-		add := (now - w.icmpLast) / every
-		w.icmpTok = int(min(int64(w.icmpTok)+add, int64(burst)))
-		w.icmpLast += add * every
-	}
-	if w.icmpTok == 0 || !w.peerAllowed(now) {
+	w.icmp.refill(now, every, burst)
+	if w.icmp.tok == 0 || !w.peerAllowed(now) {
 		w.d.icmpLimited.Add(1)
 		return false
 	}
-	w.icmpTok--
+	w.icmp.tok--
 	return true
 }
 
@@ -695,20 +703,31 @@ func (w *worker) unreachable() {
 	if !w.icmpAllowed() {
 		return
 	}
+	w.answer(func(dst []byte) int { return packet.BuildUnreachable(dst, &w.p) })
+}
+
+// answer sends back out of the port the current packet came in by a
+// packet build writes (from the frame on; 0 for none), in a scratch
+// buffer after a blank virtio-net header.
+func (w *worker) answer(build func(dst []byte) int) {
 	b := w.scratch()
 	if b == nil {
 		return
 	}
-	off := headroom
+	off := w.frameOff()
+	clear(b[headroom:off])
+	if n := build(b[off:]); n > 0 {
+		w.send(w.in, b[:off+n])
+	}
+}
+
+// frameOff is where the frame starts in a buffer of the current port:
+// after the headroom and, if the port has one, the virtio-net header.
+func (w *worker) frameOff() int {
 	if w.in.vnet {
-		clear(b[off : off+link.VnetHdrLen])
-		off += link.VnetHdrLen
+		return headroom + link.VnetHdrLen
 	}
-	n := packet.BuildUnreachable(b[off:], &w.p)
-	if n == 0 {
-		return
-	}
-	w.send(w.in, b[:off+n])
+	return headroom
 }
 
 // serverHop finds where a packet for real server dest goes: the port and
@@ -816,18 +835,7 @@ func (w *worker) fits(pt *port, buf []byte) bool {
 		return false
 	}
 	w.d.tooBig.Add(1)
-	b := w.scratch()
-	if b == nil {
-		return false
-	}
-	off := headroom
-	if w.in.vnet {
-		clear(b[off : off+link.VnetHdrLen])
-		off += link.VnetHdrLen
-	}
-	if k := packet.BuildFragNeeded(b[off:], p, mtu); k > 0 {
-		w.send(w.in, b[:off+k])
-	}
+	w.answer(func(dst []byte) int { return packet.BuildFragNeeded(dst, p, mtu) })
 	return false
 }
 
