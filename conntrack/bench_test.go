@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-
-	"uvs/service"
 )
 
 // benchConn is connection n of a large population: clients spread over
@@ -17,8 +15,8 @@ func benchConn(n int) Conn {
 	client[12], client[13] = 198, 18+byte(n>>16&1)
 	client[14], client[15] = byte(n>>8), byte(n)
 	return Conn{
-		Proto: service.TCP, Client: client, CPort: uint16(1024 + n>>17), VAddr: vip, VPort: 80,
-		DAddr: rs[n%3], DPort: 8080, Svc: 1, Dest: uint32(n%3 + 1), Fwd: uint8(service.FwdMasq),
+		Proto: protoTCP, Client: client, CPort: uint16(1024 + n>>17), VAddr: vip, VPort: 80,
+		DAddr: rs[n%3], DPort: 8080, Svc: 1, Dest: uint32(n%3 + 1),
 		PeerMAC: peerM, PeerIf: 3,
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"uvs/service"
 )
 
 // TestConcurrent hammers one table from several goroutines with
@@ -23,12 +21,8 @@ func TestConcurrent(t *testing.T) {
 			var tp Template
 			for i := range rounds {
 				n := (i*7919 + w*104729) % pool
-				fwd := service.FwdMasq
-				if n%3 == 2 {
-					fwd = service.FwdRoute
-				}
-				c := mkConn(n, fwd, service.TCP)
-				key := TemplateKey{Proto: service.TCP, Client: c.Client, VAddr: vip, VPort: 80}
+				c := mkConn(n, n%3 == 2, protoTCP)
+				key := TemplateKey{Proto: protoTCP, Client: c.Client, VAddr: vip, VPort: 80}
 				switch i % 8 {
 				case 0, 1:
 					if r, ok := tt.LookupTemplate(&key, &tp); ok {
@@ -88,12 +82,12 @@ func TestNoAllocs(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
 	conns := make([]Conn, 512)
 	for i := range conns {
-		conns[i] = mkConn(i, service.FwdMasq, service.TCP)
+		conns[i] = mkConn(i, false, protoTCP)
 		if err := tt.Insert(&conns[i], syn); err != nil {
 			t.Fatal(err)
 		}
 	}
-	key := TemplateKey{Proto: service.TCP, Client: conns[0].Client, VAddr: vip, VPort: 80}
+	key := TemplateKey{Proto: protoTCP, Client: conns[0].Client, VAddr: vip, VPort: 80}
 	ref, _ := tt.InsertTemplate(&key, &Template{Dest: 1})
 	var got Conn
 	var tp Template
@@ -107,7 +101,7 @@ func TestNoAllocs(t *testing.T) {
 	}); a != 0 {
 		t.Errorf("Lookup allocates %v", a)
 	}
-	extra := mkConn(10000, service.FwdMasq, service.TCP)
+	extra := mkConn(10000, false, protoTCP)
 	extra.Tmpl = ref
 	eo := extra.Orig()
 	if a := testing.AllocsPerRun(1000, func() {

@@ -29,8 +29,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"uvs/service"
 )
 
 // Addr is an IP address in 16 bytes; IPv4 is stored IPv4-mapped
@@ -67,8 +65,12 @@ type Conn struct {
 	VPort     uint16
 	DAddr     Addr // real server address
 	DPort     uint16
-	Svc, Dest uint32 // the director's service and real-server (service.Registry) IDs
-	Fwd       uint8  // forwarding method (service.Fwd); only NAT connections have a Reply index
+	Svc, Dest uint32 // the director's service and real-server IDs
+	Fwd       uint8  // the caller's forwarding method; the table does not interpret it
+	// InputOnly: the director sees only the client's packets (LVS-DR,
+	// LVS-TUN): the connection has no Reply index and its TCP state
+	// follows IPVS's input-only transitions.
+	InputOnly bool
 	State     State
 	PeerMAC   [6]byte     // where client-bound frames go (AF_PACKET mode), learned at insert
 	PeerIf    int32       // interface index for client-bound frames
@@ -92,7 +94,7 @@ type Config struct {
 	Capacity int          // max connections (and, separately, templates); default 1<<20
 	Shards   int          // lock shards, rounded up to a power of two; default 256
 	Now      func() int64 // monotonic nanoseconds; default from package time
-	Timeouts service.Timeouts
+	Timeouts Timeouts
 	// Counts is called whenever a connection enters the table, moves
 	// between an active and an inactive state, or leaves the table, with
 	// the deltas for its real server. It is called with a shard lock held:
@@ -107,6 +109,13 @@ type Config struct {
 	// their tuples against a new connection. Same rules as Counts; nil
 	// means none is ever gone.
 	Gone func(dest uint32) bool
+}
+
+// Timeouts are the ipvsadm --set values: TCP is the ESTABLISHED timeout,
+// TCPFin the FIN_WAIT one, UDP the UDP one. A zero value keeps the
+// current setting.
+type Timeouts struct {
+	TCP, TCPFin, UDP time.Duration
 }
 
 // Errors from Insert and InsertTemplate.
@@ -207,7 +216,7 @@ func New(cfg *Config) *Table {
 // SetTimeouts applies ipvsadm --set values: TCP is the ESTABLISHED
 // timeout, TCPFin the FIN_WAIT one, UDP the UDP one. A zero value keeps
 // the current setting. Entries pick up the new value at their next packet.
-func (t *Table) SetTimeouts(to service.Timeouts) {
+func (t *Table) SetTimeouts(to Timeouts) {
 	tt := *t.timeouts.Load()
 	if to.TCP > 0 {
 		tt[StateEstablished] = durTicks(to.TCP)

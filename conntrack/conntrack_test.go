@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 	"unsafe"
-
-	"uvs/service"
 )
 
 const (
@@ -49,66 +47,66 @@ func TestStateTransitions(t *testing.T) {
 		StateListen: 120 * time.Second, StateSynAck: 120 * time.Second, StateUDP: 300 * time.Second,
 	}
 	tests := []struct {
-		name  string
-		fwd   service.Fwd
-		proto uint8
-		first uint8 // flags of the inserting packet
-		init  State
-		steps []step
+		name   string
+		inOnly bool // DR, tunnel
+		proto  uint8
+		first  uint8 // flags of the inserting packet
+		init   State
+		steps  []step
 	}{
-		{"nat client closes", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat client closes", false, protoTCP, syn, StateSynRecv, []step{
 			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Orig, psh, StateEstablished},
 			{Reply, psh, StateEstablished}, {Orig, fin, StateCloseWait}, {Reply, ack, StateCloseWait},
 			{Reply, fin, StateTimeWait}, {Orig, ack, StateTimeWait},
 		}},
-		{"nat server closes", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat server closes", false, protoTCP, syn, StateSynRecv, []step{
 			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Reply, fin, StateFinWait},
 			{Orig, ack, StateFinWait}, {Orig, fin, StateTimeWait}, {Reply, ack, StateTimeWait},
 		}},
-		{"nat server refuses", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat server refuses", false, protoTCP, syn, StateSynRecv, []step{
 			{Reply, rstack, StateClose},
 		}},
-		{"nat client rst during handshake is ignored", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat client rst during handshake is ignored", false, protoTCP, syn, StateSynRecv, []step{
 			{Orig, rst, StateSynRecv}, {Reply, synack, StateSynAck}, {Orig, rst, StateSynRecv},
 		}},
-		{"nat reset when established", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat reset when established", false, protoTCP, syn, StateSynRecv, []step{
 			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Reply, rst, StateClose},
 			{Orig, ack, StateClose},
 		}},
-		{"nat retransmitted syn", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat retransmitted syn", false, protoTCP, syn, StateSynRecv, []step{
 			{Orig, syn, StateSynRecv}, {Reply, synack, StateSynAck}, {Reply, synack, StateSynAck},
 		}},
-		{"nat last ack", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"nat last ack", false, protoTCP, syn, StateSynRecv, []step{
 			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Orig, fin, StateCloseWait},
 			{Reply, fin, StateTimeWait},
 		}},
-		{"dr lifecycle", service.FwdRoute, service.TCP, syn, StateSynRecv, []step{
+		{"dr lifecycle", true, protoTCP, syn, StateSynRecv, []step{
 			{Orig, ack, StateEstablished}, {Orig, psh, StateEstablished}, {Orig, fin, StateFinWait},
 			{Orig, ack, StateFinWait}, {Orig, fin, StateFinWait},
 		}},
-		{"dr client rst", service.FwdRoute, service.TCP, syn, StateSynRecv, []step{
+		{"dr client rst", true, protoTCP, syn, StateSynRecv, []step{
 			{Orig, rst, StateSynRecv}, {Orig, ack, StateEstablished}, {Orig, rstack, StateClose},
 		}},
-		{"tunnel fin during handshake", service.FwdTunnel, service.TCP, syn, StateSynRecv, []step{
+		{"tunnel fin during handshake", true, protoTCP, syn, StateSynRecv, []step{
 			{Orig, fin, StateTimeWait},
 		}},
-		{"midstream pickup", service.FwdRoute, service.TCP, ack, StateEstablished, []step{
+		{"midstream pickup", true, protoTCP, ack, StateEstablished, []step{
 			{Orig, psh, StateEstablished},
 		}},
-		{"no flags keeps state", service.FwdMasq, service.TCP, syn, StateSynRecv, []step{
+		{"no flags keeps state", false, protoTCP, syn, StateSynRecv, []step{
 			{Orig, 0, StateSynRecv}, {Reply, FlagPSH, StateSynRecv},
 		}},
-		{"udp", service.FwdMasq, service.UDP, 0, StateUDP, []step{
+		{"udp", false, protoUDP, 0, StateUDP, []step{
 			{Orig, 0, StateUDP}, {Reply, 0xff, StateUDP},
 		}},
-		{"udp dr", service.FwdRoute, service.UDP, syn, StateUDP, []step{
+		{"udp dr", true, protoUDP, syn, StateUDP, []step{
 			{Orig, fin, StateUDP},
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tt := newTestTable(t, Config{Shards: 4})
-			c := mkConn(7, tc.fwd, tc.proto)
+			c := mkConn(7, tc.inOnly, tc.proto)
 			if err := tt.Insert(&c, tc.first); err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +136,7 @@ func TestStateTransitions(t *testing.T) {
 				if got.State != st.want {
 					t.Fatalf("step %d (%v flags %#x): state %v, want %v", n, st.dir, st.flags, got.State, st.want)
 				}
-				if got.DAddr != c.DAddr || got.PeerMAC != peerM || got.PeerIf != 3 || got.Dest != c.Dest || got.Fwd != c.Fwd {
+				if got.DAddr != c.DAddr || got.PeerMAC != peerM || got.PeerIf != 3 || got.Dest != c.Dest || got.Fwd != c.Fwd || got.InputOnly != c.InputOnly {
 					t.Fatalf("step %d: copy %+v", n, got)
 				}
 				check("step", st.want)
@@ -150,20 +148,37 @@ func TestStateTransitions(t *testing.T) {
 
 func TestInputOnlyHasNoReplyIndex(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
-	for _, fwd := range []service.Fwd{service.FwdRoute, service.FwdTunnel, service.FwdLocal} {
-		c := mkConn(int(fwd), fwd, service.TCP)
+	// DR, tunnel and local connections (the director's Fwd values 1, 2, 3)
+	// are input-only; the table goes by InputOnly, never by Fwd.
+	for n := 1; n <= 3; n++ {
+		c := mkConn(n, true, protoTCP)
+		c.Fwd = uint8(n)
 		if err := tt.Insert(&c, syn); err != nil {
 			t.Fatal(err)
 		}
 		r := c.Reply()
 		var got Conn
 		if _, ok := tt.Lookup(&r, synack, &got); ok {
-			t.Fatalf("%v: reply tuple found", fwd)
+			t.Fatalf("fwd %d: reply tuple found", n)
 		}
 		o := c.Orig()
 		if _, ok := tt.Lookup(&o, fin, &got); !ok || got.State != StateTimeWait {
-			t.Fatalf("%v: input-only FIN in SYN_RECV: %v %v", fwd, ok, got.State)
+			t.Fatalf("fwd %d: input-only FIN in SYN_RECV: %v %v", n, ok, got.State)
 		}
+		if !got.InputOnly || got.Fwd != uint8(n) {
+			t.Fatalf("fwd %d: copy has InputOnly %v Fwd %d", n, got.InputOnly, got.Fwd)
+		}
+	}
+	// The same Fwd on a connection that is not input-only: NAT.
+	c := mkConn(4, false, protoTCP)
+	c.Fwd = 1
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Reply()
+	var got Conn
+	if d, ok := tt.Lookup(&r, synack, &got); !ok || d != Reply || got.InputOnly {
+		t.Fatalf("NAT reply: %v %v InputOnly %v", d, ok, got.InputOnly)
 	}
 	checkInvariants(t, tt)
 }
@@ -218,8 +233,8 @@ func TestStateNames(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	tt := newTestTable(t, Config{Shards: 4, Timeouts: service.Timeouts{TCP: 30 * time.Second, UDP: 5 * time.Second}})
-	c := mkConn(1, service.FwdMasq, service.TCP)
+	tt := newTestTable(t, Config{Shards: 4, Timeouts: Timeouts{TCP: 30 * time.Second, UDP: 5 * time.Second}})
+	c := mkConn(1, false, protoTCP)
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
 	}
@@ -248,11 +263,11 @@ func TestExpiry(t *testing.T) {
 	}
 
 	// SetTimeouts applies from the next packet; zero keeps a value.
-	u := mkConn(2, service.FwdMasq, service.UDP)
+	u := mkConn(2, false, protoUDP)
 	if err := tt.Insert(&u, 0); err != nil {
 		t.Fatal(err)
 	}
-	tt.SetTimeouts(service.Timeouts{UDP: 100 * time.Second})
+	tt.SetTimeouts(Timeouts{UDP: 100 * time.Second})
 	uo := u.Orig()
 	tt.clock.Advance(4 * time.Second)
 	if _, ok := tt.Lookup(&uo, 0, &got); !ok {
@@ -274,7 +289,7 @@ func TestCapacity(t *testing.T) {
 	tt := newTestTable(t, Config{Capacity: 8, Shards: 2})
 	conns := make([]Conn, 10)
 	for i := range conns {
-		conns[i] = mkConn(i, service.FwdMasq, service.TCP)
+		conns[i] = mkConn(i, false, protoTCP)
 	}
 	for i := range 8 {
 		if err := tt.Insert(&conns[i], syn); err != nil {
@@ -323,7 +338,7 @@ func TestCapacity(t *testing.T) {
 
 func TestExists(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
-	c := mkConn(3, service.FwdMasq, service.TCP)
+	c := mkConn(3, false, protoTCP)
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +354,7 @@ func TestExists(t *testing.T) {
 		t.Fatalf("clashing reply tuple: %v", err)
 	}
 	// As DR it has no reply tuple and is fine.
-	c2.Fwd = uint8(service.FwdRoute)
+	c2.InputOnly = true
 	if err := tt.Insert(&c2, syn); err != nil {
 		t.Fatalf("dr conn: %v", err)
 	}
@@ -407,7 +422,7 @@ func TestReuseReplyTuple(t *testing.T) {
 	}
 	checkInvariants(t, tt)
 
-	u := mkConn(7, service.FwdMasq, service.UDP)
+	u := mkConn(7, false, protoUDP)
 	if err := tt.Insert(&u, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +459,7 @@ func closedConn(t *testing.T, old State) (*testTable, Conn) {
 func connIn(t *testing.T, cfg Config, n int, st State) (*testTable, Conn) {
 	t.Helper()
 	tt := newTestTable(t, cfg)
-	c := mkConn(n, service.FwdMasq, service.TCP)
+	c := mkConn(n, false, protoTCP)
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +510,7 @@ func TestReuseTimeWait(t *testing.T) {
 
 	// A SYN on a live ESTABLISHED entry does not reuse it.
 	tt := newTestTable(t, Config{Shards: 4})
-	c := mkConn(6, service.FwdRoute, service.TCP)
+	c := mkConn(6, true, protoTCP)
 	if err := tt.Insert(&c, ack); err != nil {
 		t.Fatal(err)
 	}
@@ -508,8 +523,8 @@ func TestReuseTimeWait(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
-	a := mkConn(1, service.FwdMasq, service.TCP)
-	b := mkConn(2, service.FwdMasq, service.UDP)
+	a := mkConn(1, false, protoTCP)
+	b := mkConn(2, false, protoUDP)
 	for _, c := range []*Conn{&a, &b} {
 		if err := tt.Insert(c, syn); err != nil {
 			t.Fatal(err)
@@ -536,13 +551,9 @@ func TestRemove(t *testing.T) {
 func TestRemoveDest(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
 	for i := range 30 {
-		fwd := service.FwdMasq
-		if i%2 == 1 {
-			fwd = service.FwdTunnel
-		}
-		c := mkConn(i, fwd, service.TCP)
-		if i%3 == 1 { // dest 2: link them to a template
-			k := TemplateKey{Proto: service.TCP, Client: c.Client, VAddr: vip, VPort: 80}
+		c := mkConn(i, i%2 == 1, protoTCP) // odd ones tunnelled
+		if i%3 == 1 {                      // dest 2: link them to a template
+			k := TemplateKey{Proto: protoTCP, Client: c.Client, VAddr: vip, VPort: 80}
 			c.Tmpl, _ = tt.InsertTemplate(&k, &Template{Dest: c.Dest})
 		}
 		if err := tt.Insert(&c, syn); err != nil {
@@ -558,7 +569,7 @@ func TestRemoveDest(t *testing.T) {
 	if a, _ := tt.counts.get(1); a != 10 || tt.Len() != 20 || tt.Templates() != 0 {
 		t.Fatalf("others: active %d Len %d templates %d", a, tt.Len(), tt.Templates())
 	}
-	c := mkConn(1, service.FwdTunnel, service.TCP)
+	c := mkConn(1, true, protoTCP)
 	o := c.Orig()
 	var got Conn
 	if _, ok := tt.Lookup(&o, ack, &got); ok {
@@ -574,8 +585,8 @@ func TestIPv6AndAddr(t *testing.T) {
 	}
 	tt := newTestTable(t, Config{Shards: 4})
 	c := Conn{
-		Proto: service.TCP, Client: addr("2001:2::7"), CPort: 40000, VAddr: vip6, VPort: 443,
-		DAddr: rs6, DPort: 443, Dest: 1, Fwd: uint8(service.FwdMasq),
+		Proto: protoTCP, Client: addr("2001:2::7"), CPort: 40000, VAddr: vip6, VPort: 443,
+		DAddr: rs6, DPort: 443, Dest: 1,
 	}
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
@@ -590,13 +601,13 @@ func TestIPv6AndAddr(t *testing.T) {
 func TestWalk(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 2})
 	for i := range 200 {
-		c := mkConn(i, service.FwdRoute, service.TCP)
+		c := mkConn(i, true, protoTCP)
 		if err := tt.Insert(&c, syn); err != nil {
 			t.Fatal(err)
 		}
 	}
 	tt.clock.Advance(30 * time.Second)
-	c := mkConn(1000, service.FwdRoute, service.UDP)
+	c := mkConn(1000, true, protoUDP)
 	if err := tt.Insert(&c, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +625,7 @@ func TestWalk(t *testing.T) {
 	}
 	// Stopping early stops.
 	for i := range 100 {
-		c := mkConn(i, service.FwdRoute, service.TCP)
+		c := mkConn(i, true, protoTCP)
 		tt.Insert(&c, syn)
 	}
 	n = 0
@@ -629,12 +640,12 @@ func TestSweepBounded(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 8})
 	const n = 5000
 	for i := range n {
-		c := mkConn(i, service.FwdMasq, service.TCP)
+		c := mkConn(i, false, protoTCP)
 		if err := tt.Insert(&c, syn); err != nil {
 			t.Fatal(err)
 		}
 	}
-	keep := mkConn(n+1, service.FwdMasq, service.UDP)
+	keep := mkConn(n+1, false, protoUDP)
 	tt.clock.Advance(50 * time.Second)
 	if err := tt.Insert(&keep, 0); err != nil {
 		t.Fatal(err)

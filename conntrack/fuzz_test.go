@@ -3,8 +3,6 @@ package conntrack
 import (
 	"testing"
 	"time"
-
-	"uvs/service"
 )
 
 // FuzzTable runs a byte string as a program of table operations, each
@@ -26,15 +24,12 @@ func FuzzTable(f *testing.F) {
 		var tp Template
 		for ; len(prog) >= 3; prog = prog[3:] {
 			op, n, arg := prog[0], int(prog[1]&31), prog[2]
-			fwd := service.FwdMasq
-			if n&1 == 1 {
-				fwd = service.FwdRoute
-			}
-			proto := uint8(service.TCP)
+			inputOnly := n&1 == 1 // NAT for even n
+			proto := uint8(protoTCP)
 			if n&8 != 0 {
-				proto = service.UDP
+				proto = protoUDP
 			}
-			c := mkConn(n, fwd, proto)
+			c := mkConn(n, inputOnly, proto)
 			key := TemplateKey{Proto: proto, Client: c.Client, VAddr: vip, VPort: 80}
 			switch op % 11 {
 			case 0:

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"uvs/service"
 )
 
 // fataler is what the checks need of *testing.T and *rapid.T.
@@ -22,7 +20,7 @@ type fakeClock struct{ ns atomic.Int64 }
 func (c *fakeClock) Now() int64              { return c.ns.Load() }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// destCounts plays service.DestState: it sums what the hooks report.
+// destCounts plays the director's real-server counters: it sums what the hooks report.
 type destCounts struct {
 	mu                        sync.Mutex
 	active, inactive, persist map[uint32]int32
@@ -84,14 +82,18 @@ var (
 	peerM = [6]byte{2, 0, 0, 0, 0, 1}
 )
 
+// protoUDP is UDP's IP protocol number (protoTCP is the table's).
+const protoUDP = 17
+
 // mkConn is connection number n of a client, to real server n%3 (dest
-// ID n%3+1).
-func mkConn(n int, fwd service.Fwd, proto uint8) Conn {
+// ID n%3+1); NAT unless inputOnly (DR, tunnel). Its Fwd is an opaque
+// value made from n, which the table must give back unchanged.
+func mkConn(n int, inputOnly bool, proto uint8) Conn {
 	client := addr(fmt.Sprintf("198.18.%d.%d", 2+n>>8&0xff, n&0xff))
 	return Conn{
 		Proto: proto, Client: client, CPort: uint16(10000 + n>>16), VAddr: vip, VPort: 80,
-		DAddr: rs[n%3], DPort: 8080, Svc: 1, Dest: uint32(n%3 + 1), Fwd: uint8(fwd),
-		PeerMAC: peerM, PeerIf: 3,
+		DAddr: rs[n%3], DPort: 8080, Svc: 1, Dest: uint32(n%3 + 1), Fwd: uint8(n%5 + 1),
+		InputOnly: inputOnly, PeerMAC: peerM, PeerIf: 3,
 	}
 }
 

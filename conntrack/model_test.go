@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
-
-	"uvs/service"
 )
 
 // mconn is the model's view of one connection.
@@ -20,17 +18,14 @@ type mconn struct {
 const poolSize = 12
 
 func poolConn(n int) Conn {
-	fwd, proto := service.FwdMasq, service.TCP
-	if n%3 == 2 {
-		fwd = service.FwdRoute
-	}
+	proto := uint8(protoTCP)
 	if n%4 == 3 {
-		proto = service.UDP
+		proto = protoUDP
 	}
-	return mkConn(n, fwd, uint8(proto))
+	return mkConn(n, n%3 == 2, proto)
 }
 
-func modelTimeout(s State, to service.Timeouts) time.Duration {
+func modelTimeout(s State, to Timeouts) time.Duration {
 	switch s {
 	case StateEstablished:
 		return to.TCP
@@ -51,7 +46,7 @@ func modelTimeout(s State, to service.Timeouts) time.Duration {
 func TestAccountingModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		tt := newTestTable(rt, Config{Shards: rapid.SampledFrom([]int{1, 2, 16}).Draw(rt, "shards")})
-		to := service.DefaultTimeouts
+		to := Timeouts{TCP: defaultTimeouts[StateEstablished], TCPFin: defaultTimeouts[StateFinWait], UDP: defaultTimeouts[StateUDP]}
 		model := make([]mconn, poolSize)
 		var refs [4]TemplateRef
 		flagsGen := rapid.SampledFrom([]uint8{syn, synack, ack, psh, fin, rst, rstack, 0, FlagFIN | FlagSYN})
@@ -87,8 +82,8 @@ func TestAccountingModel(t *testing.T) {
 					rt.Fatalf("insert %d: %v", n, err)
 				}
 				st := StateUDP
-				if c.Proto == service.TCP {
-					st = Next(StateNone, flags, Orig, service.Fwd(c.Fwd) != service.FwdMasq)
+				if c.Proto == protoTCP {
+					st = Next(StateNone, flags, Orig, c.InputOnly)
 				}
 				*m = mconn{present: true, state: st, expires: now() + int64(modelTimeout(st, to))}
 			},
@@ -107,7 +102,7 @@ func TestAccountingModel(t *testing.T) {
 				}
 				var got Conn
 				gd, ok := tt.Lookup(&tp, flags, &got)
-				nat := service.Fwd(c.Fwd) == service.FwdMasq
+				nat := !c.InputOnly
 				if !alive(m) || d == Reply && !nat {
 					if ok {
 						rt.Fatalf("conn %d %v found, model says gone", n, d)
@@ -117,7 +112,7 @@ func TestAccountingModel(t *testing.T) {
 					}
 					return
 				}
-				if c.Proto == service.TCP && d == Orig && flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN &&
+				if c.Proto == protoTCP && d == Orig && flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN &&
 					(m.state == StateTimeWait || m.state == StateClose) {
 					if ok {
 						rt.Fatalf("SYN on %v returned the old entry", m.state)
@@ -128,7 +123,7 @@ func TestAccountingModel(t *testing.T) {
 				if !ok || gd != d {
 					rt.Fatalf("conn %d %v: lookup %v %v", n, d, gd, ok)
 				}
-				if c.Proto == service.TCP {
+				if c.Proto == protoTCP {
 					m.state = Next(m.state, flags, d, !nat)
 				}
 				if got.State != m.state {
@@ -140,7 +135,7 @@ func TestAccountingModel(t *testing.T) {
 				n := rapid.IntRange(0, poolSize-1).Draw(rt, "n")
 				c := poolConn(n)
 				tp := c.Orig()
-				if service.Fwd(c.Fwd) == service.FwdMasq && rapid.Bool().Draw(rt, "byReply") {
+				if !c.InputOnly && rapid.Bool().Draw(rt, "byReply") {
 					tp = c.Reply()
 				}
 				m := &model[n]
@@ -203,7 +198,7 @@ func TestAccountingModel(t *testing.T) {
 			},
 			"template": func(rt *rapid.T) {
 				k := rapid.IntRange(0, 3).Draw(rt, "k")
-				key := TemplateKey{Proto: service.TCP, Client: rs[k%3], VAddr: vip, VPort: uint16(k)}
+				key := TemplateKey{Proto: protoTCP, Client: rs[k%3], VAddr: vip, VPort: uint16(k)}
 				switch rapid.IntRange(0, 2).Draw(rt, "op") {
 				case 0:
 					r, err := tt.InsertTemplate(&key, &Template{Dest: uint32(k%3 + 1), Timeout: 100 * time.Second})

@@ -1,10 +1,10 @@
 package conntrack
 
-import (
-	"time"
+import "time"
 
-	"uvs/service"
-)
+// protoTCP is TCP's IP protocol number: only TCP connections have a
+// state machine.
+const protoTCP = 6
 
 // Lookup finds the connection whose Orig or Reply tuple equals *tp,
 // advances its state with the packet (tcpFlags is the TCP header's flags
@@ -68,7 +68,7 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 		e.copyTo(c)
 		return true
 	}
-	if e.proto == service.TCP {
+	if e.proto == protoTCP {
 		if d == Orig && flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN &&
 			(e.state == StateTimeWait || e.state == StateClose) {
 			t.dropAt(s, i, d, pos)
@@ -84,7 +84,7 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 		}
 	}
 	if e.link != 0 && e.flags&fAssured == 0 &&
-		(e.state == StateEstablished || e.proto != service.TCP && d == Reply) {
+		(e.state == StateEstablished || e.proto != protoTCP && d == Reply) {
 		e.flags |= fAssured
 		t.tmplAssure(e.link)
 	}
@@ -96,8 +96,8 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 // Insert adds a connection for its first packet, seen in the Orig
 // direction; tcpFlags gives a TCP connection its first state. The entry is
 // indexed by its Orig tuple (Client:CPort -> VAddr:VPort) and, when
-// c.Fwd is NAT (service.FwdMasq), also by its Reply tuple
-// (DAddr:DPort -> Client:CPort); other methods are tracked from the
+// the connection is not c.InputOnly (NAT), also by its Reply tuple
+// (DAddr:DPort -> Client:CPort); input-only ones are tracked from the
 // client's packets alone. c.State is ignored. If c.Tmpl refers to a
 // template that still exists, the connection holds it alive.
 //
@@ -119,7 +119,7 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	orig := c.Orig()
 	h1 := t.hashEnd(orig.Proto, &orig.Src, orig.SrcPort)
 	s := t.shardOf(h1)
-	nat := service.Fwd(c.Fwd) == service.FwdMasq
+	nat := !c.InputOnly
 
 	if t.count.Add(1) > t.capacity {
 		// Full: reap what has expired nearby before refusing.
@@ -152,7 +152,7 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	var pr int
 	if nat && !taken {
 		var moved bool
-		reuse := c.Proto == service.TCP && tcpFlags&(FlagSYN|FlagACK|FlagRST) == FlagSYN
+		reuse := c.Proto == protoTCP && tcpFlags&(FlagSYN|FlagACK|FlagRST) == FlagSYN
 		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now, reuse)
 		if moved {
 			// Reaping shifted slots: the Orig slot found may be stale.
@@ -181,7 +181,7 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 		e.flags |= fInOnly
 		m = modeInOnly
 	}
-	if c.Proto == service.TCP {
+	if c.Proto == protoTCP {
 		e.state = next(StateNone, tcpFlags, m)
 	} else {
 		e.state = StateUDP
@@ -224,7 +224,7 @@ func (t *Table) vacancy(s *shard, h uint64, d Dir, tp *Tuple, now uint32, reuse 
 		case t.gone != nil && t.gone(e.dest):
 			// Its real server was deleted: it is dead, whatever comes.
 			s.st.reused++
-		case reuse && e.proto == service.TCP && (e.state == StateTimeWait || e.state == StateClose):
+		case reuse && e.proto == protoTCP && (e.state == StateTimeWait || e.state == StateClose):
 			s.st.reused++
 		default:
 			return p, true, moved

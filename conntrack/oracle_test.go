@@ -3,8 +3,6 @@ package conntrack
 import (
 	"testing"
 	"time"
-
-	"uvs/service"
 )
 
 // TestOracleScenarios replays the packets the director saw in each case
@@ -21,28 +19,28 @@ func TestOracleScenarios(t *testing.T) {
 	estDR := []pkt{{Orig, ack}, {Orig, psh}, {Orig, ack}}
 	cases := []struct {
 		name    string
-		fwd     service.Fwd
+		inOnly  bool  // DR
 		packets []pkt // after the inserting SYN
 		want    State
 		timeout time.Duration
 		active  bool
 	}{
-		{"1 NAT held", service.FwdMasq, est, StateEstablished, 900 * time.Second, true},
-		{"1 DR held", service.FwdRoute, estDR, StateEstablished, 900 * time.Second, true},
-		{"1/5 NAT client closes first", service.FwdMasq,
+		{"1 NAT held", false, est, StateEstablished, 900 * time.Second, true},
+		{"1 DR held", true, estDR, StateEstablished, 900 * time.Second, true},
+		{"1/5 NAT client closes first", false,
 			append(est, pkt{Orig, fin}, pkt{Reply, ack}, pkt{Reply, fin}, pkt{Orig, ack}), StateTimeWait, 120 * time.Second, false},
-		{"1/5 DR client closes first", service.FwdRoute,
+		{"1/5 DR client closes first", true,
 			append(estDR, pkt{Orig, fin}, pkt{Orig, ack}), StateFinWait, 120 * time.Second, false},
-		{"2 NAT silent server", service.FwdMasq, []pkt{{Orig, syn}}, StateSynRecv, 60 * time.Second, true},
-		{"2 DR silent server", service.FwdRoute, []pkt{{Orig, syn}}, StateSynRecv, 60 * time.Second, true},
-		{"3 NAT client RST", service.FwdMasq, append(est, pkt{Orig, rstack}), StateClose, 10 * time.Second, false},
-		{"3 DR client RST", service.FwdRoute, append(estDR, pkt{Orig, rstack}), StateClose, 10 * time.Second, false},
-		{"4 NAT SYN+ACK answered by RST", service.FwdMasq, []pkt{{Reply, synack}, {Orig, rst}}, StateSynRecv, 60 * time.Second, true},
+		{"2 NAT silent server", false, []pkt{{Orig, syn}}, StateSynRecv, 60 * time.Second, true},
+		{"2 DR silent server", true, []pkt{{Orig, syn}}, StateSynRecv, 60 * time.Second, true},
+		{"3 NAT client RST", false, append(est, pkt{Orig, rstack}), StateClose, 10 * time.Second, false},
+		{"3 DR client RST", true, append(estDR, pkt{Orig, rstack}), StateClose, 10 * time.Second, false},
+		{"4 NAT SYN+ACK answered by RST", false, []pkt{{Reply, synack}, {Orig, rst}}, StateSynRecv, 60 * time.Second, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tt := newTestTable(t, Config{Shards: 2})
-			c := mkConn(1, tc.fwd, service.TCP)
+			c := mkConn(1, tc.inOnly, protoTCP)
 			if err := tt.Insert(&c, syn); err != nil {
 				t.Fatal(err)
 			}

@@ -4,8 +4,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"uvs/service"
 )
 
 // Peek finds a connection from either side without touching its state or
@@ -13,7 +11,7 @@ import (
 func TestPeek(t *testing.T) {
 	var now int64
 	tb := New(&Config{Now: func() int64 { return now }})
-	c := Conn{Proto: service.TCP, Fwd: uint8(service.FwdMasq),
+	c := Conn{Proto: protoTCP,
 		Client: AddrFrom(netip.MustParseAddr("198.18.0.2")), CPort: 40000,
 		VAddr: AddrFrom(netip.MustParseAddr("198.18.0.1")), VPort: 80,
 		DAddr: AddrFrom(netip.MustParseAddr("198.18.1.2")), DPort: 80, Dest: 1}

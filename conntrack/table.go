@@ -46,7 +46,7 @@ func (e *entry) mode() mode {
 func (e *entry) copyTo(c *Conn) {
 	c.Proto, c.Client, c.CPort, c.VAddr, c.VPort = e.proto, e.client, e.cport, e.vaddr, e.vport
 	c.DAddr, c.DPort, c.Svc, c.Dest, c.Fwd = e.daddr, e.dport, e.svc, e.dest, e.fwd
-	c.State, c.PeerMAC, c.PeerIf = e.state, e.mac, e.ifindex
+	c.InputOnly, c.State, c.PeerMAC, c.PeerIf = e.flags&fInOnly != 0, e.state, e.mac, e.ifindex
 	c.Tmpl, c.Template, c.FWMark = 0, false, 0
 }
 

@@ -4,13 +4,11 @@ import (
 	"errors"
 	"testing"
 	"time"
-
-	"uvs/service"
 )
 
 func TestTemplateLifecycle(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
-	k := TemplateKey{Proto: service.TCP, Client: addr("198.18.7.0"), VAddr: vip, VPort: 80}
+	k := TemplateKey{Proto: protoTCP, Client: addr("198.18.7.0"), VAddr: vip, VPort: 80}
 	var tp Template
 	if _, ok := tt.LookupTemplate(&k, &tp); ok {
 		t.Fatal("template in an empty table")
@@ -24,7 +22,7 @@ func TestTemplateLifecycle(t *testing.T) {
 	}
 
 	// A connection made through the template holds it.
-	c := mkConn(1, service.FwdRoute, service.TCP)
+	c := mkConn(1, true, protoTCP)
 	c.DAddr, c.Dest, c.Tmpl = rs[1], 2, ref
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
@@ -73,7 +71,7 @@ func TestTemplateLifecycle(t *testing.T) {
 		t.Fatalf("persist %d templates %d", tt.counts.getPersist(2), tt.Templates())
 	}
 	// Its references are stale now: a connection given one is not linked.
-	c2 := mkConn(2, service.FwdRoute, service.TCP)
+	c2 := mkConn(2, true, protoTCP)
 	c2.Tmpl = ref2
 	if err := tt.Insert(&c2, syn); err != nil {
 		t.Fatal(err)
@@ -96,7 +94,7 @@ func templateExpiry(tt *testTable, k TemplateKey) time.Duration {
 
 func TestTemplateExpiresWithoutConns(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
-	k := TemplateKey{Proto: service.UDP, Client: addr("198.18.7.1"), VAddr: vip, VPort: 53}
+	k := TemplateKey{Proto: protoUDP, Client: addr("198.18.7.1"), VAddr: vip, VPort: 53}
 	if _, err := tt.InsertTemplate(&k, &Template{Dest: 1, Timeout: 10 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +124,7 @@ func TestTemplateReplaceAndRemove(t *testing.T) {
 	tt := newTestTable(t, Config{Shards: 4})
 	k := TemplateKey{Client: addr("198.18.7.2"), FWMark: 20}
 	ref, _ := tt.InsertTemplate(&k, &Template{Dest: 1, Timeout: time.Minute})
-	c := mkConn(3, service.FwdMasq, service.TCP)
+	c := mkConn(3, false, protoTCP)
 	c.Tmpl = ref
 	if err := tt.Insert(&c, syn); err != nil {
 		t.Fatal(err)
@@ -144,7 +142,7 @@ func TestTemplateReplaceAndRemove(t *testing.T) {
 	}
 	// The old template's slot is still held by the connection; a stale
 	// ref to it is not honoured.
-	c2 := mkConn(4, service.FwdMasq, service.TCP)
+	c2 := mkConn(4, false, protoTCP)
 	c2.Tmpl = ref
 	if err := tt.Insert(&c2, syn); err != nil {
 		t.Fatal(err)
@@ -155,7 +153,7 @@ func TestTemplateReplaceAndRemove(t *testing.T) {
 	// Other keys do not match: port, protocol, mark.
 	for _, other := range []TemplateKey{
 		{Client: k.Client, FWMark: 21},
-		{Proto: service.TCP, Client: k.Client, VAddr: vip, VPort: 80},
+		{Proto: protoTCP, Client: k.Client, VAddr: vip, VPort: 80},
 	} {
 		if _, ok := tt.LookupTemplate(&other, &tp); ok {
 			t.Fatalf("%+v matched", other)
@@ -185,7 +183,7 @@ func TestTemplateReplaceAndRemove(t *testing.T) {
 func TestTemplateCapacity(t *testing.T) {
 	tt := newTestTable(t, Config{Capacity: 2, Shards: 1})
 	for i := range 3 {
-		k := TemplateKey{Proto: service.TCP, Client: addr("198.18.8.1"), VAddr: vip, VPort: uint16(i + 1)}
+		k := TemplateKey{Proto: protoTCP, Client: addr("198.18.8.1"), VAddr: vip, VPort: uint16(i + 1)}
 		_, err := tt.InsertTemplate(&k, &Template{Dest: 1})
 		if i < 2 && err != nil || i == 2 && !errors.Is(err, ErrFull) {
 			t.Fatalf("template %d: %v", i, err)
