@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"uvs/conntrack"
-	"uvs/ipvsadm"
 	"uvs/link"
 	"uvs/packet"
 	"uvs/rate"
@@ -187,7 +186,7 @@ func newDirector(cfg Config) *Director {
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,
-		Timeouts: d.conf.Timeouts,
+		Timeouts: conntrack.Timeouts(d.conf.Timeouts),
 		Now:      d.clock.Now,
 		Counts: func(dest uint32, dA, dI int32) {
 			if st := d.reg.Get(dest); st != nil {
@@ -305,7 +304,7 @@ func (d *Director) publishLocked(next *service.Config) error {
 	d.conf = next
 	d.adopt(s)
 	d.snap.Store(s)
-	d.ct.SetTimeouts(next.Timeouts)
+	d.ct.SetTimeouts(conntrack.Timeouts(next.Timeouts))
 	for _, st := range next.Removed(old) {
 		st.MarkGone()
 		d.est.Untrack(&st.Stats)
@@ -330,10 +329,10 @@ func (d *Director) forgetServices(c *service.Config) {
 }
 
 // Conns lists the connection table (ipvsadm.State).
-func (d *Director) Conns() []ipvsadm.Conn {
-	var out []ipvsadm.Conn
+func (d *Director) Conns() []service.Conn {
+	var out []service.Conn
 	d.ct.Walk(func(c *conntrack.Conn, expires time.Duration) bool {
-		out = append(out, ipvsadm.Conn{
+		out = append(out, service.Conn{
 			Proto:   c.Proto,
 			State:   c.State.String(),
 			Expires: expires,

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"time"
 
 	"uvs/rate"
 	"uvs/service"
@@ -63,12 +62,7 @@ type Syncer interface {
 }
 
 // Conn is one connection entry as -L -c shows it.
-type Conn struct {
-	Proto                 uint8  // service.TCP / service.UDP
-	State                 string // "ESTABLISHED", "TIME_WAIT", "UDP", "NONE" (templates), "ASSURED"...
-	Expires               time.Duration
-	Client, Virtual, Dest netip.AddrPort
-}
+type Conn = service.Conn
 
 // exit ends an invocation: msg goes to stderr (with a newline) and code is
 // the exit status, as ipvsadm's fail() and friends do.

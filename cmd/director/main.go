@@ -200,7 +200,7 @@ func loadRulesFile(path string, log *slog.Logger) *service.Config {
 		return nil
 	}
 	defer f.Close()
-	c, err := director.LoadRules(f)
+	c, err := ipvsadm.LoadRules(f)
 	if err != nil {
 		log.Error("rules file rejected, nothing applied", "file", path, "err", err)
 		return nil
@@ -223,7 +223,7 @@ func ipvsadmMain(args []string) int {
 	}
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "--version" || args[0] == "-v") {
 		// Help needs no director.
-		return ipvsadm.Run(args, nil, os.Stdout, os.Stderr, director.NewTable())
+		return ipvsadm.Run(args, nil, os.Stdout, os.Stderr, ipvsadm.NewTable())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -1,4 +1,4 @@
-package director
+package ipvsadm
 
 import (
 	"bytes"
@@ -7,13 +7,12 @@ import (
 	"io"
 	"strings"
 
-	"uvs/ipvsadm"
 	"uvs/rate"
 	"uvs/scheduler"
 	"uvs/service"
 )
 
-// Table is an ipvsadm.State with no data path: a rule table in memory.
+// Table is an State with no data path: a rule table in memory.
 // LoadRules uses one to read a rules file; tests and tools may too.
 type Table struct {
 	Conf *service.Config
@@ -40,7 +39,7 @@ func (t *Table) Update(fn func(*service.Config) error) error {
 	return nil
 }
 
-func (t *Table) Conns() []ipvsadm.Conn           { return nil }
+func (t *Table) Conns() []Conn                   { return nil }
 func (t *Table) Rates(*service.Stats) rate.Rates { return rate.Rates{} }
 
 // LoadRules reads a rules file in `ipvsadm -S` / `ipvsadm -R` form. Either
@@ -48,7 +47,7 @@ func (t *Table) Rates(*service.Stats) rate.Rates { return rate.Rates{} }
 func LoadRules(r io.Reader) (*service.Config, error) {
 	t := NewTable()
 	var errb bytes.Buffer
-	if rc := ipvsadm.Run([]string{"-R"}, r, io.Discard, &errb, t); rc != 0 {
+	if rc := Run([]string{"-R"}, r, io.Discard, &errb, t); rc != 0 {
 		msg := strings.TrimSpace(errb.String())
 		if msg == "" {
 			msg = fmt.Sprintf("ipvsadm -R exited %d", rc)

@@ -1,0 +1,190 @@
+package director
+
+import (
+	"errors"
+	"uvs/conntrack"
+	"uvs/forward/nat"
+	"uvs/packet"
+	"uvs/scheduler"
+	"uvs/service"
+)
+
+// tuple fills w.tp from the packet's own addresses and ports.
+func (w *worker) tuple() {
+	p := &w.p
+	w.tp = conntrack.Tuple{SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto}
+	setAddr(&w.tp.Src, p.Src())
+	setAddr(&w.tp.Dst, p.Dst())
+}
+
+// setAddr stores a 4- or 16-byte address in the table's form.
+func setAddr(a *conntrack.Addr, b []byte) {
+	if len(b) == 4 {
+		*a = conntrack.Addr{10: 0xff, 11: 0xff}
+		copy(a[12:], b)
+		return
+	}
+	copy(a[:], b)
+}
+
+// addrBytes returns a's bytes in the family of the packet being rewritten.
+func addrBytes(a *conntrack.Addr, v4 bool) []byte {
+	if v4 {
+		return a[12:16]
+	}
+	return a[:]
+}
+
+func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
+	d := w.d
+	p := &w.p
+	if p.Proto != service.TCP && p.Proto != service.UDP {
+		w.passThrough(buf)
+		return
+	}
+	w.tuple()
+	dir, ok := d.ct.Lookup(&w.tp, p.TCPFlags, &w.c)
+	if !ok {
+		w.newConn(s, buf, partial)
+		return
+	}
+	c := &w.c
+	st := d.reg.Get(c.Dest)
+	v := s.svc(c.Svc)
+	if st == nil || st.Gone() || v == nil {
+		// The real server or its service was deleted: its connections
+		// stop, as in IPVS.
+		d.ct.Remove(&w.tp)
+		return
+	}
+	v4 := p.IPVersion == 4
+	size := uint64(len(p.Buf) - p.L3)
+	if dir == conntrack.Orig {
+		if !w.ttlOK() {
+			return
+		}
+		st.Stats.AddIn(w.id, 1, size)
+		v.svc.Stats.AddIn(w.id, 1, size)
+		pt, mac, ok := w.serverHop(s, c.Dest)
+		if !ok || pt.ether && !w.fits(pt, buf) {
+			return
+		}
+		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
+		w.forward(pt, mac, buf)
+		return
+	}
+	if !w.ttlOK() {
+		return
+	}
+	st.Stats.AddOut(w.id, 1, size)
+	v.svc.Stats.AddOut(w.id, 1, size)
+	pt, mac, ok := w.clientHop(c)
+	if !ok || pt.ether && !w.fits(pt, buf) {
+		return
+	}
+	nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
+	w.forward(pt, mac, buf)
+}
+
+// ttlOK drops a packet whose TTL or hop limit would run out here.
+func (w *worker) ttlOK() bool {
+	if w.p.TTL() <= 1 {
+		w.d.ttl.Add(1)
+		return false
+	}
+	return true
+}
+
+// newConn handles a packet that belongs to no connection.
+func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
+	d := w.d
+	p := &w.p
+	v := s.service(p.Proto, w.tp.Dst, p.DstPort)
+	if v == nil {
+		if !w.in.ether && w.fragMax > 0 && !s.natReply(p.Proto, w.tp.Src, p.SrcPort) {
+			// Diverted as fragments to a VIP or from a NAT real server,
+			// yet to no service's port and no reply: the host's own.
+			w.passThrough(buf)
+			return
+		}
+		if !w.in.ether {
+			// Diverted into the TUN yet neither a connection's nor a
+			// service's: a real server's packet for a connection we no
+			// longer know. Handing it back would let the kernel forward
+			// it un-NATed.
+			d.noConn.Add(1)
+		}
+		return
+	}
+	if p.Proto == service.TCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn {
+		// Only a SYN opens a TCP connection; anything else for a
+		// connection we do not know is dropped (IPVS leaves it to the
+		// local stack, which would answer with a reset).
+		d.noConn.Add(1)
+		return
+	}
+	dest := w.pick(v)
+	if dest == nil {
+		d.noDest.Add(1)
+		w.unreachable()
+		return
+	}
+	c := &w.c
+	*c = conntrack.Conn{
+		Proto:  p.Proto,
+		Client: w.tp.Src, CPort: p.SrcPort,
+		VAddr: w.tp.Dst, VPort: p.DstPort,
+		DPort: dest.Port,
+		Svc:   v.id,
+		Dest:  dest.ID(),
+		Fwd:   uint8(dest.Fwd),
+		Tmpl:  w.tmpl,
+	}
+	if c.DPort == 0 {
+		c.DPort = p.DstPort // port-zero service: the packet's own port
+	}
+	c.DAddr = conntrack.AddrFrom(dest.Addr)
+	if w.in.ether {
+		copy(c.PeerMAC[:], p.Buf[p.L2+6:p.L2+12])
+	}
+	c.PeerIf = int32(w.in.index)
+	if err := d.ct.Insert(c, p.TCPFlags); err != nil {
+		if errors.Is(err, conntrack.ErrFull) {
+			d.full.Add(1)
+		} else {
+			// A live connection holds the tuple: through NAT, another
+			// virtual service's connection from the same client port to
+			// the same real server, which the server could not tell
+			// from this one.
+			d.taken.Add(1)
+		}
+		return
+	}
+	dest.Stats.AddConn(w.id)
+	v.svc.Stats.AddConn(w.id)
+	if !w.ttlOK() {
+		return
+	}
+	size := uint64(len(p.Buf) - p.L3)
+	dest.Stats.AddIn(w.id, 1, size)
+	v.svc.Stats.AddIn(w.id, 1, size)
+	pt, mac, ok := w.serverHop(s, c.Dest)
+	if !ok || pt.ether && !w.fits(pt, buf) {
+		return
+	}
+	nat.DNAT(p, addrBytes(&c.DAddr, p.IPVersion == 4), c.DPort, partial)
+	w.forward(pt, mac, buf)
+}
+
+// pick schedules a new connection, through the persistence template when
+// the service is persistent.
+func (w *worker) pick(v *vsvc) *service.Dest {
+	p := &w.p
+	w.flow = scheduler.Flow{Proto: p.Proto, SrcPort: p.SrcPort, DstPort: p.DstPort,
+		Src: w.tp.Src.Netip(), Dst: w.tp.Dst.Netip()}
+	w.tmpl = 0
+	if v.svc.Persistent {
+		return w.persistent(v)
+	}
+	return v.sched.Schedule(&w.flow)
+}
