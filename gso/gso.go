@@ -33,8 +33,9 @@
 // the pseudo-header's destination) and a fragment header are refused with
 // ErrUnsupported, as is GSOUDP (UFO, which means IP fragmentation). A
 // length field of zero (IPv4 total length, IPv6 payload length) on a GSO
-// packet means "as long as the buffer", as with BIG TCP; IPv6 jumbograms
-// with a hop-by-hop jumbo option are not understood.
+// packet means "as long as the buffer", as with BIG TCP; an IPv6 jumbogram
+// (payload length zero and a hop-by-hop header, RFC 2675) is refused with
+// ErrUnsupported.
 //
 // Nothing here allocates or does I/O: the functions work on the caller's
 // byte slices.
@@ -139,6 +140,9 @@ func parse(pkt []byte, h link.VnetHdr) (layout, error) {
 		l.v6 = true
 		l.end = ipv6Len + int(binary.BigEndian.Uint16(pkt[4:]))
 		if l.end == ipv6Len && gso {
+			if pkt[6] == protoHopByHop {
+				return l, ErrUnsupported // a jumbogram (RFC 2675)
+			}
 			l.end = len(pkt)
 		}
 		if l.end > len(pkt) {
