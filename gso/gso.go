@@ -309,26 +309,36 @@ func Segment(pkt []byte, h link.VnetHdr, dst [][]byte, off int, lens []int) (int
 		return 1, nil
 	}
 
-	// The pseudo-header's addresses and protocol are the same for every
-	// segment; only the L4 length changes.
+	// The headers of every segment are those of the super-packet with a
+	// few 16-bit words changed, so their sums are taken once here without
+	// those words (a one's complement subtraction adds the complement),
+	// and each segment adds its own values back.
+	be := binary.BigEndian
+	var ipBase, id uint32
+	if !l.v6 {
+		id = uint32(be.Uint16(pkt[4:]))
+		ipBase = sum(pkt[:l.l4], 0) + uint32(^be.Uint16(pkt[2:])) + (^id & 0xffff) + uint32(^be.Uint16(pkt[10:]))
+	}
+	// The L4 base includes the pseudo-header but its length.
 	var addrs uint32
 	if l.v6 {
 		addrs = sum(pkt[8:40], uint32(l.proto))
 	} else {
 		addrs = sum(pkt[12:20], uint32(l.proto))
 	}
-	var id uint16
+	t := pkt[l.l4:l.hdrLen]
+	l4Base := sum(t, addrs)
 	var seq uint32
 	var flags uint8
-	switch l.proto {
-	case protoTCP:
-		seq = binary.BigEndian.Uint32(pkt[l.l4+4:])
-		flags = pkt[l.l4+13]
+	if l.proto == protoTCP {
+		seq, flags = be.Uint32(t[4:]), t[13]
+		l4Base += uint32(^be.Uint16(t[4:])) + uint32(^be.Uint16(t[6:])) + uint32(^be.Uint16(t[12:])) + uint32(^be.Uint16(t[16:]))
+	} else {
+		l4Base += uint32(^be.Uint16(t[4:])) + uint32(^be.Uint16(t[6:]))
 	}
-	if !l.v6 {
-		id = binary.BigEndian.Uint16(pkt[4:])
-	}
-	hdr := pkt[:l.hdrLen]
+	l4Base = uint32(fold(l4Base))
+	ipBase = uint32(fold(ipBase))
+
 	for i := 0; i < l.n; i++ {
 		start := l.hdrLen + i*l.gsoSize
 		plen := min(l.gsoSize, l.end-start)
@@ -337,23 +347,24 @@ func Segment(pkt []byte, h link.VnetHdr, dst [][]byte, off int, lens []int) (int
 			return 0, ErrShortBuffer
 		}
 		s := dst[i][off : off+n]
-		copy(s, hdr)
+		copy(s, pkt[:l.hdrLen])
 		copy(s[l.hdrLen:], pkt[start:start+plen])
-		psum := sum(s[l.hdrLen:], 0)
+		ck := sum(s[l.hdrLen:], l4Base)
 
 		if l.v6 {
-			binary.BigEndian.PutUint16(s[4:], uint16(n-ipv6Len))
+			be.PutUint16(s[4:], uint16(n-ipv6Len))
 		} else {
-			binary.BigEndian.PutUint16(s[2:], uint16(n))
-			binary.BigEndian.PutUint16(s[4:], id+uint16(i))
-			s[10], s[11] = 0, 0
-			binary.BigEndian.PutUint16(s[10:], ^fold(sum(s[:l.l4], 0)))
+			segID := uint16(id + uint32(i))
+			be.PutUint16(s[2:], uint16(n))
+			be.PutUint16(s[4:], segID)
+			be.PutUint16(s[10:], ^fold(ipBase+uint32(n)+uint32(segID)))
 		}
 
-		l4 := s[l.l4:]
-		var ck []byte
+		u := s[l.l4:]
+		ulen := uint32(len(u))
+		var at int
 		if l.proto == protoTCP {
-			binary.BigEndian.PutUint32(l4[4:], seq+uint32(i*l.gsoSize))
+			sq := seq + uint32(i*l.gsoSize)
 			f := flags
 			if i != l.n-1 {
 				f &^= tcpFIN | tcpPSH
@@ -361,19 +372,20 @@ func Segment(pkt []byte, h link.VnetHdr, dst [][]byte, off int, lens []int) (int
 			if i != 0 {
 				f &^= tcpCWR
 			}
-			l4[13] = f
-			ck = l4[16:18]
+			be.PutUint32(u[4:], sq)
+			u[13] = f
+			ck += sq>>16 + sq&0xffff + uint32(u[12])<<8 + uint32(f) + ulen
+			at = 16
 		} else {
-			binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-			ck = l4[6:8]
+			be.PutUint16(u[4:], uint16(ulen))
+			ck += 2 * ulen // the UDP length and the pseudo-header's
+			at = 6
 		}
-		ck[0], ck[1] = 0, 0
-		hs := sum(l4[:l.hdrLen-l.l4], addrs+uint32(len(l4)))
-		c := ^fold(hs + psum)
+		c := ^fold(ck)
 		if c == 0 && l.proto == protoUDP {
 			c = 0xffff // zero means "no checksum" in UDP
 		}
-		binary.BigEndian.PutUint16(ck, c)
+		be.PutUint16(u[at:], c)
 		lens[i] = n
 	}
 	return l.n, nil
