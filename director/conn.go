@@ -3,7 +3,6 @@ package director
 import (
 	"errors"
 	"uvs/conntrack"
-	"uvs/forward/nat"
 	"uvs/packet"
 	"uvs/scheduler"
 	"uvs/service"
@@ -57,37 +56,27 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 		d.ct.Remove(&w.tp)
 		return
 	}
-	v4 := p.IPVersion == 4
+	if !w.ttlOK(c) {
+		return
+	}
 	size := uint64(len(p.Buf) - p.L3)
 	if dir == conntrack.Orig {
-		if !w.ttlOK() {
-			return
-		}
 		st.Stats.AddIn(w.id, 1, size)
 		v.svc.Stats.AddIn(w.id, 1, size)
-		pt, mac, ok := w.serverHop(s, c.Dest)
-		if !ok || pt.ether && !w.fits(pt, buf) {
-			return
-		}
-		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
-		w.forward(pt, mac, buf)
-		return
+	} else {
+		st.Stats.AddOut(w.id, 1, size)
+		v.svc.Stats.AddOut(w.id, 1, size)
 	}
-	if !w.ttlOK() {
-		return
-	}
-	st.Stats.AddOut(w.id, 1, size)
-	v.svc.Stats.AddOut(w.id, 1, size)
-	pt, mac, ok := w.clientHop(c)
-	if !ok || pt.ether && !w.fits(pt, buf) {
-		return
-	}
-	nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
-	w.forward(pt, mac, buf)
+	w.xmit(s, c, dir, buf, partial, false)
 }
 
-// ttlOK drops a packet whose TTL or hop limit would run out here.
-func (w *worker) ttlOK() bool {
+// ttlOK drops a packet of connection c whose TTL or hop limit would run
+// out here. Only NAT routes the packet (and decrements the TTL); DR and
+// TUN pass it on unchanged, as IPVS does.
+func (w *worker) ttlOK(c *conntrack.Conn) bool {
+	if c.InputOnly {
+		return true
+	}
 	if w.p.TTL() <= 1 {
 		w.d.ttl.Add(1)
 		return false
@@ -138,7 +127,10 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 		Svc:   v.id,
 		Dest:  dest.ID(),
 		Fwd:   uint8(dest.Fwd),
-		Tmpl:  w.tmpl,
+		// DR and TUN replies go from the real server to the client
+		// directly: the director tracks the client's packets alone.
+		InputOnly: dest.Fwd != service.FwdMasq,
+		Tmpl:      w.tmpl,
 	}
 	if c.DPort == 0 {
 		c.DPort = p.DstPort // port-zero service: the packet's own port
@@ -162,18 +154,13 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	}
 	dest.Stats.AddConn(w.id)
 	v.svc.Stats.AddConn(w.id)
-	if !w.ttlOK() {
+	if !w.ttlOK(c) {
 		return
 	}
 	size := uint64(len(p.Buf) - p.L3)
 	dest.Stats.AddIn(w.id, 1, size)
 	v.svc.Stats.AddIn(w.id, 1, size)
-	pt, mac, ok := w.serverHop(s, c.Dest)
-	if !ok || pt.ether && !w.fits(pt, buf) {
-		return
-	}
-	nat.DNAT(p, addrBytes(&c.DAddr, p.IPVersion == 4), c.DPort, partial)
-	w.forward(pt, mac, buf)
+	w.xmit(s, c, conntrack.Orig, buf, partial, false)
 }
 
 // pick schedules a new connection, through the persistence template when

@@ -818,9 +818,6 @@ func TestRefusals(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"-a", "-t", vip, "-r", lab.RS1IP}, 255, "only masquerading (-m) is supported"},
-		{[]string{"-a", "-t", vip, "-r", lab.RS1IP, "-g"}, 255, "only masquerading (-m) is supported"},
-		{[]string{"-a", "-t", vip, "-r", lab.RS1IP, "-i"}, 255, "Tunnel (-i)"},
 		{[]string{"-A", "-t", lab.DirOuterIP + ":81", "-s", "rr", "-g"}, 2, "Illegal 'forwarding-method' option with the 'add-service' command"},
 		{[]string{"-A", "-t", vip, "-s", "rr"}, 255, "Service already exists"},
 		{[]string{"-A", "-t", lab.DirOuterIP + ":82", "-s", "nosuch"}, 255, "Scheduler or persistence engine not found"},

@@ -146,7 +146,7 @@ func (w *worker) passThrough(buf []byte) {
 		if w.fragMax > 0 && !w.vipDst(w.d.snap.Load()) {
 			w.tunFrag(buf) // a reassembled datagram the kernel forwards
 		}
-		w.send(w.in, buf)
+		w.send(w.in, buf[headroom:])
 	}
 }
 

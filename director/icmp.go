@@ -3,7 +3,6 @@ package director
 import (
 	"time"
 	"uvs/conntrack"
-	"uvs/forward/nat"
 	"uvs/packet"
 )
 
@@ -23,23 +22,10 @@ func (w *worker) icmpError(s *snapshot, buf []byte, partial bool) {
 		return
 	}
 	c := &w.c
-	v4 := p.IPVersion == 4
-	if !w.ttlOK() {
+	if !w.ttlOK(c) {
 		return
 	}
-	// ICMP errors are not checked against the MTU: they are short (at
-	// most 576 bytes for IPv4, 1280 for IPv6, as the minimum MTUs).
-	if dir == conntrack.Orig {
-		if pt, mac, ok := w.serverHop(s, c.Dest); ok {
-			nat.ICMPToServer(p, addrBytes(&c.DAddr, v4), c.DPort)
-			w.forward(pt, mac, buf)
-		}
-		return
-	}
-	if pt, mac, ok := w.clientHop(c); ok {
-		nat.ICMPToClient(p, addrBytes(&c.VAddr, v4), c.VPort)
-		w.forward(pt, mac, buf)
-	}
+	w.xmit(s, c, dir, buf, partial, true)
 }
 
 // Limits on the ICMP errors the director generates, as Linux's defaults
@@ -159,6 +145,6 @@ func (w *worker) answer(build func(dst []byte) int) {
 	off := w.frameOff()
 	clear(b[headroom:off])
 	if n := build(b[off:]); n > 0 {
-		w.send(w.in, b[:off+n])
+		w.send(w.in, b[headroom:off+n])
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"uvs/conntrack"
 	"uvs/link"
 	"uvs/packet"
+	"uvs/service"
 )
 
 // nexthop is where frames for one real server go on an Ethernet port: the
@@ -84,22 +85,27 @@ func newNeighbours(d *Director) *neighbours {
 // otherwise every change would wait a second while one real server is
 // down. Each distinct address is routed once per change.
 func (nb *neighbours) resolveAll(s *snapshot) error {
-	byAddr := make(map[netip.Addr]*nexthop)
+	type key struct {
+		addr   netip.Addr
+		direct bool
+	}
+	byAddr := make(map[key]*nexthop)
 	var fresh []*nexthop // made by this change
 	for _, v := range s.byKey {
 		for _, ds := range v.svc.Dests {
-			nh, ok := byAddr[ds.Addr]
+			k := key{ds.Addr, ds.Fwd == service.FwdRoute}
+			nh, ok := byAddr[k]
 			if !ok {
 				var made bool
 				var err error
-				if nh, made, err = nb.nexthopFor(ds.Addr); err != nil {
+				if nh, made, err = nb.nexthopFor(ds.Addr, k.direct); err != nil {
 					// The change is refused: forget the next hops it made.
 					for _, f := range fresh {
 						delete(nb.byKey, nhKey{f.port.index, f.ip})
 					}
 					return fmt.Errorf("real server %s: %w", ds.Addr, err)
 				}
-				byAddr[ds.Addr] = nh
+				byAddr[k] = nh
 				if made {
 					fresh = append(fresh, nh)
 				}
@@ -138,12 +144,19 @@ func (nb *neighbours) resolveAll(s *snapshot) error {
 		time.Sleep(20 * time.Millisecond)
 		pending = nb.fromKernel(pending)
 	}
+	for _, nh := range pending {
+		nb.d.log.Warn("next hop does not answer ARP/NDP yet; packets for it are dropped (no_neighbour) until it does", "address", nh.ip, "interface", nh.port.name)
+	}
 	return nil
 }
 
 // nexthopFor finds (or makes: made) the next hop towards addr through the
-// routing table. A new one is not yet in d.nhByIP.
-func (nb *neighbours) nexthopFor(addr netip.Addr) (nh *nexthop, made bool, err error) {
+// routing table. A new one is not yet in d.nhByIP. direct is for a direct
+// routing server: the packet keeps the VIP as its destination, so it must
+// go to the server's own link-layer address, on the interface the route
+// names, even if the route has a gateway (as IPVS does; such a server
+// answers only if it is on that link in fact).
+func (nb *neighbours) nexthopFor(addr netip.Addr, direct bool) (nh *nexthop, made bool, err error) {
 	routes, err := netlink.RouteGet(net.IP(addr.AsSlice()))
 	if err != nil || len(routes) == 0 {
 		return nil, false, fmt.Errorf("no route: %v", err)
@@ -158,7 +171,9 @@ func (nb *neighbours) nexthopFor(addr netip.Addr) (nh *nexthop, made bool, err e
 		return nil, false, fmt.Errorf("routed via %s, which this director does not serve", name)
 	}
 	ip := addr
-	if r.Gw != nil {
+	if r.Gw != nil && direct {
+		nb.d.log.Warn("direct-routing real server is not on a directly connected network; sending to its own link-layer address", "server", addr, "interface", pt.name)
+	} else if r.Gw != nil {
 		if g, ok := netip.AddrFromSlice(r.Gw); ok {
 			ip = g.Unmap()
 		}
@@ -253,7 +268,7 @@ func (nb *neighbours) request(nh *nexthop) {
 	if n == 0 {
 		return
 	}
-	if err := pt.write(0, [][]byte{buf[:off+n]}); err != nil {
+	if err := pt.write(0, [][]byte{buf[headroom : off+n]}); err != nil {
 		nb.d.log.Debug("neighbour request", "port", pt.name, "ip", nh.ip, "err", err)
 	}
 }
@@ -346,7 +361,7 @@ func (w *worker) arp(s *snapshot) {
 			off += link.VnetHdrLen
 		}
 		if n := packet.BuildARPReply(b[off:], p, w.in.mac); n > 0 {
-			w.send(w.in, b[:off+n])
+			w.send(w.in, b[headroom:off+n])
 		}
 	}
 }
@@ -385,6 +400,6 @@ func (w *worker) ndp(s *snapshot) {
 		off += link.VnetHdrLen
 	}
 	if n := packet.BuildNeighborAdvert(b[off:], p, w.in.mac); n > 0 {
-		w.send(w.in, b[:off+n])
+		w.send(w.in, b[headroom:off+n])
 	}
 }

@@ -34,6 +34,12 @@ const (
 	maxFrame = 65535 + 14
 	bufSize  = headroom + link.VnetHdrLen + maxFrame
 	scratchN = 8 // generated replies (ARP, ICMP) per batch
+
+	// A GSO packet to tunnel is cut into at most maxSegments segments,
+	// in a buffer of segBufSize (64 KiB of payload in 1448-byte segments
+	// with their headroom takes 45 x ~1600 bytes).
+	maxSegments = 256
+	segBufSize  = 256 << 10
 )
 
 // port is one device the director serves.

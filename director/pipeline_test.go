@@ -85,7 +85,7 @@ func handle(w *worker, buf []byte) [][]byte {
 	w.frame(w.d.snap.Load(), buf)
 	var out [][]byte
 	for _, b := range w.pend[0] {
-		out = append(out, b[headroom+link.VnetHdrLen:])
+		out = append(out, b[link.VnetHdrLen:]) // frames start at their virtio header
 	}
 	return out
 }

@@ -25,6 +25,8 @@ type snapshot struct {
 	natPorts map[svcKey]bool
 	// nh is each real server's next hop by DestState ID (AF_PACKET only).
 	nh []*nexthop
+	// tun is each tunnelling real server's encapsulation by DestState ID.
+	tun []*tunDest
 }
 
 type svcKey struct {
@@ -103,6 +105,17 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 	for k, v := range s.byKey {
 		for _, ds := range v.svc.Dests {
 			d.reg.Register(ds.DestState) // next hops are kept by ID
+			if ds.Fwd == service.FwdTunnel {
+				td, err := tunnelFor(ds)
+				if err != nil {
+					return nil, fmt.Errorf("real server %s: %w", ds.Addr, err)
+				}
+				id := ds.ID()
+				for int(id) >= len(s.tun) {
+					s.tun = append(s.tun, nil)
+				}
+				s.tun[id] = td
+			}
 			if ds.Fwd == service.FwdMasq {
 				a := conntrack.AddrFrom(ds.Addr)
 				s.natRS[a] = true
@@ -140,23 +153,21 @@ func (d *Director) check(sv *service.Service) error {
 		return fmt.Errorf("persistence engine %q: %w", sv.PE, ErrUnsupported)
 	}
 	for _, ds := range sv.Dests {
-		if ds.Fwd != service.FwdMasq {
-			return fmt.Errorf("real server %s uses forwarding method %s: only masquerading (-m) is supported by this director yet; %w",
-				netip.AddrPortFrom(ds.Addr, ds.Port), fwdFlag(ds.Fwd), ErrUnsupported)
+		switch ds.Fwd {
+		case service.FwdMasq:
+		case service.FwdRoute:
+			if d.cfg.IO == IOTUN {
+				return fmt.Errorf("real server %s uses direct routing (-g), which needs link-layer access that --io tun does not give: run the director with --io afpacket", netip.AddrPortFrom(ds.Addr, ds.Port))
+			}
+		case service.FwdTunnel:
+			// IPVS allows the other family for tunnelling servers only.
+			continue
+		default:
+			return fmt.Errorf("real server %s: forwarding method %s: %w", netip.AddrPortFrom(ds.Addr, ds.Port), ds.Fwd, ErrUnsupported)
 		}
 		if ds.Addr.Is4() != sv.Addr.Is4() {
 			return fmt.Errorf("real server %s: address family differs from service %s", ds.Addr, sv.Key)
 		}
 	}
 	return nil
-}
-
-func fwdFlag(f service.Fwd) string {
-	switch f {
-	case service.FwdRoute:
-		return "Route (-g, the default when no method is given)"
-	case service.FwdTunnel:
-		return "Tunnel (-i)"
-	}
-	return f.String()
 }

@@ -42,6 +42,12 @@ type worker struct {
 	icmp      bucket
 	icmpPeers [icmpPeerSlots]icmpPeer
 
+	// GSO packets to tunnel are cut into segments here (xmitTunnel),
+	// made at the first.
+	segBuf  []byte
+	segs    [][]byte
+	segLens []int
+
 	p    packet.Parsed
 	tp   conntrack.Tuple
 	c    conntrack.Conn
@@ -183,19 +189,21 @@ func (w *worker) flush() {
 // queues by their id), holding that queue's write lock.
 func (pt *port) write(writer int, frames [][]byte) error {
 	if len(pt.queues) == 0 {
-		_, err := pt.dev.Write(frames, headroom)
+		_, err := pt.dev.Write(frames, 0)
 		return err
 	}
 	i := writer % len(pt.queues)
 	pt.wmu[i].Lock()
-	_, err := pt.queues[i].Write(frames, headroom)
+	_, err := pt.queues[i].Write(frames, 0)
 	pt.wmu[i].Unlock()
 	return err
 }
 
-// send queues buf (headroom included) for pt.
-func (w *worker) send(pt *port, buf []byte) {
-	w.pend[pt.pos] = append(w.pend[pt.pos], buf)
+// send queues frame for pt: the frame from its virtio-net header (if pt
+// has them) to its end. Frames start where their last header was written:
+// after the headroom, or earlier for an encapsulated packet.
+func (w *worker) send(pt *port, frame []byte) {
+	w.pend[pt.pos] = append(w.pend[pt.pos], frame)
 }
 
 // scratch returns a buffer for a generated reply, or nil when the batch

@@ -2,9 +2,200 @@ package director
 
 import (
 	"uvs/conntrack"
+	"uvs/forward/dr"
+	"uvs/forward/nat"
+	"uvs/gso"
 	"uvs/link"
 	"uvs/packet"
+	"uvs/service"
 )
+
+// xmit sends the current packet of connection c, seen in direction dir,
+// on its way: the one transmit step, dispatching on the connection's
+// forwarding method. icmp says the packet is an ICMP error about c (its
+// quoted packet is rewritten too, for NAT). buf is the packet's buffer,
+// headroom first; partial says its L4 checksum is partial (virtio-net
+// NEEDS_CSUM).
+func (w *worker) xmit(s *snapshot, c *conntrack.Conn, dir conntrack.Dir, buf []byte, partial, icmp bool) {
+	switch service.Fwd(c.Fwd) {
+	case service.FwdRoute:
+		w.xmitDR(s, c, buf)
+	case service.FwdTunnel:
+		w.xmitTunnel(s, c, buf, partial)
+	default:
+		w.xmitNAT(s, c, dir, buf, partial, icmp)
+	}
+}
+
+// xmitNAT rewrites addresses and ports (forward/nat): towards the real
+// server for the client's packets, back to the virtual service for the
+// server's replies.
+func (w *worker) xmitNAT(s *snapshot, c *conntrack.Conn, dir conntrack.Dir, buf []byte, partial, icmp bool) {
+	p := &w.p
+	v4 := p.IPVersion == 4
+	var (
+		pt  *port
+		mac [6]byte
+		ok  bool
+	)
+	if dir == conntrack.Orig {
+		pt, mac, ok = w.serverHop(s, c.Dest)
+	} else {
+		pt, mac, ok = w.clientHop(c)
+	}
+	// ICMP errors are not checked against the MTU: they are short (at
+	// most 576 bytes for IPv4, 1280 for IPv6, as the minimum MTUs).
+	if !ok || !icmp && !w.fits(pt, buf) {
+		return
+	}
+	switch {
+	case dir == conntrack.Orig && icmp:
+		nat.ICMPToServer(p, addrBytes(&c.DAddr, v4), c.DPort)
+	case dir == conntrack.Orig:
+		nat.DNAT(p, addrBytes(&c.DAddr, v4), c.DPort, partial)
+	case icmp:
+		nat.ICMPToClient(p, addrBytes(&c.VAddr, v4), c.VPort)
+	default:
+		nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
+	}
+	w.forward(pt, mac, buf)
+}
+
+// xmitDR sends the packet unchanged at the IP layer to the real server's
+// own link-layer address (forward/dr). With --io tun there is no
+// link-layer access, and compile refuses DR servers.
+func (w *worker) xmitDR(s *snapshot, c *conntrack.Conn, buf []byte) {
+	if !w.in.ether {
+		w.d.noNeigh.Add(1)
+		return
+	}
+	pt, mac, ok := w.serverHop(s, c.Dest)
+	if !ok || !w.fits(pt, buf) {
+		return
+	}
+	dr.SetMACs(w.p.Buf[w.p.L2:], pt.mac, mac)
+	w.send(pt, buf[headroom:])
+}
+
+// xmitTunnel wraps the packet in an outer IP header to the real server
+// (forward/tun), in the buffer's headroom. A GSO packet is cut into
+// segments first (gso): the virtio-net header has no GSO type for IPIP,
+// GRE or GUE. The inner packet leaves with complete checksums and no
+// offload asked of the kernel.
+func (w *worker) xmitTunnel(s *snapshot, c *conntrack.Conn, buf []byte, partial bool) {
+	td := s.tunnel(c.Dest)
+	if td == nil {
+		w.d.noNeigh.Add(1)
+		return
+	}
+	pt, mac, ok := w.serverHop(s, c.Dest)
+	if !ok {
+		return
+	}
+	p := &w.p
+	mtu := td.mtu
+	if pt.ether {
+		mtu = int(pt.mtu.Load())
+	}
+	room := mtu - td.t.Overhead() // what the inner packet may carry
+	gsoType := uint8(link.GSONone)
+	if w.in.vnet {
+		gsoType = w.vh.GSOType &^ link.GSOECN
+	}
+	base := len(buf) - len(p.Buf) // where the frame starts in buf
+	l3, n := base+p.L3, p.End()-p.L3
+	if gsoType != link.GSONone {
+		if p.Payload < 0 || p.Payload-p.L3+int(w.vh.GSOSize) > room {
+			w.tunnelTooBig(room)
+			return
+		}
+		w.tunnelSegments(td, pt, mac, buf[l3:l3+n])
+		return
+	}
+	if n > room {
+		w.tunnelTooBig(room)
+		return
+	}
+	if partial && p.L4 >= 0 {
+		if err := gso.Complete(buf[l3:l3+n], p.L4-p.L3, int(w.vh.CsumOffset)); err != nil {
+			w.d.drops[packet.BadL4].Add(1)
+			return
+		}
+	}
+	w.sendTunnelled(td, pt, mac, buf, l3, n)
+}
+
+// sendTunnelled encapsulates the inner packet buf[l3:l3+n] and queues it
+// for pt, with an Ethernet header to mac on Ethernet ports and a blank
+// virtio-net header on ports that take one.
+func (w *worker) sendTunnelled(td *tunDest, pt *port, mac [6]byte, buf []byte, l3, n int) {
+	start, ok := td.t.Encap(buf, l3, n)
+	if !ok {
+		w.d.tooBig.Add(1)
+		return
+	}
+	if pt.ether {
+		if start, ok = dr.PrependEther(buf, start, pt.mac, mac); !ok {
+			w.d.tooBig.Add(1)
+			return
+		}
+	}
+	if pt.vnet {
+		start -= link.VnetHdrLen
+		clear(buf[start : start+link.VnetHdrLen])
+	}
+	w.send(pt, buf[start:l3+n])
+}
+
+// tunnelSegments cuts the GSO packet inner into segments, each tunnelled
+// on its own, and sends them at once: the segment buffers are the
+// worker's, reused by the next GSO packet.
+func (w *worker) tunnelSegments(td *tunDest, pt *port, mac [6]byte, inner []byte) {
+	if w.segBuf == nil {
+		w.segBuf = make([]byte, segBufSize)
+		w.segs = make([][]byte, maxSegments)
+		w.segLens = make([]int, maxSegments)
+	}
+	cnt, err := gso.Count(inner, w.vh)
+	if err != nil || cnt > maxSegments {
+		w.d.drops[packet.BadL4].Add(1)
+		return
+	}
+	// Each segment gets a buffer with the headroom a read frame has, so
+	// that its outer headers are written in front of it in place.
+	off := headroom + link.VnetHdrLen + dr.EtherLen
+	hdr := w.p.Payload - w.p.L3
+	each := off + hdr + int(w.vh.GSOSize)
+	if cnt*each > len(w.segBuf) {
+		w.d.drops[packet.BadL4].Add(1)
+		return
+	}
+	for i := range cnt {
+		w.segs[i] = w.segBuf[i*each : (i+1)*each]
+	}
+	n, err := gso.Segment(inner, w.vh, w.segs[:cnt], off, w.segLens[:cnt])
+	if err != nil {
+		w.d.drops[packet.BadL4].Add(1)
+		return
+	}
+	for i := range n {
+		w.sendTunnelled(td, pt, mac, w.segs[i], off, w.segLens[i])
+	}
+	w.flush()
+}
+
+// tunnelTooBig answers a packet that would not fit the way to the real
+// server once encapsulated: "fragmentation needed" (ICMPv6 "packet too
+// big") carrying the MTU less the tunnel's overhead, as IPVS sends. IPv4
+// without DF is dropped and counted: the director does not fragment it.
+func (w *worker) tunnelTooBig(room int) {
+	w.d.tooBig.Add(1)
+	p := &w.p
+	if p.IPVersion == 4 && !packet.IPv4(p.Buf[p.L3:]).DontFragment() {
+		return
+	}
+	w.answer(func(dst []byte) int { return packet.BuildFragNeeded(dst, p, room) })
+}
 
 // serverHop finds where a packet for real server dest goes: the port and
 // the next hop's MAC. With TUN the kernel routes it, back out of the port
@@ -48,7 +239,7 @@ func (w *worker) forward(pt *port, mac [6]byte, buf []byte) {
 	} else if w.fragMax > 0 {
 		w.tunFrag(buf)
 	}
-	w.send(pt, buf)
+	w.send(pt, buf[headroom:])
 }
 
 // fits reports whether the current packet in buf, or each segment of it

@@ -1,0 +1,265 @@
+package director_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"uvs/lab"
+	"uvs/testbed"
+)
+
+// fwdEnv is a DR or TUN topology with a running director: the client,
+// the director and the real servers, each serving HTTP on :80 (body: its
+// name), a bulk stream on :9000, a sink on :9001 (answers the sha256 of
+// what it read) and UDP echo on :53, on every address (the VIP included).
+type fwdEnv struct {
+	t        *testing.T
+	client   *testbed.Host
+	director *testbed.Host
+	rs       []*testbed.Host
+	d        *lab.Director
+	dir      string
+}
+
+func skipUnlessRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if err := testbed.Available(); err != nil {
+		t.Skip(err)
+	}
+}
+
+func (e *fwdEnv) serveAll(vips ...string) {
+	x := &env{t: e.t}
+	for i, rs := range e.rs {
+		name := fmt.Sprintf("rs%d", i+1)
+		x.serveHTTP(rs, ":80", name)
+		x.serveBulk(rs, ":9000")
+		x.serve(rs, ":9001", func(c net.Conn) {
+			h := sha256.New()
+			if _, err := io.Copy(h, c); err != nil {
+				return
+			}
+			io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+		})
+		// UDP servers bind the VIPs: a wildcard socket would answer from
+		// the address the route picks, not from the VIP the client asked.
+		for _, vip := range vips {
+			pc, err := rs.ListenPacket("udp", net.JoinHostPort(vip, "53"))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			e.t.Cleanup(testbed.ServeUDPEcho(pc, name+" "))
+		}
+	}
+}
+
+func (e *fwdEnv) start(extra ...string) {
+	e.t.Helper()
+	d, err := lab.StartDirector(e.director, binary, e.dir, extra...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.d = d
+	e.t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			e.t.Errorf("director stop: %v", err)
+		}
+		if e.t.Failed() {
+			e.t.Logf("director log:\n%s", d.Log())
+		}
+	})
+}
+
+func (e *fwdEnv) ipvsadm(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errs, code, err := e.d.Ipvsadm(args...)
+	if err != nil || code != 0 {
+		t.Fatalf("ipvsadm %s: code %d err %v\n%s%s", strings.Join(args, " "), code, err, out, errs)
+	}
+	return out
+}
+
+// get fetches http://addr/ from the client: the body and the client
+// address the server saw.
+func (e *fwdEnv) get(addr string) (body, seen string, err error) {
+	x := &env{t: e.t, n: &lab.NATNet{Client: e.client}}
+	return x.get("http://" + addr + "/")
+}
+
+// roundRobin checks that six requests to vip:80 alternate between the
+// two servers and that each server saw the client's own address.
+func (e *fwdEnv) roundRobin(t *testing.T, vip, clientIP string) {
+	t.Helper()
+	var got []string
+	for i := 0; i < 6; i++ {
+		body, seen, err := e.get(net.JoinHostPort(vip, "80"))
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		got = append(got, body)
+		if host, _, _ := net.SplitHostPort(seen); host != clientIP {
+			t.Errorf("real server saw client %q, want %s", seen, clientIP)
+		}
+	}
+	want := []string{"rs2", "rs1", "rs2", "rs1", "rs2", "rs1"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("answers %v, want %v", got, want)
+	}
+}
+
+// bulk downloads 64 MiB from vip:9000 and uploads 64 MiB to vip:9001,
+// both checked by sha256.
+func (e *fwdEnv) bulk(t *testing.T, vip string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := e.client.Dial(ctx, "tcp", net.JoinHostPort(vip, "9000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	want := sha256.New()
+	io.CopyN(want, rand.NewChaCha8([32]byte{1}), bulkSize)
+	if err != nil || n != bulkSize || hex.EncodeToString(h.Sum(nil)) != hex.EncodeToString(want.Sum(nil)) {
+		t.Fatalf("download: %d bytes, err %v, intact %v", n, err, hex.EncodeToString(h.Sum(nil)) == hex.EncodeToString(want.Sum(nil)))
+	}
+
+	u, err := e.client.Dial(ctx, "tcp", net.JoinHostPort(vip, "9001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.CopyN(u, rand.NewChaCha8([32]byte{1}), bulkSize); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	u.(*net.TCPConn).CloseWrite()
+	sum, err := io.ReadAll(u)
+	if err != nil || string(sum) != hex.EncodeToString(want.Sum(nil)) {
+		t.Fatalf("upload: the server read %q (err %v), want %s", sum, err, hex.EncodeToString(want.Sum(nil)))
+	}
+}
+
+// udp asks vip:53 twice from the client and wants both servers.
+func (e *fwdEnv) udp(t *testing.T, vip string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for i := range 4 {
+		ans, err := udpAsk(e.client, net.JoinHostPort(vip, "53"), fmt.Sprintf("q%d", i))
+		if err != nil {
+			t.Fatalf("udp %d: %v", i, err)
+		}
+		seen[strings.Fields(ans)[0]] = true
+	}
+	if !seen["rs1"] || !seen["rs2"] {
+		t.Errorf("udp answers came from %v, want rs1 and rs2", seen)
+	}
+}
+
+// noReplies checks that the director's counters for the service show
+// traffic in and none out: the replies never crossed it.
+func (e *fwdEnv) noReplies(t *testing.T, svc string) {
+	t.Helper()
+	out := e.ipvsadm(t, "-L", "-n", "--stats", "--exact")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(svc) + ` +(\d+) +(\d+) +(\d+) +(\d+) +(\d+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no stats line for %s:\n%s", svc, out)
+	}
+	if m[2] == "0" || m[3] != "0" || m[5] != "0" {
+		t.Errorf("%s: InPkts %s OutPkts %s OutBytes %s, want InPkts > 0 and nothing out:\n%s", svc, m[2], m[3], m[5], out)
+	}
+}
+
+// TestDR is the tutorial's LVS-DR example end to end: real servers with
+// the VIP on lo, the director rewriting only the MAC address.
+func TestDR(t *testing.T) {
+	skipUnlessRoot(t)
+	n, err := lab.BuildDR("uvsdr", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Bed.Close() })
+	for _, rs := range n.RS {
+		if err := lab.SetupDRRealServer(rs, lab.DRVIP, lab.DRVIP6); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Director.Forward(); err != nil { // the tutorial's ip_forward=1
+		t.Fatal(err)
+	}
+	e := &fwdEnv{t: t, client: n.Client, director: n.Director, rs: n.RS, dir: t.TempDir()}
+	e.serveAll(lab.DRVIP, lab.DRVIP6)
+	e.start("--io", "afpacket")
+
+	for _, fam := range []struct{ name, vip, client, rs1, rs2 string }{
+		{"ipv4", lab.DRVIP, lab.DRClientIP, lab.DRRSIP(0), lab.DRRSIP(1)},
+		{"ipv6", lab.DRVIP6, lab.DRClientIP6, lab.DRRSIP6(0), lab.DRRSIP6(1)},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			vip := fam.vip
+			if strings.Contains(vip, ":") {
+				vip = "[" + vip + "]"
+			}
+			for _, port := range []string{"80", "9000", "9001"} {
+				e.ipvsadm(t, "-A", "-t", vip+":"+port, "-s", "rr")
+				e.ipvsadm(t, "-a", "-t", vip+":"+port, "-r", fam.rs1, "-g")
+				e.ipvsadm(t, "-a", "-t", vip+":"+port, "-r", fam.rs2) // -g is the default
+				defer e.ipvsadm(t, "-D", "-t", vip+":"+port)
+			}
+			e.ipvsadm(t, "-A", "-u", vip+":53", "-s", "rr")
+			e.ipvsadm(t, "-a", "-u", vip+":53", "-r", fam.rs1, "-g")
+			e.ipvsadm(t, "-a", "-u", vip+":53", "-r", fam.rs2, "-g")
+			defer e.ipvsadm(t, "-D", "-u", vip+":53")
+
+			rsts := snmp(t, n.Director, "Tcp", "OutRsts")
+			e.roundRobin(t, fam.vip, fam.client)
+			e.udp(t, fam.vip)
+			e.bulk(t, fam.vip)
+			if got := snmp(t, n.Director, "Tcp", "OutRsts"); got != rsts {
+				t.Errorf("the director's kernel sent %d resets for its VIP", got-rsts)
+			}
+			e.noReplies(t, "TCP  "+vip+":80")
+			// The director tracks the client's packets only: closed
+			// HTTP connections rest in FIN_WAIT (IPVS's input-only table).
+			out := e.ipvsadm(t, "-L", "-n", "-c")
+			if !strings.Contains(out, "FIN_WAIT") {
+				t.Errorf("connection table has no FIN_WAIT entry:\n%s", out)
+			}
+			lst := e.ipvsadm(t, "-L", "-n", "-t", vip+":80")
+			if !strings.Contains(lst, "Route") {
+				t.Errorf("listing does not show Route:\n%s", lst)
+			}
+		})
+	}
+
+	t.Run("refused with --io tun", func(t *testing.T) {
+		n2, err := lab.BuildDR("uvsdrt", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n2.Bed.Close() })
+		e2 := &fwdEnv{t: t, client: n2.Client, director: n2.Director, rs: n2.RS, dir: t.TempDir()}
+		e2.start("--io", "tun")
+		e2.ipvsadm(t, "-A", "-t", lab.DRVIP+":80", "-s", "rr")
+		_, errs, code, err := e2.d.Ipvsadm("-a", "-t", lab.DRVIP+":80", "-r", lab.DRRSIP(0), "-g")
+		if err != nil || code == 0 || !strings.Contains(errs, "--io afpacket") {
+			t.Errorf("DR with --io tun: code %d, stderr %q, err %v; want a refusal naming --io afpacket", code, errs, err)
+		}
+	})
+}
