@@ -1,4 +1,4 @@
-package gso_test
+package gopacketcheck_test
 
 import (
 	"bytes"

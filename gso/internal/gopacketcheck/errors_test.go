@@ -1,4 +1,4 @@
-package gso_test
+package gopacketcheck_test
 
 import (
 	"bytes"
@@ -239,66 +239,5 @@ func TestSegmentUDPZeroChecksum(t *testing.T) {
 	}
 	if c := binary.BigEndian.Uint16(dst[0][26:]); c != 0xffff {
 		t.Errorf("UDP checksum %#x, want 0xffff", c)
-	}
-}
-
-func TestAllocations(t *testing.T) {
-	s := super{payload: 64000, partial: true, tsopt: true}
-	b := s.build(t)
-	h := s.hdr(1448)
-	dst, lens := buffers(45, 1600)
-	if a := testing.AllocsPerRun(20, func() {
-		if _, err := gso.Segment(b, h, dst, off, lens); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := gso.Count(b, h); err != nil {
-			t.Fatal(err)
-		}
-		_ = gso.Complete(dst[0][off:off+lens[0]], 20, 16)
-		_, _ = gso.Segment(b[:10], h, dst, off, lens)
-	}); a != 0 {
-		t.Errorf("%v allocations per run", a)
-	}
-}
-
-func BenchmarkSegmentTCP4_64K(b *testing.B) {
-	s := super{payload: 45 * 1448, partial: true, tsopt: true}
-	pkt := s.build(b)
-	h := s.hdr(1448)
-	dst, lens := buffers(45, 2048)
-	b.SetBytes(int64(len(pkt)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := gso.Segment(pkt, h, dst, off, lens); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkSegmentTCP6_64K(b *testing.B) {
-	s := super{v6: true, payload: 45 * 1428, partial: true, tsopt: true}
-	pkt := s.build(b)
-	h := s.hdr(1428)
-	dst, lens := buffers(45, 2048)
-	b.SetBytes(int64(len(pkt)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := gso.Segment(pkt, h, dst, off, lens); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkComplete1500(b *testing.B) {
-	s := super{payload: 1448, partial: true, tsopt: true}
-	pkt := s.build(b)
-	b.SetBytes(int64(len(pkt)))
-	b.ReportAllocs()
-	for b.Loop() {
-		// Completing an already completed checksum again sums the same
-		// bytes; the work is what matters here.
-		if err := gso.Complete(pkt, 20, 16); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
