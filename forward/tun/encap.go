@@ -27,7 +27,8 @@ func (t *Tunnel) Encap(buf []byte, off, n int) (start int, ok bool) {
 // EncapPartial is Encap for an inner packet whose transport checksum was
 // offloaded (virtio-net NEEDS_CSUM): the checksum field, at csumOffset
 // from csumStart (both as in the virtio-net header; csumStart counts from
-// the inner IP header), holds the pseudo-header sum only.
+// the inner IP header, and cannot point into it), holds the pseudo-header
+// sum only.
 //
 // For a GUE tunnel with RemCsum the field is left so and the GUE header
 // gets the remote checksum offload option (RemCsumOptionLen more bytes),
@@ -55,6 +56,9 @@ func (t *Tunnel) encap(buf []byte, off, n, csStart, csField int) (int, bool) {
 	innerV4 := n > 0 && inner[0]>>4 == 4
 	if l, err := ipLength(inner, innerV4); err != nil || l != n {
 		return 0, false
+	}
+	if csStart >= 0 && csStart < ipHeaderLen(inner, innerV4) {
+		return 0, false // the transport header starts after the IP header
 	}
 	remcsum := csStart >= 0 && t.Type == GUE && t.Csum == RemCsum
 	ipl, tl := t.ipLen(), t.tunLen(remcsum)
@@ -161,6 +165,13 @@ func (t *Tunnel) encap(buf []byte, off, n, csStart, csField int) (int, bool) {
 		h[6] = next
 	}
 	return start, true
+}
+
+func ipHeaderLen(b []byte, v4 bool) int {
+	if v4 {
+		return int(b[0]&0xf) * 4
+	}
+	return ipv6Len
 }
 
 func greProto(next uint8) uint16 {
