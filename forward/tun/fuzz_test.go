@@ -217,5 +217,3 @@ func fixLength(b []byte) {
 		binary.BigEndian.PutUint16(b[4:], uint16(len(b)-40))
 	}
 }
-
-
