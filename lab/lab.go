@@ -199,94 +199,92 @@ type Options struct {
 	Keep   bool      // leave the lab running until ctx is done
 	Out    io.Writer // where the lab talks
 	Binary string    // this program, to run as the director
+	// Trace captures the packets of the first request on every hop and
+	// prints them.
+	Trace bool
+	// TunType is the TUN lab's encapsulation: ipip (default), gue or
+	// gre; TunPort is the GUE port.
+	TunType string
+	TunPort uint16
+	// Prefix starts the names of the lab's namespaces (default "uvslab";
+	// the testbed adds a random suffix).
+	Prefix string
 }
 
 // NAT runs the LVS-NAT lab: the tutorial's example 1 with its commands as
 // typed, the VIP being the director's outer address.
 func NAT(ctx context.Context, o Options) (err error) {
-	out := o.Out
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
-	say("# LVS-NAT lab: building namespaces (client, director, switch, two real servers)")
-	n, err := BuildNAT("uvslab", 2)
+	s, err := newSession(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		say("# tearing the lab down")
-		if cerr := n.Bed.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
+	defer s.close(&err)
+	s.say("# LVS-NAT lab: building namespaces (client, director, switch, two real servers)")
+	n, err := BuildNAT(s.o.Prefix, 2)
+	if err != nil {
+		return err
+	}
+	s.bed = n.Bed
 	for i, rs := range n.RS {
-		l, err := rs.Listen("tcp", ":80")
-		if err != nil {
-			return fmt.Errorf("real server %d: %w", i+1, err)
-		}
-		stop := testbed.ServeHTTP(l, fmt.Sprintf("welcome realserver %d", i+1))
-		defer stop()
-	}
-	say("#   client    %-10s eth0 %s/24, default via %s", n.Client.Name, ClientIP, DirOuterIP)
-	say("#   director  %-10s eth0 %s/24 (VIP), eth1 %s/24 (DIP)", n.Director.Name, DirOuterIP, DirInnerIP)
-	say("#   rs1       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 1\"", n.RS[0].Name, RS1IP, DirInnerIP)
-	say("#   rs2       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 2\"", n.RS[1].Name, RS2IP, DirInnerIP)
-	dir, err := os.MkdirTemp("", "uvslab-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-
-	say("\n# on the director:")
-	say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
-	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		return err
-	}
-	io := o.IO
-	if io == "" {
-		io = "afpacket"
-	}
-	say("$ director run --io %s &", io)
-	d, err := StartDirector(n.Director, o.Binary, dir, "--io", io)
-	if err != nil {
-		return err
-	}
-	defer d.Stop()
-
-	vip := DirOuterIP + ":80"
-	for _, c := range [][]string{
-		{"-A", "-t", vip, "-s", "rr"},
-		{"-a", "-t", vip, "-r", RS1IP, "-m"},
-		{"-a", "-t", vip, "-r", RS2IP, "-m"},
-		{"-L", "-n"},
-	} {
-		if err := run(out, d, c...); err != nil {
+		if err := s.serve(rs, ":80", fmt.Sprintf("welcome realserver %d", i+1), nil); err != nil {
 			return err
 		}
 	}
+	s.say("#   client    %-10s eth0 %s/24, default via %s", n.Client.Name, ClientIP, DirOuterIP)
+	s.say("#   director  %-10s eth0 %s/24 (VIP), eth1 %s/24 (DIP)", n.Director.Name, DirOuterIP, DirInnerIP)
+	s.say("#   rs1       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 1\"", n.RS[0].Name, RS1IP, DirInnerIP)
+	s.say("#   rs2       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 2\"", n.RS[1].Name, RS2IP, DirInnerIP)
 
-	say("\n# on the client: fetch http://%s/ six times", DirOuterIP)
-	hc := n.Client.HTTPClient()
-	hc.Timeout = 5 * time.Second
-	for i := 1; i <= 6; i++ {
-		body, err := get(ctx, hc, "http://"+DirOuterIP+"/")
-		if err != nil {
-			return fmt.Errorf("fetch %d: %w\ndirector log:\n%s", i, err, d.Log())
-		}
-		say("curl %d: %s", i, body)
-	}
-	say("")
-	if err := run(out, d, "-L", "-n", "--stats"); err != nil {
+	s.say("\n# on the director:")
+	s.say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
+	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
-	if o.Keep {
-		say("\n# the lab keeps running; press Ctrl-C to tear it down. Enter a namespace with:")
-		for _, h := range append([]*testbed.Host{n.Client, n.Director}, n.RS...) {
-			say("#   ip netns exec %s bash", h.Name)
-		}
-		say("# and talk to the director from anywhere with:")
-		say("#   UVS_SOCKET=%s %s ipvsadm -L -n", d.Socket, o.Binary)
-		<-ctx.Done()
+	if err := s.startDirector(n.Director); err != nil {
+		return err
 	}
-	return nil
+	vip := DirOuterIP + ":80"
+	if err := s.ipvsadm(
+		[]string{"-A", "-t", vip, "-s", "rr"},
+		[]string{"-a", "-t", vip, "-r", RS1IP, "-m"},
+		[]string{"-a", "-t", vip, "-r", RS2IP, "-m"},
+		[]string{"-L", "-n"},
+	); err != nil {
+		return err
+	}
+
+	s.say("\n# on the client: fetch http://%s/ six times", DirOuterIP)
+	hops := []Hop{
+		{n.Client, "client", "eth0"},
+		{n.Director, "director", "eth0"},
+		{n.Director, "director", "eth1"},
+		{n.RS[0], "rs1", "eth0"},
+		{n.RS[1], "rs2", "eth0"},
+	}
+	bodies, err := s.fetchAll(n.Client, repeat(fetch{url: "http://" + DirOuterIP + "/"}, 6), hops, 0)
+	if err != nil {
+		return err
+	}
+	s.sayAlternation(bodies)
+	return s.finish(append([]*testbed.Host{n.Client, n.Director}, n.RS...)...)
+}
+
+// repeat is n copies of f.
+func repeat(f fetch, n int) []fetch {
+	fs := make([]fetch, n)
+	for i := range fs {
+		fs[i] = f
+	}
+	return fs
+}
+
+// sayAlternation says whether the answers alternated.
+func (s *session) sayAlternation(bodies []string) {
+	if alternates(bodies) {
+		s.say("# the answers alternate between the real servers (rr)")
+	} else {
+		s.say("# the answers did not alternate")
+	}
 }
 
 // run types an ipvsadm command and shows what it printed.
