@@ -4,6 +4,7 @@
 //
 // They live apart from package gso so that gso's test binary does not link
 // gopacket: go test -fuzz instruments every package in the binary for
-// coverage, and gopacket's counters made FuzzSegment run fifty times slower
-// (about 230 against 44,000 executions per second on the same machine).
+// coverage and snapshots all the counters after each execution, and with
+// gopacket linked FuzzSegment ran half as fast (0.72 against 1.54 million
+// executions in 30 s on the same 2-core machine).
 package gopacketcheck
