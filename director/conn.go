@@ -56,7 +56,7 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 		d.ct.Remove(&w.tp)
 		return
 	}
-	if !w.ttlOK(c) {
+	if !w.ttlOK() {
 		return
 	}
 	size := uint64(len(p.Buf) - p.L3)
@@ -70,13 +70,10 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	w.xmit(s, c, dir, buf, partial, false)
 }
 
-// ttlOK drops a packet of connection c whose TTL or hop limit would run
-// out here. Only NAT routes the packet (and decrements the TTL); DR and
-// TUN pass it on unchanged, as IPVS does.
-func (w *worker) ttlOK(c *conntrack.Conn) bool {
-	if c.InputOnly {
-		return true
-	}
+// ttlOK drops a packet whose TTL or hop limit would run out here: every
+// forwarding method decrements it, as IPVS does for a packet it sends on
+// to another host (DR and TUN included; for TUN, the inner packet's).
+func (w *worker) ttlOK() bool {
 	if w.p.TTL() <= 1 {
 		w.d.ttl.Add(1)
 		return false
@@ -154,7 +151,7 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	}
 	dest.Stats.AddConn(w.id)
 	v.svc.Stats.AddConn(w.id)
-	if !w.ttlOK(c) {
+	if !w.ttlOK() {
 		return
 	}
 	size := uint64(len(p.Buf) - p.L3)

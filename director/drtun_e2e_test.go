@@ -1,6 +1,7 @@
 package director_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,8 +10,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -262,4 +265,124 @@ func TestDR(t *testing.T) {
 			t.Errorf("DR with --io tun: code %d, stderr %q, err %v; want a refusal naming --io afpacket", code, errs, err)
 		}
 	})
+}
+
+// startRealServer runs `director realserver ARGS...` in h until the test
+// ends.
+func startRealServer(t *testing.T, h *testbed.Host, args ...string) {
+	t.Helper()
+	state := filepath.Join(t.TempDir(), "realserver.state")
+	cmd := h.Command(binary, append([]string{"realserver", "--state", state}, args...)...)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("realserver in %s: %v\n%s", h.Name, err, log.String())
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("realserver in %s did not stop\n%s", h.Name, log.String())
+		}
+		if t.Failed() {
+			t.Logf("realserver in %s:\n%s", h.Name, log.String())
+		}
+	})
+	// Ready when its TUN device holds the VIP.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := h.Exec("ip", "-o", "addr", "show", "dev", "uvsrs0")
+		if strings.Contains(out, lab.TUNVIP) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("realserver in %s not ready:\n%s", h.Name, log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTUN is LVS-TUN end to end: the director wraps the client's packets
+// for real servers behind a router, which take them out with `director
+// realserver` (no ipip module here) and answer the client directly.
+func TestTUN(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) { testTUN(t, mode) })
+	}
+}
+
+func testTUN(t *testing.T, mode string) {
+	skipUnlessRoot(t)
+	n, err := lab.BuildTUN("uvstun", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Bed.Close() })
+	for _, rs := range n.RS {
+		startRealServer(t, rs, "--vip", lab.TUNVIP+","+lab.TUNVIP6,
+			"--from", lab.TUNDirIP+","+lab.TUNDirIP6, "--gue-port", "6080")
+	}
+	e := &fwdEnv{t: t, client: n.Client, director: n.Director, rs: n.RS, dir: t.TempDir()}
+	e.serveAll(lab.TUNVIP, lab.TUNVIP6)
+	e.start("--io", mode)
+
+	for _, c := range []struct {
+		name, vip, client, rs1, rs2 string
+		opts                        []string
+		bulk                        bool
+	}{
+		{"ipip4", lab.TUNVIP, lab.TUNClientIP, lab.TUNRSIP(0), lab.TUNRSIP(1), nil, true},
+		{"ipip6", lab.TUNVIP6, lab.TUNClientIP6, lab.TUNRSIP6(0), lab.TUNRSIP6(1), nil, true},
+		{"gue4", lab.TUNVIP, lab.TUNClientIP, lab.TUNRSIP(0), lab.TUNRSIP(1), []string{"--tun-type", "gue", "--tun-port", "6080", "--tun-csum"}, true},
+		{"gue6", lab.TUNVIP6, lab.TUNClientIP6, lab.TUNRSIP6(0), lab.TUNRSIP6(1), []string{"--tun-type", "gue", "--tun-port", "6080"}, false},
+		{"gre4", lab.TUNVIP, lab.TUNClientIP, lab.TUNRSIP(0), lab.TUNRSIP(1), []string{"--tun-type", "gre"}, false},
+		{"gre6-csum", lab.TUNVIP6, lab.TUNClientIP6, lab.TUNRSIP6(0), lab.TUNRSIP6(1), []string{"--tun-type", "gre", "--tun-csum"}, false},
+		// IPVS lets a tunnelling server be of the other family.
+		{"ipv4-in-ipv6", lab.TUNVIP, lab.TUNClientIP, lab.TUNRSIP6(0), lab.TUNRSIP6(1), nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			vip := c.vip
+			if strings.Contains(vip, ":") {
+				vip = "[" + vip + "]"
+			}
+			rs := func(a, port string) string {
+				if strings.Contains(a, ":") {
+					return "[" + a + "]:" + port
+				}
+				return a + ":" + port
+			}
+			ports := []string{"80"}
+			if c.bulk {
+				ports = append(ports, "9000", "9001")
+			}
+			for _, port := range ports {
+				e.ipvsadm(t, "-A", "-t", vip+":"+port, "-s", "rr")
+				e.ipvsadm(t, append([]string{"-a", "-t", vip + ":" + port, "-r", rs(c.rs1, port), "-i"}, c.opts...)...)
+				e.ipvsadm(t, append([]string{"-a", "-t", vip + ":" + port, "-r", rs(c.rs2, port), "-i"}, c.opts...)...)
+				defer e.ipvsadm(t, "-D", "-t", vip+":"+port)
+			}
+			e.ipvsadm(t, "-A", "-u", vip+":53", "-s", "rr")
+			e.ipvsadm(t, append([]string{"-a", "-u", vip + ":53", "-r", rs(c.rs1, "53"), "-i"}, c.opts...)...)
+			e.ipvsadm(t, append([]string{"-a", "-u", vip + ":53", "-r", rs(c.rs2, "53"), "-i"}, c.opts...)...)
+			defer e.ipvsadm(t, "-D", "-u", vip+":53")
+
+			e.roundRobin(t, c.vip, c.client)
+			e.udp(t, c.vip)
+			if c.bulk {
+				e.bulk(t, c.vip)
+			}
+			e.noReplies(t, "TCP  "+vip+":80")
+			lst := e.ipvsadm(t, "-L", "-n", "-t", vip+":80")
+			if !strings.Contains(lst, "Tunnel") {
+				t.Errorf("listing does not show Tunnel:\n%s", lst)
+			}
+		})
+	}
 }

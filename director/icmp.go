@@ -22,7 +22,7 @@ func (w *worker) icmpError(s *snapshot, buf []byte, partial bool) {
 		return
 	}
 	c := &w.c
-	if !w.ttlOK(c) {
+	if !w.ttlOK() {
 		return
 	}
 	w.xmit(s, c, dir, buf, partial, true)

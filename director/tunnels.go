@@ -7,6 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"uvs/conntrack"
 	"uvs/forward/tun"
 	"uvs/service"
 )
@@ -28,10 +29,12 @@ func (s *snapshot) tunnel(dest uint32) *tunDest {
 	return nil
 }
 
-// tunnelFor builds ds's encapsulation from the route to it, as IPVS takes
-// the outer source from the route (its preferred source, else an address
-// of the interface it leaves by).
-func tunnelFor(ds *service.Dest) (*tunDest, error) {
+// tunnelFor builds ds's encapsulation from the route to it: the outer
+// source is the director's address on the way to the server. An address
+// that is a VIP (in vips) is not taken while the interface has another:
+// real servers allow tunnels from the directors' own addresses
+// (realserver --from), and a VIP may move to another director.
+func tunnelFor(ds *service.Dest, vips map[conntrack.Addr]bool) (*tunDest, error) {
 	td := &tunDest{t: tun.Tunnel{Dst: ds.Addr, Port: ds.TunPort}}
 	switch ds.TunType {
 	case "", "ipip":
@@ -58,10 +61,18 @@ func tunnelFor(ds *service.Dest) (*tunDest, error) {
 		return nil, fmt.Errorf("no route: %v", err)
 	}
 	r := routes[0]
-	if src, ok := netip.AddrFromSlice(r.Src); ok && src.Unmap().Is4() == ds.Addr.Is4() {
-		td.t.Src = src.Unmap()
-	} else if a, ok := portAddr(r.LinkIndex, ds.Addr); ok {
+	// The source is the address of the outgoing interface on the next
+	// hop's network (the gateway's, or the server's if it is on the link):
+	// the one a network's operator expects, where the kernel's choice
+	// among several addresses (a VIP among them) is not foreseeable.
+	nh := ds.Addr
+	if g, ok := netip.AddrFromSlice(r.Gw); ok && g.Unmap().Is4() == ds.Addr.Is4() {
+		nh = g.Unmap()
+	}
+	if a, ok := sourceAddr(r.LinkIndex, nh, vips); ok {
 		td.t.Src = a
+	} else if src, ok := netip.AddrFromSlice(r.Src); ok && src.Unmap().Is4() == ds.Addr.Is4() {
+		td.t.Src = src.Unmap()
 	} else {
 		return nil, fmt.Errorf("no address to send from on the way to it")
 	}
@@ -75,4 +86,47 @@ func tunnelFor(ds *service.Dest) (*tunDest, error) {
 		td.mtu = 1500
 	}
 	return td, nil
+}
+
+// sourceAddr picks an address of interface ifindex, in dst's family and
+// not a VIP, to send to dst from: one whose prefix holds dst if there is
+// one, else the first global one; a VIP only if there is nothing else.
+func sourceAddr(ifindex int, dst netip.Addr, vips map[conntrack.Addr]bool) (netip.Addr, bool) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	fam := netlink.FAMILY_V4
+	if dst.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(l, fam)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	var first, vip netip.Addr
+	for _, a := range addrs {
+		p, ok := netip.AddrFromSlice(a.IP)
+		if !ok || p.IsLinkLocalUnicast() {
+			continue
+		}
+		p = p.Unmap()
+		if vips[conntrack.AddrFrom(p)] {
+			if !vip.IsValid() {
+				vip = p
+			}
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		if netip.PrefixFrom(p, ones).Masked().Contains(dst) {
+			return p, true
+		}
+		if !first.IsValid() {
+			first = p
+		}
+	}
+	if first.IsValid() {
+		return first, true
+	}
+	return vip, vip.IsValid()
 }

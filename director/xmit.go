@@ -4,6 +4,7 @@ import (
 	"uvs/conntrack"
 	"uvs/forward/dr"
 	"uvs/forward/nat"
+	"uvs/forward/tun"
 	"uvs/gso"
 	"uvs/link"
 	"uvs/packet"
@@ -61,8 +62,8 @@ func (w *worker) xmitNAT(s *snapshot, c *conntrack.Conn, dir conntrack.Dir, buf 
 	w.forward(pt, mac, buf)
 }
 
-// xmitDR sends the packet unchanged at the IP layer to the real server's
-// own link-layer address (forward/dr). With --io tun there is no
+// xmitDR sends the packet, unchanged at the IP layer but for its TTL, to
+// the real server's own link-layer address (forward/dr). With --io tun there is no
 // link-layer access, and compile refuses DR servers.
 func (w *worker) xmitDR(s *snapshot, c *conntrack.Conn, buf []byte) {
 	if !w.in.ether {
@@ -73,6 +74,7 @@ func (w *worker) xmitDR(s *snapshot, c *conntrack.Conn, buf []byte) {
 	if !ok || !w.fits(pt, buf) {
 		return
 	}
+	w.p.DecTTL()
 	dr.SetMACs(w.p.Buf[w.p.L2:], pt.mac, mac)
 	w.send(pt, buf[headroom:])
 }
@@ -98,10 +100,15 @@ func (w *worker) xmitTunnel(s *snapshot, c *conntrack.Conn, buf []byte, partial 
 		mtu = int(pt.mtu.Load())
 	}
 	room := mtu - td.t.Overhead() // what the inner packet may carry
+	if partial && td.t.Type == tun.GUE && td.t.Csum == tun.RemCsum {
+		room -= tun.RemCsumOptionLen // the option that hands the checksum on
+	}
 	gsoType := uint8(link.GSONone)
 	if w.in.vnet {
 		gsoType = w.vh.GSOType &^ link.GSOECN
 	}
+	// The outer header copies the inner TTL, decremented as IPVS does.
+	p.DecTTL()
 	base := len(buf) - len(p.Buf) // where the frame starts in buf
 	l3, n := base+p.L3, p.End()-p.L3
 	if gsoType != link.GSONone {
@@ -116,20 +123,26 @@ func (w *worker) xmitTunnel(s *snapshot, c *conntrack.Conn, buf []byte, partial 
 		w.tunnelTooBig(room)
 		return
 	}
+	csumStart := -1
 	if partial && p.L4 >= 0 {
-		if err := gso.Complete(buf[l3:l3+n], p.L4-p.L3, int(w.vh.CsumOffset)); err != nil {
-			w.d.drops[packet.BadL4].Add(1)
-			return
-		}
+		csumStart = p.L4 - p.L3
 	}
-	w.sendTunnelled(td, pt, mac, buf, l3, n)
+	w.sendTunnelled(td, pt, mac, buf, l3, n, csumStart)
 }
 
 // sendTunnelled encapsulates the inner packet buf[l3:l3+n] and queues it
 // for pt, with an Ethernet header to mac on Ethernet ports and a blank
-// virtio-net header on ports that take one.
-func (w *worker) sendTunnelled(td *tunDest, pt *port, mac [6]byte, buf []byte, l3, n int) {
-	start, ok := td.t.Encap(buf, l3, n)
+// virtio-net header on ports that take one. csumStart >= 0 is where the
+// inner packet's partial L4 checksum starts: it is completed here, or
+// left to the real server with GUE's remote checksum offload.
+func (w *worker) sendTunnelled(td *tunDest, pt *port, mac [6]byte, buf []byte, l3, n, csumStart int) {
+	var start int
+	var ok bool
+	if csumStart >= 0 {
+		start, ok = td.t.EncapPartial(buf, l3, n, csumStart, int(w.vh.CsumOffset))
+	} else {
+		start, ok = td.t.Encap(buf, l3, n)
+	}
 	if !ok {
 		w.d.tooBig.Add(1)
 		return
@@ -179,7 +192,7 @@ func (w *worker) tunnelSegments(td *tunDest, pt *port, mac [6]byte, inner []byte
 		return
 	}
 	for i := range n {
-		w.sendTunnelled(td, pt, mac, w.segs[i], off, w.segLens[i])
+		w.sendTunnelled(td, pt, mac, w.segs[i], off, w.segLens[i], -1)
 	}
 	w.flush()
 }

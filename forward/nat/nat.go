@@ -129,24 +129,6 @@ func rewrite(p *packet.Parsed, old []byte, portOff int, addr []byte, port uint16
 	h.SetChecksum(^packet.Fold(sum))
 }
 
-// decTTL decrements the TTL or hop limit, leaving a zero one alone.
-func decTTL(p *packet.Parsed) {
-	b := p.Buf
-	if p.IPVersion == 6 {
-		if b[p.L3+7] > 0 {
-			b[p.L3+7]--
-		}
-		return
-	}
-	h := packet.IPv4(b[p.L3:])
-	t := h.TTL()
-	if t == 0 {
-		return
-	}
-	proto := uint16(h.Protocol())
-	h.SetTTL(t - 1)
-	h.SetChecksum(packet.UpdateChecksum16(h.Checksum(), uint16(t)<<8|proto, uint16(t-1)<<8|proto))
-}
 
 // rewriteICMP sets the outer destination (toServer) or source, and the
 // quoted source (toServer) or destination address and port, to addr and
@@ -215,5 +197,5 @@ func rewriteICMP(p *packet.Parsed, toServer bool, addr []byte, port uint16) {
 		put16(b, ckOff, l4Ck)
 	}
 	put16(b, p.L4+2, icmpCk)
-	decTTL(p)
+	p.DecTTL()
 }
