@@ -129,7 +129,6 @@ func rewrite(p *packet.Parsed, old []byte, portOff int, addr []byte, port uint16
 	h.SetChecksum(^packet.Fold(sum))
 }
 
-
 // rewriteICMP sets the outer destination (toServer) or source, and the
 // quoted source (toServer) or destination address and port, to addr and
 // port. Every field it changes inside the ICMP message also changes the
