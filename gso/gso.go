@@ -397,9 +397,9 @@ func Segment(pkt []byte, h link.VnetHdr, dst [][]byte, off int, lens []int) (int
 // csumStart to the end of pkt. Here both offsets are relative to pkt (the
 // IP header, not the link frame), and pkt must end where the IP packet
 // ends (no link padding). csumOffset must be even (every protocol's is),
-// so that the field is one 16-bit word of the sum. A result of zero is written as 0xffff, which is
-// the same number in one's complement and keeps UDP from reading it as "no
-// checksum".
+// so that the field is one 16-bit word of the sum. A result of zero is
+// written as 0xffff, which is the same number in one's complement and
+// keeps UDP from reading it as "no checksum".
 func Complete(pkt []byte, csumStart, csumOffset int) error {
 	if csumStart < 0 || csumOffset < 0 || csumOffset&1 != 0 || csumStart > len(pkt) || csumOffset > len(pkt)-csumStart-2 {
 		return ErrMalformed
