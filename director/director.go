@@ -96,6 +96,7 @@ type Director struct {
 	icmpLimited atomic.Uint64      // ICMP errors not sent: over the rate
 	noNeigh     atomic.Uint64      // next hop not resolved yet
 	ttl         atomic.Uint64      // TTL exceeded
+	pmtuRelayed atomic.Uint64      // a router's "too big" about a tunnelled packet, relayed to its client
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -385,6 +386,9 @@ func (d *Director) Drops() map[string]uint64 {
 	m["too_big"] = c.TooBig
 	m["bad_fragment"] = c.BadFrag
 	m["icmp_rate_limited"] = c.ICMPLimited
+	// Dropped on the way: a router's "too big" about a tunnelled packet,
+	// relayed to its client with the MTU inside the tunnel.
+	m["tunnel_too_big"] = d.pmtuRelayed.Load()
 	m["socket_queue_full"], m["send_failed"] = d.socketDrops()
 	return m
 }

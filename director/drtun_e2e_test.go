@@ -386,3 +386,81 @@ func testTUN(t *testing.T, mode string) {
 		})
 	}
 }
+
+// TestTUNPathMTU lowers the MTU of the real servers' network below what
+// the client sends: the router on the way drops the wrapped packets and
+// says so to the director, which tells the client with the MTU inside
+// the tunnel (as IPVS relays "fragmentation needed"). An upload and a
+// download must complete intact.
+func TestTUNPathMTU(t *testing.T) {
+	skipUnlessRoot(t)
+	n, err := lab.BuildTUN("uvstmtu", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Bed.Close() })
+	// The real servers' segment carries 1400 bytes: its bridge ports, the
+	// router's eth1 and the server's eth0.
+	setMTU := func(h *testbed.Host, dev string) {
+		if out, err := h.Exec("ip", "link", "set", "dev", dev, "mtu", "1400"); err != nil {
+			t.Fatalf("%s %s: %v %s", h.Name, dev, err, out)
+		}
+	}
+	out, err := n.SwB.Exec("sh", "-c", "ls /sys/class/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dev := range strings.Fields(out) {
+		if dev != "lo" {
+			setMTU(n.SwB, dev)
+		}
+	}
+	setMTU(n.Router, "eth1")
+	setMTU(n.RS[0], "eth0")
+	startRealServer(t, n.RS[0], "--vip", lab.TUNVIP+","+lab.TUNVIP6, "--from", lab.TUNDirIP+","+lab.TUNDirIP6)
+	e := &fwdEnv{t: t, client: n.Client, director: n.Director, rs: n.RS, dir: t.TempDir()}
+	e.serveAll(lab.TUNVIP, lab.TUNVIP6)
+	e.start("--io", "afpacket", "--metrics", net.JoinHostPort(lab.TUNDirIP, "9219"))
+	for _, fam := range []struct{ vip, svc, rs string }{
+		{lab.TUNVIP, lab.TUNVIP, lab.TUNRSIP(0)},
+		{lab.TUNVIP6, "[" + lab.TUNVIP6 + "]", "[" + lab.TUNRSIP6(0) + "]"},
+	} {
+		for _, port := range []string{"9000", "9001"} {
+			e.ipvsadm(t, "-A", "-t", fam.svc+":"+port, "-s", "rr")
+			e.ipvsadm(t, "-a", "-t", fam.svc+":"+port, "-r", fam.rs+":"+port, "-i")
+		}
+		e.bulk(t, fam.vip)
+	}
+	m := scrapeFrom(t, n.Director, net.JoinHostPort(lab.TUNDirIP, "9219"))
+	if !regexp.MustCompile(`uvs_dropped_packets_total\{reason="tunnel_too_big"\} [1-9]`).MatchString(m) {
+		t.Errorf("no relayed too-big counted:\n%s", grepLines(m, "uvs_dropped"))
+	}
+}
+
+// scrapeFrom fetches /metrics from addr inside h.
+func scrapeFrom(t *testing.T, h *testbed.Host, addr string) string {
+	t.Helper()
+	hc := h.HTTPClient()
+	hc.Timeout = 5 * time.Second
+	resp, err := hc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

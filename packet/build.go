@@ -277,3 +277,37 @@ func writeNDP(b []byte, typ, flags byte, src, dst, target []byte, opt byte, mac 
 	ICMP(c).SetChecksum(0)
 	ICMP(c).SetChecksum(Checksum(c[:ndpLen], PseudoHeaderSum(src, dst, ProtoICMPv6, ndpLen)))
 }
+
+// BuildQuoteError writes into dst an ICMP (IPv4) or ICMPv6 (v6) error of
+// type typ and code, with info as the 4 bytes after the checksum, from
+// address from to address to, quoting quote (cut to 576 or 1280 bytes in
+// all). Unlike BuildICMPError it answers a packet the director only has a
+// quote of: a relayed error (the caller adds any link-layer header). It
+// returns 0 when dst is too small or the addresses are not of the family.
+func BuildQuoteError(dst []byte, v6 bool, from, to []byte, typ, code uint8, info uint32, quote []byte) int {
+	hl, limit, al := IPv4MinLen, maxICMPv4Error, 4
+	if v6 {
+		hl, limit, al = IPv6Len, maxICMPv6Error, 16
+	}
+	if len(from) != al || len(to) != al {
+		return 0
+	}
+	q := min(len(quote), limit-hl-ICMPLen)
+	n := hl + ICMPLen + q
+	if len(dst) < n {
+		return 0
+	}
+	copy(dst[hl+ICMPLen:n], quote[:q])
+	c := ICMP(dst[hl:n])
+	c[0], c[1] = typ, code
+	binary.BigEndian.PutUint32(c[4:], info)
+	c.SetChecksum(0)
+	if v6 {
+		writeIPv6(dst[:hl], ICMPLen+q, ProtoICMPv6, 64, from, to)
+		c.SetChecksum(Checksum(c, PseudoHeaderSum(from, to, ProtoICMPv6, len(c))))
+	} else {
+		writeIPv4(dst[:hl], hl+ICMPLen+q, ProtoICMP, from, to)
+		c.SetChecksum(Checksum(c, 0))
+	}
+	return n
+}

@@ -18,12 +18,15 @@ const (
 const (
 	ProtoHopByHop = 0
 	ProtoICMP     = 1
+	ProtoIPIP     = 4 // IPv4 in IP (IPVS tunnels)
 	ProtoTCP      = 6
 	ProtoUDP      = 17
+	ProtoIPv6     = 41 // IPv6 in IP
 	ProtoRouting  = 43
 	ProtoFragment = 44
 	ProtoICMPv6   = 58
 	ProtoNoNext   = 59
+	ProtoGRE      = 47
 	ProtoDstOpts  = 60
 )
 
