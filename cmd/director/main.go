@@ -3,7 +3,7 @@
 //
 //	director run [flags]        run the director in the foreground
 //	director ipvsadm ARGS...    talk to a running director, ipvsadm style
-//	director lab nat [--keep]   build the LVS-NAT lab in namespaces and show it working
+//	director lab NAME [flags]   build an LVS lab (nat, dr, ssl, pcc, tun) in namespaces and show it working
 //
 // Invoked through a symlink named ipvsadm, it behaves as `director ipvsadm`.
 package main
@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -61,7 +62,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   director run [--rules FILE] [--io afpacket|tun] [--socket PATH] [--interfaces IF,...]
   director ipvsadm ARGS...     (or through a symlink named ipvsadm)
-  director lab nat [--keep] [--io afpacket|tun]
+  director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]
 `)
 }
 
@@ -237,15 +238,49 @@ func ipvsadmMain(args []string) int {
 	return resp.Code
 }
 
+const labUsage = "usage: director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]"
+
 func labMain(args []string) int {
-	if len(args) == 0 || args[0] != "nat" {
-		fmt.Fprintln(os.Stderr, "usage: director lab nat [--keep] [--io afpacket|tun]")
+	if len(args) == 0 || !slices.Contains(lab.Names, args[0]) {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Println(labUsage)
+			return 0
+		}
+		if len(args) > 0 {
+			fmt.Fprintf(os.Stderr, "director lab: no lab %q\n", args[0])
+		}
+		fmt.Fprintln(os.Stderr, labUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("director lab nat", flag.ContinueOnError)
+	name := args[0]
+	fs := flag.NewFlagSet("director lab "+name, flag.ContinueOnError)
 	keep := fs.Bool("keep", false, "leave the lab running and print how to enter each namespace")
 	ioMode := fs.String("io", director.IOAFPacket, "the director's packet I/O: afpacket or tun")
+	trace := fs.Bool("trace", false, "capture the first request's packets on every hop and print them")
+	tunType := fs.String("tun-type", "ipip", "lab tun: the encapsulation, ipip, gue or gre")
+	tunPort := fs.Uint("tun-port", 0, "lab tun: the GUE port (with --tun-type gue), e.g. 6080")
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "director lab %s: unexpected argument %q\n%s\n", name, fs.Arg(0), labUsage)
+		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if name != "tun" && (set["tun-type"] || set["tun-port"]) {
+		fmt.Fprintf(os.Stderr, "director lab %s: --tun-type and --tun-port are for lab tun\n", name)
+		return 2
+	}
+	switch {
+	case *tunType != "ipip" && *tunType != "gue" && *tunType != "gre":
+		fmt.Fprintf(os.Stderr, "director lab tun: --tun-type %q: ipip, gue or gre\n", *tunType)
+		return 2
+	case *tunType == "gue" && (*tunPort == 0 || *tunPort > 65535):
+		fmt.Fprintln(os.Stderr, "director lab tun: --tun-type gue needs --tun-port (1-65535), e.g. 6080")
+		return 2
+	case *tunType != "gue" && set["tun-port"]:
+		fmt.Fprintln(os.Stderr, "director lab tun: --tun-port is for --tun-type gue")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -255,8 +290,10 @@ func labMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "lab: %v\n", err)
 		return 1
 	}
-	if err := lab.NAT(ctx, lab.Options{IO: *ioMode, Keep: *keep, Out: os.Stdout, Binary: self}); err != nil {
-		fmt.Fprintf(os.Stderr, "lab nat: %v\n", err)
+	o := lab.Options{IO: *ioMode, Keep: *keep, Out: os.Stdout, Binary: self,
+		Trace: *trace, TunType: *tunType, TunPort: uint16(*tunPort)}
+	if err := lab.Run(ctx, name, o); err != nil {
+		fmt.Fprintf(os.Stderr, "lab %s: %v\n", name, err)
 		return 1
 	}
 	return 0
