@@ -139,7 +139,7 @@ func New(cfg Config) (*Director, error) {
 	case IOAFPacket:
 		h, err = openAFPacketHost(d)
 	case IOTUN:
-		h, err = openTUNHost(d)
+		h, err = openTundevHost(d)
 	default:
 		err = fmt.Errorf("unknown --io %q: want %s or %s", cfg.IO, IOAFPacket, IOTUN)
 	}

@@ -144,7 +144,7 @@ func (w *worker) fragment(s *snapshot) {
 func (w *worker) passThrough(buf []byte) {
 	if !w.in.ether {
 		if w.fragMax > 0 && !w.vipDst(w.d.snap.Load()) {
-			w.tunFrag(buf) // a reassembled datagram the kernel forwards
+			w.tundevFrag(buf) // a reassembled datagram the kernel forwards
 		}
 		w.send(w.in, buf[headroom:])
 	}

@@ -37,8 +37,8 @@ func openAFPacketPort(l netlink.Link, workers int, cfg Config, affine bool) (*po
 	return pt, nil
 }
 
-// openTUNPort creates the TUN device with one queue per worker.
-func openTUNPort(name string, mtu, workers int) (*port, error) {
+// openTundevPort creates the TUN device with one queue per worker.
+func openTundevPort(name string, mtu, workers int) (*port, error) {
 	first, err := link.OpenTUN(name, &link.TUNConfig{MTU: mtu, MultiQueue: workers > 1})
 	if err != nil {
 		return nil, fmt.Errorf("create tun %s: %w", name, err)

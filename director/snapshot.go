@@ -25,8 +25,8 @@ type snapshot struct {
 	natPorts map[svcKey]bool
 	// nh is each real server's next hop by DestState ID (AF_PACKET only).
 	nh []*nexthop
-	// tun is each tunnelling real server's encapsulation by DestState ID.
-	tun []*tunDest
+	// tunnels holds each tunnelling real server's encapsulation by DestState ID.
+	tunnels []*tunnelDest
 }
 
 type svcKey struct {
@@ -111,10 +111,10 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 					return nil, fmt.Errorf("real server %s: %w", ds.Addr, err)
 				}
 				id := ds.ID()
-				for int(id) >= len(s.tun) {
-					s.tun = append(s.tun, nil)
+				for int(id) >= len(s.tunnels) {
+					s.tunnels = append(s.tunnels, nil)
 				}
-				s.tun[id] = td
+				s.tunnels[id] = td
 			}
 			if ds.Fwd == service.FwdMasq {
 				a := conntrack.AddrFrom(ds.Addr)

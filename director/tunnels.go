@@ -12,19 +12,19 @@ import (
 	"uvs/service"
 )
 
-// tunDest is how packets to one tunnelling real server (-i) leave: the
+// tunnelDest is how packets to one tunnelling real server (-i) leave: the
 // encapsulation, whose outer source is the director's address on the way
 // to the server, and the MTU of that way (used with --io tun; AF_PACKET
 // ports follow their interface's MTU).
-type tunDest struct {
+type tunnelDest struct {
 	t   tun.Tunnel
 	mtu int
 }
 
 // tunnel returns real server dest's encapsulation, nil if it has none.
-func (s *snapshot) tunnel(dest uint32) *tunDest {
-	if int(dest) < len(s.tun) {
-		return s.tun[dest]
+func (s *snapshot) tunnel(dest uint32) *tunnelDest {
+	if int(dest) < len(s.tunnels) {
+		return s.tunnels[dest]
 	}
 	return nil
 }
@@ -34,8 +34,8 @@ func (s *snapshot) tunnel(dest uint32) *tunDest {
 // that is a VIP (in vips) is not taken while the interface has another:
 // real servers allow tunnels from the directors' own addresses
 // (realserver --from), and a VIP may move to another director.
-func tunnelFor(ds *service.Dest, vips map[conntrack.Addr]bool) (*tunDest, error) {
-	td := &tunDest{t: tun.Tunnel{Dst: ds.Addr, Port: ds.TunPort}}
+func tunnelFor(ds *service.Dest, vips map[conntrack.Addr]bool) (*tunnelDest, error) {
+	td := &tunnelDest{t: tun.Tunnel{Dst: ds.Addr, Port: ds.TunPort}}
 	switch ds.TunType {
 	case "", "ipip":
 		td.t.Type = tun.IPIP

@@ -135,7 +135,7 @@ func (w *worker) xmitTunnel(s *snapshot, c *conntrack.Conn, buf []byte, partial 
 // virtio-net header on ports that take one. csumStart >= 0 is where the
 // inner packet's partial L4 checksum starts: it is completed here, or
 // left to the real server with GUE's remote checksum offload.
-func (w *worker) sendTunnelled(td *tunDest, pt *port, mac [6]byte, buf []byte, l3, n, csumStart int) {
+func (w *worker) sendTunnelled(td *tunnelDest, pt *port, mac [6]byte, buf []byte, l3, n, csumStart int) {
 	var start int
 	var ok bool
 	if csumStart >= 0 {
@@ -163,7 +163,7 @@ func (w *worker) sendTunnelled(td *tunDest, pt *port, mac [6]byte, buf []byte, l
 // tunnelSegments cuts the GSO packet inner into segments, each tunnelled
 // on its own, and sends them at once: the segment buffers are the
 // worker's, reused by the next GSO packet.
-func (w *worker) tunnelSegments(td *tunDest, pt *port, mac [6]byte, inner []byte) {
+func (w *worker) tunnelSegments(td *tunnelDest, pt *port, mac [6]byte, inner []byte) {
 	if w.segBuf == nil {
 		w.segBuf = make([]byte, segBufSize)
 		w.segs = make([][]byte, maxSegments)
@@ -250,7 +250,7 @@ func (w *worker) forward(pt *port, mac [6]byte, buf []byte) {
 	if pt.ether {
 		w.setEther(pt, mac)
 	} else if w.fragMax > 0 {
-		w.tunFrag(buf)
+		w.tundevFrag(buf)
 	}
 	w.send(pt, buf[headroom:])
 }
@@ -335,12 +335,12 @@ func (w *worker) ufo(buf []byte, mtu int) {
 	h.Encode(buf[headroom:])
 }
 
-// tunFrag marks a UDP datagram reassembled here, larger than the
+// tundevFrag marks a UDP datagram reassembled here, larger than the
 // fragments it came in, to leave the TUN as fragments of that size again
 // (UFO), for IPv6 only: the kernel does not fragment a forwarded IPv6
 // packet, and it cuts an IPv4 one (without DF, as a reassembled datagram
 // is) to the outgoing link's MTU itself.
-func (w *worker) tunFrag(buf []byte) {
+func (w *worker) tundevFrag(buf []byte) {
 	p := &w.p
 	if w.fragMax == 0 || p.IPVersion != 6 || p.Proto != packet.ProtoUDP || p.L4 < 0 || !w.in.vnet ||
 		p.End()-p.L3 <= w.fragMax || w.fragMax-(p.L4-p.L3)-8-8 < 8 {

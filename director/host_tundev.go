@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,10 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"uvs/conntrack"
+	"uvs/hostconf"
 	"uvs/service"
 )
 
-// tunHost is the TUN backend. Policy routing steers the balanced traffic
+// tundevHost is the TUN backend. Policy routing steers the balanced traffic
 // into a TUN device: packets for a virtual service, and a NAT real
 // server's replies and ICMP errors. The director rewrites them and writes
 // them back into the TUN, and the kernel routes them on. Because the rules
@@ -29,14 +29,14 @@ import (
 // forwards them un-NATed, whatever ip_forward says.
 //
 // Host changes, all undone at stop:
-//   - a TUN device (tunName), up, with the largest MTU of the other links;
-//   - routing table tunTable: default dev tunName (IPv4 and IPv6);
+//   - a TUN device (tundevName), up, with the largest MTU of the other links;
+//   - routing table tundevTable: default dev tundevName (IPv4 and IPv6);
 //   - the local-table rule moved from priority 0 to localPref, so that the
 //     director's rules (rulePref) come first; packets coming out of the TUN
-//     skip the director's rules (priority tunIifPref: iif tunName goto
+//     skip the director's rules (priority tundevIifPref: iif tundevName goto
 //     localPref);
 //   - rules per service (to VIP, protocol, port) and per NAT real server
-//     (from RIP, protocol, port; from RIP, ICMP), lookup tunTable;
+//     (from RIP, protocol, port; from RIP, ICMP), lookup tundevTable;
 //   - sysctls: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1,
 //     net.ipv4.conf.<tun>.rp_filter=0 and accept_local=1 (replies leave
 //     with the VIP, a local address, as source), and
@@ -54,49 +54,56 @@ import (
 //     the kernel tracks the two halves of each balanced connection as
 //     unrelated flows, and a reused client port clashes with an entry
 //     left from before and is dropped.
-type tunHost struct {
-	d       *Director
-	pt      *port
-	link    netlink.Link
-	rules   map[string]netlink.Rule
-	moved   []int // families whose local rule was moved
-	sysctls []sysctlChange
-	addrs   map[netip.Addr]addedAddr
-	routes  []netlink.Route
-	nft     *nftables.Conn
-	table   *nftables.Table
-	sets    divertTable
+type tundevHost struct {
+	d      *Director
+	pt     *port
+	link   netlink.Link
+	rules  map[string]netlink.Rule
+	moved  []int                 // families whose local rule was moved
+	hc     *hostconf.Changes     // sysctls and VIP addresses, undone at stop (and after a kill, at the next start)
+	vipIf  map[netip.Addr]string // the VIPs hc added, and to which interface
+	routes []netlink.Route
+	nft    *nftables.Conn
+	table  *nftables.Table
+	sets   divertTable
 }
 
 const (
-	tunName    = "uvs0"
-	tunTable   = 0x757673 // "uvs"
-	tunIifPref = 80
-	rulePref   = 90
-	localPref  = 100
-	// tunMark marks the fragments to divert (rules without ports cannot
+	tundevName    = "uvs0"
+	tundevTable   = 0x757673 // "uvs"
+	tundevIifPref = 80
+	rulePref      = 90
+	localPref     = 100
+	// tundevMark marks the fragments to divert (rules without ports cannot
 	// match them: the kernel's policy routing sees no port in any
 	// fragment, the first included).
-	tunMark = tunTable
+	tundevMark = tundevTable
 )
 
-type sysctlChange struct{ path, old string }
-
-type addedAddr struct {
-	link netlink.Link
-	addr *netlink.Addr
-}
-
-func openTUNHost(d *Director) (hb hostBackend, err error) {
-	h := &tunHost{d: d, rules: make(map[string]netlink.Rule), addrs: make(map[netip.Addr]addedAddr),
+func openTundevHost(d *Director) (hb hostBackend, err error) {
+	h := &tundevHost{d: d, rules: make(map[string]netlink.Rule), vipIf: make(map[netip.Addr]string),
 		table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "uvs"}}
 	h.sets.table = h.table
-	h.sets.mark = tunMark
+	h.sets.mark = tundevMark
 	defer func() {
 		if err != nil {
 			h.close()
 		}
 	}()
+	// What a director killed outright changed (sysctls, VIP addresses) is
+	// undone first; the state file is locked while this one runs.
+	state := ""
+	if d.cfg.StateDir != "" {
+		state = filepath.Join(d.cfg.StateDir, "host-changes")
+	}
+	hc, err := hostconf.Open(state)
+	if hc == nil {
+		return nil, err
+	}
+	if err != nil {
+		d.log.Warn("undoing what a killed director left", "err", err)
+	}
+	h.hc = hc
 	mtu := 1500
 	if links, err := netlink.LinkList(); err == nil {
 		for _, l := range links {
@@ -105,24 +112,24 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 			}
 		}
 	}
-	pt, err := openTUNPort(tunName, mtu, d.queuesPerPort(1))
+	pt, err := openTundevPort(tundevName, mtu, d.queuesPerPort(1))
 	if err != nil {
 		return nil, err
 	}
 	h.pt = pt
-	l, err := netlink.LinkByName(tunName)
+	l, err := netlink.LinkByName(tundevName)
 	if err != nil {
-		return nil, fmt.Errorf("tun %s: %w", tunName, err)
+		return nil, fmt.Errorf("tun %s: %w", tundevName, err)
 	}
 	h.link = l
 	if err := netlink.LinkSetUp(l); err != nil {
-		return nil, fmt.Errorf("tun %s up: %w", tunName, err)
+		return nil, fmt.Errorf("tun %s up: %w", tundevName, err)
 	}
 	for _, kv := range [][2]string{
 		{"net/ipv4/ip_forward", "1"},
 		{"net/ipv6/conf/all/forwarding", "1"},
-		{"net/ipv4/conf/" + tunName + "/rp_filter", "0"},
-		{"net/ipv4/conf/" + tunName + "/accept_local", "1"},
+		{"net/ipv4/conf/" + tundevName + "/rp_filter", "0"},
+		{"net/ipv4/conf/" + tundevName + "/accept_local", "1"},
 		{"net/ipv4/conf/all/rp_filter", "0"},
 		// Early demux would attach a diverted packet to a local socket
 		// with the same addresses (a TIME_WAIT left by a local server on
@@ -131,35 +138,34 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 		{"net/ipv4/tcp_early_demux", "0"},
 		{"net/ipv4/udp_early_demux", "0"},
 	} {
-		if err := h.sysctl(kv[0], kv[1]); err != nil {
+		if err := h.hc.Sysctl(kv[0], kv[1]); err != nil {
 			return nil, err
 		}
 	}
 	removeLeftRules()
-	h.removeLeftAddrs()
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		r := netlink.Route{LinkIndex: l.Attrs().Index, Table: tunTable, Family: fam}
+		r := netlink.Route{LinkIndex: l.Attrs().Index, Table: tundevTable, Family: fam}
 		if fam == netlink.FAMILY_V4 {
 			r.Dst = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 		} else {
 			r.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 		}
 		if err := netlink.RouteReplace(&r); err != nil {
-			return nil, fmt.Errorf("route default dev %s table %d: %w", tunName, tunTable, err)
+			return nil, fmt.Errorf("route default dev %s table %d: %w", tundevName, tundevTable, err)
 		}
 		h.routes = append(h.routes, r)
 		if err := h.moveLocal(fam); err != nil {
 			return nil, err
 		}
 		skip := netlink.NewRule()
-		skip.Family, skip.Priority, skip.IifName, skip.Goto = fam, tunIifPref, tunName, localPref
+		skip.Family, skip.Priority, skip.IifName, skip.Goto = fam, tundevIifPref, tundevName, localPref
 		if err := h.addRule("iif-"+fmt.Sprint(fam), *skip); err != nil {
 			return nil, err
 		}
 		// Fragments to a VIP or from a NAT real server, marked by the
 		// nftables table: the director reassembles them.
 		frag := netlink.NewRule()
-		frag.Family, frag.Priority, frag.Table, frag.Mark = fam, rulePref, tunTable, tunMark
+		frag.Family, frag.Priority, frag.Table, frag.Mark = fam, rulePref, tundevTable, tundevMark
 		mask := uint32(0xffffffff)
 		frag.Mask = &mask
 		if err := h.addRule("iif-frag-"+fmt.Sprint(fam), *frag); err != nil {
@@ -173,66 +179,11 @@ func openTUNHost(d *Director) (hb hostBackend, err error) {
 	if h.nft, err = nftables.New(nftables.AsLasting()); err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	d.log.Info("serving through TUN", "io", IOTUN, "name", tunName, "queues", len(pt.queues), "mtu", mtu)
+	d.log.Info("serving through TUN", "io", IOTUN, "name", tundevName, "queues", len(pt.queues), "mtu", mtu)
 	return h, nil
 }
 
-func (h *tunHost) ports() []*port { return []*port{h.pt} }
-
-// addrsFile lists the VIP addresses the director added, "interface
-// address/bits" a line, so that a start after a kill can remove them; ""
-// without a state directory.
-func (h *tunHost) addrsFile() string {
-	if h.d.cfg.StateDir == "" {
-		return ""
-	}
-	return filepath.Join(h.d.cfg.StateDir, "tun-addrs")
-}
-
-// removeLeftAddrs deletes the addresses a killed director had added (its
-// file lists them), then the file.
-func (h *tunHost) removeLeftAddrs() {
-	f := h.addrsFile()
-	if f == "" {
-		return
-	}
-	b, err := os.ReadFile(f)
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, cidr, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		l, err1 := netlink.LinkByName(name)
-		a, err2 := netlink.ParseAddr(cidr)
-		if err1 == nil && err2 == nil {
-			netlink.AddrDel(l, a)
-		}
-	}
-	os.Remove(f)
-}
-
-// saveAddrs writes the list of added addresses (addrsFile).
-func (h *tunHost) saveAddrs() {
-	f := h.addrsFile()
-	if f == "" {
-		return
-	}
-	if len(h.addrs) == 0 {
-		os.Remove(f)
-		return
-	}
-	var b strings.Builder
-	for _, a := range h.addrs {
-		fmt.Fprintf(&b, "%s %s\n", a.link.Attrs().Name, a.addr.IPNet)
-	}
-	tmp := f + ".new"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err == nil {
-		os.Rename(tmp, f)
-	}
-}
+func (h *tundevHost) ports() []*port { return []*port{h.pt} }
 
 // removeLeftRules deletes the policy rules that look up the director's
 // table: a director killed outright leaves them (the ones a new start
@@ -245,33 +196,15 @@ func removeLeftRules() {
 			continue
 		}
 		for _, r := range rules {
-			if r.Table == tunTable {
+			if r.Table == tundevTable {
 				netlink.RuleDel(&r)
 			}
 		}
 	}
 }
 
-// sysctl sets a value and remembers the old one, if it differs.
-func (h *tunHost) sysctl(key, val string) error {
-	path := "/proc/sys/" + key
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("sysctl %s: %w", key, err)
-	}
-	o := strings.TrimSpace(string(old))
-	if o == val {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte(val), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", key, val, err)
-	}
-	h.sysctls = append(h.sysctls, sysctlChange{path, o})
-	return nil
-}
-
 // moveLocal moves the local-table rule from priority 0 to localPref.
-func (h *tunHost) moveLocal(fam int) error {
+func (h *tundevHost) moveLocal(fam int) error {
 	r := netlink.NewRule()
 	r.Family, r.Table, r.Priority = fam, unix.RT_TABLE_LOCAL, localPref
 	if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -286,7 +219,7 @@ func (h *tunHost) moveLocal(fam int) error {
 	return nil
 }
 
-func (h *tunHost) addRule(key string, r netlink.Rule) error {
+func (h *tundevHost) addRule(key string, r netlink.Rule) error {
 	if err := netlink.RuleAdd(&r); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add rule %s: %w", key, err)
 	}
@@ -295,11 +228,11 @@ func (h *tunHost) addRule(key string, r netlink.Rule) error {
 }
 
 // apply installs the rules of s, then removes the ones s no longer needs.
-func (h *tunHost) apply(s *snapshot) error {
+func (h *tundevHost) apply(s *snapshot) error {
 	want := make(map[string]netlink.Rule)
 	for k, v := range s.byKey {
 		r := netlink.NewRule()
-		r.Family, r.Priority, r.Table = family(k.addr), rulePref, tunTable
+		r.Family, r.Priority, r.Table = family(k.addr), rulePref, tundevTable
 		r.Dst = hostNet(k.addr)
 		r.IPProto = int(k.proto)
 		if k.port != 0 {
@@ -312,7 +245,7 @@ func (h *tunHost) apply(s *snapshot) error {
 			}
 			a := conntrack.AddrFrom(ds.Addr)
 			r := netlink.NewRule()
-			r.Family, r.Priority, r.Table = family(a), rulePref, tunTable
+			r.Family, r.Priority, r.Table = family(a), rulePref, tundevTable
 			r.Src = hostNet(a)
 			r.IPProto = int(k.proto)
 			if ds.Port != 0 {
@@ -320,7 +253,7 @@ func (h *tunHost) apply(s *snapshot) error {
 			}
 			want[fmt.Sprintf("from %v %d %d", ds.Addr, k.proto, ds.Port)] = *r
 			ic := netlink.NewRule()
-			ic.Family, ic.Priority, ic.Table = family(a), rulePref, tunTable
+			ic.Family, ic.Priority, ic.Table = family(a), rulePref, tundevTable
 			ic.Src = hostNet(a)
 			ic.IPProto = unix.IPPROTO_ICMP
 			if ds.Addr.Is6() {
@@ -366,13 +299,13 @@ func (h *tunHost) apply(s *snapshot) error {
 
 // notrack rebuilds the conntrack exemptions (nftsets.go): the old rules
 // stay until the new ones are in.
-func (h *tunHost) notrack(s *snapshot) error {
+func (h *tundevHost) notrack(s *snapshot) error {
 	chains := func(t *nftables.Table) []*nftables.Chain {
 		return []*nftables.Chain{h.nft.AddChain(&nftables.Chain{Name: "raw-prerouting", Table: t, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})}
 	}
 	name := make([]byte, unix.IFNAMSIZ)
-	copy(name, tunName)
+	copy(name, tundevName)
 	first := [][]expr.Any{{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, cmpEq(name)}}
 	if err := h.sets.install(h.nft, divertElements(s, nil), chains, first, &expr.Notrack{}); err != nil {
 		return fmt.Errorf("install nftables notrack rules (table inet %s): %w", h.table.Name, err)
@@ -382,13 +315,13 @@ func (h *tunHost) notrack(s *snapshot) error {
 
 // vipAddrs makes every VIP an address of the host, adding the missing ones
 // and removing those it added that are no longer VIPs.
-func (h *tunHost) vipAddrs(s *snapshot) error {
+func (h *tundevHost) vipAddrs(s *snapshot) error {
 	local := localAddrs()
 	want := make(map[netip.Addr]bool)
 	for a := range s.vips {
 		ip := a.Netip()
 		want[ip] = true
-		if _, ours := h.addrs[ip]; ours || local[a] {
+		if _, ours := h.vipIf[ip]; ours || local[a] {
 			continue
 		}
 		routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
@@ -399,26 +332,24 @@ func (h *tunHost) vipAddrs(s *snapshot) error {
 		if err != nil {
 			return fmt.Errorf("VIP %s: %w", ip, err)
 		}
-		na := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}}
-		if ip.Is6() {
-			na.Flags = unix.IFA_F_NODAD
+		name := l.Attrs().Name
+		if err := h.hc.AddAddr(name, netip.PrefixFrom(ip, ip.BitLen())); err != nil {
+			return fmt.Errorf("add VIP %s to %s: %w", ip, name, err)
 		}
-		if err := netlink.AddrAdd(l, na); err != nil {
-			return fmt.Errorf("add VIP %s to %s: %w", ip, l.Attrs().Name, err)
-		}
-		h.addrs[ip] = addedAddr{l, na}
+		h.vipIf[ip] = name
 	}
-	for ip, a := range h.addrs {
+	for ip, name := range h.vipIf {
 		if !want[ip] {
-			netlink.AddrDel(a.link, a.addr)
-			delete(h.addrs, ip)
+			if err := h.hc.DelAddr(name, netip.PrefixFrom(ip, ip.BitLen())); err != nil {
+				h.d.log.Warn("remove an address that is no longer a VIP", "address", ip, "interface", name, "err", err)
+			}
+			delete(h.vipIf, ip)
 		}
 	}
-	h.saveAddrs()
 	return nil
 }
 
-func (h *tunHost) close() error {
+func (h *tundevHost) close() error {
 	var errs []error
 	if h.nft != nil {
 		h.nft.DelTable(h.table)
@@ -445,16 +376,9 @@ func (h *tunHost) close() error {
 	for _, r := range h.routes {
 		netlink.RouteDel(&r)
 	}
-	for _, a := range h.addrs {
-		netlink.AddrDel(a.link, a.addr)
-	}
-	if f := h.addrsFile(); f != "" {
-		os.Remove(f)
-	}
-	for i := len(h.sysctls) - 1; i >= 0; i-- {
-		c := h.sysctls[i]
-		if err := os.WriteFile(c.path, []byte(c.old), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("restore %s: %w", c.path, err))
+	if h.hc != nil {
+		if err := h.hc.Undo(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if h.pt != nil {
