@@ -98,6 +98,10 @@ type Director struct {
 	ttl         atomic.Uint64      // TTL exceeded
 	pmtuRelayed atomic.Uint64      // a router's "too big" about a tunnelled packet, relayed to its client
 
+	// tunnelFor builds a tunnelling server's encapsulation (tunnelFor in
+	// tunnels.go; tests replace it, having no route).
+	tunnelFor func(ds *service.Dest, vips map[conntrack.Addr]bool) (*tunnelDest, error)
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -176,14 +180,15 @@ func (d *Director) affine() bool {
 // newDirector makes a Director with an empty table and no host yet.
 func newDirector(cfg Config) *Director {
 	d := &Director{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		conf:   service.NewConfig(),
-		svcID:  make(map[*service.Stats]uint32),
-		scheds: make(map[*service.Stats]schedEntry),
-		est:    rate.New(),
-		clock:  conntrack.NewClock(),
-		stop:   make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		conf:      service.NewConfig(),
+		svcID:     make(map[*service.Stats]uint32),
+		scheds:    make(map[*service.Stats]schedEntry),
+		est:       rate.New(),
+		clock:     conntrack.NewClock(),
+		stop:      make(chan struct{}),
+		tunnelFor: tunnelFor,
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"uvs/conntrack"
+	"uvs/forward/tun"
 	"uvs/link"
 	"uvs/packet"
 	"uvs/packet/packettest"
@@ -41,8 +42,25 @@ var (
 // testWorker returns a director with service vip:80 -> rs1:8080 (NAT) and
 // a worker on its port.
 func testWorker(tb testing.TB, capacity int) (*Director, *worker) {
+	return testWorkerFwd(tb, capacity, service.FwdMasq)
+}
+
+// tunnelSrc is the director's address towards rs1 in the tests' tunnels.
+var tunnelSrc = netip.MustParseAddr("198.18.0.9")
+
+// testWorkerFwd is testWorker with rs1 forwarded by fwd: port 8080 with
+// NAT, 80 (the service's) with DR and TUN, whose tunnel is IPIP from
+// tunnelSrc with a 1500-byte MTU.
+func testWorkerFwd(tb testing.TB, capacity int, fwd service.Fwd) (*Director, *worker) {
 	tb.Helper()
 	d := newDirector(Config{Capacity: capacity, Workers: 1})
+	d.tunnelFor = func(ds *service.Dest, _ map[conntrack.Addr]bool) (*tunnelDest, error) {
+		return &tunnelDest{t: tun.Tunnel{Src: tunnelSrc, Dst: ds.Addr}, mtu: 1500}, nil
+	}
+	rsPort := uint16(8080)
+	if fwd != service.FwdMasq {
+		rsPort = 80
+	}
 	pt := &port{dev: nopDevice{}, name: "fake0", index: 1, vnet: true}
 	if err := d.start(fakeHost{pt}); err != nil {
 		tb.Fatal(err)
@@ -53,7 +71,7 @@ func testWorker(tb testing.TB, capacity int) (*Director, *worker) {
 		if err := c.AddService(&service.Service{Key: key, Scheduler: "rr"}); err != nil {
 			return err
 		}
-		return c.AddDest(key, &service.Dest{Addr: rs1, Port: 8080, Fwd: service.FwdMasq, Weight: 1})
+		return c.AddDest(key, &service.Dest{Addr: rs1, Port: rsPort, Fwd: fwd, Weight: 1})
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -193,6 +211,9 @@ func benchFrame(b *testing.B, w *worker, s *snapshot, pkt, buf []byte) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		// A read writes the whole frame, its virtio header too (a
+		// tunnel's outer headers overwrite the old one in the headroom).
+		clear(buf[headroom : headroom+link.VnetHdrLen])
 		copy(buf[headroom+link.VnetHdrLen:], pkt)
 		w.pend[0] = w.pend[0][:0]
 		if i&63 == 0 {
@@ -462,4 +483,136 @@ func TestFragmentedTCPForwardedWhole(t *testing.T) {
 	if n := d.Counters().TooBig; n != 0 {
 		t.Errorf("too_big %d, want 0", n)
 	}
+}
+
+// etherWorker makes the worker's port an Ethernet one, as AF_PACKET gives
+// it, and rs1's next hop known, after the connection from client port
+// 40000 was made by a SYN.
+func etherWorker(tb testing.TB, d *Director, w *worker) *snapshot {
+	tb.Helper()
+	pt := w.in
+	pt.ether, pt.mac = true, [6]byte{2, 0, 0, 0, 0, 1}
+	pt.mtu.Store(1500)
+	s := d.snap.Load()
+	handle(w, frameBuf(etherFrame(packet.TCPSyn, 0))) // inserted; no next hop yet
+	var c conntrack.Conn
+	tp := conntrack.Tuple{Src: conntrack.AddrFrom(client), Dst: conntrack.AddrFrom(vip), SrcPort: 40000, DstPort: 80, Proto: service.TCP}
+	if _, ok := d.ct.Peek(&tp, &c); !ok {
+		tb.Fatal("the SYN made no connection")
+	}
+	nh := &nexthop{port: pt, ip: rs1}
+	nh.set(rsMAC[:])
+	s.nh = make([]*nexthop, c.Dest+1)
+	s.nh[c.Dest] = nh
+	return s
+}
+
+var rsMAC = [6]byte{2, 0, 0, 0, 0, 2}
+
+func etherFrame(flags uint8, payload int) []byte {
+	return packettest.Frame{Ether: true, Src: client, Dst: vip, TTL: 64, Proto: packettest.TCP,
+		SrcPort: 40000, DstPort: 80, TCPFlags: flags, Payload: make([]byte, payload)}.Bytes()
+}
+
+// TestPipelineDR: a DR packet leaves with the real server's MAC, the IP
+// packet as it came but for the TTL, and is counted in, never out.
+func TestPipelineDR(t *testing.T) {
+	d, w := testWorkerFwd(t, 0, service.FwdRoute)
+	etherWorker(t, d, w)
+	in := etherFrame(packet.TCPAck, 100)
+	out := handle(w, frameBuf(in))
+	if len(out) != 1 {
+		t.Fatalf("%d frames out, want 1", len(out))
+	}
+	f := out[0]
+	if [6]byte(f[0:6]) != rsMAC || [6]byte(f[6:12]) != w.in.mac {
+		t.Errorf("MACs %x -> %x, want %x -> %x", f[6:12], f[0:6], w.in.mac, rsMAC)
+	}
+	var p packet.Parsed
+	if r := p.Decode(f, true); r != packet.OK {
+		t.Fatalf("output does not parse: %v", r)
+	}
+	if got, _ := netip.AddrFromSlice(p.Dst()); got != vip || p.DstPort != 80 || p.TTL() != 63 {
+		t.Errorf("to %v:%d ttl %d, want %v:80 ttl 63", got, p.DstPort, p.TTL(), vip)
+	}
+	if err := packettest.Verify(f, true); err != nil {
+		t.Errorf("checksums: %v", err)
+	}
+	// Only the TTL and the IPv4 checksum differ from what came in.
+	for i := 14; i < len(in); i++ {
+		if i != 14+8 && i != 14+10 && i != 14+11 && f[i] != in[i] {
+			t.Errorf("byte %d of the frame changed: %#x -> %#x", i, in[i], f[i])
+		}
+	}
+	if s := d.Config().Services[0].Stats.Sum(); s.InPkts != 2 || s.OutPkts != 0 {
+		t.Errorf("counters %+v, want 2 in, 0 out", s)
+	}
+}
+
+// TestPipelineTunnel: a tunnelled packet leaves wrapped in IPIP to the
+// real server, the client's packet inside it whole (TTL decremented).
+func TestPipelineTunnel(t *testing.T) {
+	d, w := testWorkerFwd(t, 0, service.FwdTunnel)
+	etherWorker(t, d, w)
+	in := etherFrame(packet.TCPAck, 100)
+	out := handle(w, frameBuf(in))
+	if len(out) != 1 {
+		t.Fatalf("%d frames out, want 1", len(out))
+	}
+	f := out[0]
+	if [6]byte(f[0:6]) != rsMAC || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+		t.Fatalf("Ethernet header %x", f[:14])
+	}
+	var p packet.Parsed
+	if r := p.Decode(f, true); r != packet.OK || p.Proto != packet.ProtoIPIP {
+		t.Fatalf("output: %v, protocol %d, want IPIP", r, p.Proto)
+	}
+	if src, _ := netip.AddrFromSlice(p.Src()); src != tunnelSrc {
+		t.Errorf("outer source %v, want %v", src, tunnelSrc)
+	}
+	if dst, _ := netip.AddrFromSlice(p.Dst()); dst != rs1 {
+		t.Errorf("outer destination %v, want %v", dst, rs1)
+	}
+	inner := f[14+20:]
+	var q packet.Parsed
+	if r := q.Decode(inner, false); r != packet.OK {
+		t.Fatalf("inner packet: %v", r)
+	}
+	if dst, _ := netip.AddrFromSlice(q.Dst()); dst != vip || q.TTL() != 63 || p.TTL() != 63 {
+		t.Errorf("inner to %v ttl %d, outer ttl %d; want %v, 63, 63", dst, q.TTL(), p.TTL(), vip)
+	}
+	if err := packettest.Verify(inner, false); err != nil {
+		t.Errorf("inner checksums: %v", err)
+	}
+	// Too big once wrapped: "fragmentation needed" with 1480, to the client.
+	out = handle(w, frameBuf(packettest.Frame{Ether: true, Src: client, Dst: vip, TTL: 64, Proto: packettest.TCP,
+		SrcPort: 40000, DstPort: 80, TCPFlags: packet.TCPAck, DontFragment: true, Payload: make([]byte, 1500-40)}.Bytes()))
+	if len(out) != 1 {
+		t.Fatalf("too big: %d frames out, want 1", len(out))
+	}
+	p.Decode(out[0], true)
+	if dst, _ := netip.AddrFromSlice(p.Dst()); p.Proto != packet.ProtoICMP || dst != client ||
+		p.ICMPType != packet.ICMPUnreachable || p.ICMPCode != packet.ICMPCodeFragNeeded ||
+		binary.BigEndian.Uint16(out[0][p.L4+6:]) != 1480 {
+		t.Errorf("too big: answered %x", out[0])
+	}
+}
+
+// BenchmarkEstablishedDR is BenchmarkEstablishedEthernet for a direct
+// routing server: the MAC rewrite.
+func BenchmarkEstablishedDR(b *testing.B) { benchEstablishedFwd(b, service.FwdRoute) }
+
+// BenchmarkEstablishedTunnel is BenchmarkEstablishedEthernet for a
+// tunnelling server: IPIP encapsulation in the headroom.
+func BenchmarkEstablishedTunnel(b *testing.B) { benchEstablishedFwd(b, service.FwdTunnel) }
+
+func benchEstablishedFwd(b *testing.B, fwd service.Fwd) {
+	d, w := testWorkerFwd(b, 0, fwd)
+	s := etherWorker(b, d, w)
+	pkt := etherFrame(packet.TCPAck, 100)
+	buf := frameBuf(pkt)
+	if out := handle(w, buf); len(out) != 1 {
+		b.Fatalf("%d frames out, want 1", len(out))
+	}
+	benchFrame(b, w, s, pkt, buf)
 }

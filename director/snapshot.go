@@ -106,7 +106,7 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 		for _, ds := range v.svc.Dests {
 			d.reg.Register(ds.DestState) // next hops are kept by ID
 			if ds.Fwd == service.FwdTunnel {
-				td, err := tunnelFor(ds, s.vips)
+				td, err := d.tunnelFor(ds, s.vips)
 				if err != nil {
 					return nil, fmt.Errorf("real server %s: %w", ds.Addr, err)
 				}

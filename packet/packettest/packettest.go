@@ -31,6 +31,7 @@ type Frame struct {
 	ExtHeaders     bool // IPv6: a hop-by-hop, a routing and a destination options header
 	MoreFragments  bool
 	FragOffset     uint16 // in 8-byte units
+	DontFragment   bool   // IPv4: set DF
 
 	Proto            uint8
 	SrcPort, DstPort uint16 // TCP/UDP; for ICMP echo, SrcPort is the identifier
@@ -121,6 +122,9 @@ func (f Frame) serialize() ([]byte, error) {
 			Id: 0x1234, FragOffset: f.FragOffset}
 		if f.MoreFragments {
 			ip.Flags = layers.IPv4MoreFragments
+		}
+		if f.DontFragment {
+			ip.Flags |= layers.IPv4DontFragment
 		}
 		if f.IPv4Options {
 			ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1},
