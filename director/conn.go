@@ -137,17 +137,23 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 		copy(c.PeerMAC[:], p.Buf[p.L2+6:p.L2+12])
 	}
 	c.PeerIf = int32(w.in.index)
-	if err := d.ct.Insert(c, p.TCPFlags); err != nil {
-		if errors.Is(err, conntrack.ErrFull) {
-			d.full.Add(1)
-		} else {
-			// A live connection holds the tuple: through NAT, another
-			// virtual service's connection from the same client port to
-			// the same real server, which the server could not tell
-			// from this one.
-			d.taken.Add(1)
+	// One-packet scheduling (-o, UDP): each datagram is scheduled on its
+	// own and leaves no entry, as in IPVS. Only where no reply comes
+	// back through the director (DR, TUN): a NAT server's reply needs the
+	// entry to be translated, so NAT keeps it.
+	if !v.svc.OnePacket || p.Proto != service.UDP || !c.InputOnly {
+		if err := d.ct.Insert(c, p.TCPFlags); err != nil {
+			if errors.Is(err, conntrack.ErrFull) {
+				d.full.Add(1)
+			} else {
+				// A live connection holds the tuple: through NAT, another
+				// virtual service's connection from the same client port
+				// to the same real server, which the server could not
+				// tell from this one.
+				d.taken.Add(1)
+			}
+			return
 		}
-		return
 	}
 	dest.Stats.AddConn(w.id)
 	v.svc.Stats.AddConn(w.id)

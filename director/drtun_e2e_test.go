@@ -49,6 +49,7 @@ func (e *fwdEnv) serveAll(vips ...string) {
 	for i, rs := range e.rs {
 		name := fmt.Sprintf("rs%d", i+1)
 		x.serveHTTP(rs, ":80", name)
+		x.serveHTTP(rs, ":8080", name)
 		x.serveBulk(rs, ":9000")
 		x.serve(rs, ":9001", func(c net.Conn) {
 			h := sha256.New()
@@ -251,6 +252,33 @@ func TestDR(t *testing.T) {
 		})
 	}
 
+	// The tutorial's PCC example: a port-zero persistent service; every
+	// port a client asks for goes to the server it got first.
+	t.Run("persistence, port zero", func(t *testing.T) {
+		e.ipvsadm(t, "-A", "-t", lab.DRVIP+":0", "-p", "1200")
+		e.ipvsadm(t, "-a", "-t", lab.DRVIP+":0", "-r", lab.DRRSIP(0), "-g", "-w", "10")
+		e.ipvsadm(t, "-a", "-t", lab.DRVIP+":0", "-r", lab.DRRSIP(1), "-g", "-w", "5")
+		defer e.ipvsadm(t, "-D", "-t", lab.DRVIP+":0")
+		var first string
+		for i := range 6 {
+			port := []string{"80", "8080"}[i%2]
+			got, _, err := e.get(net.JoinHostPort(lab.DRVIP, port))
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			if first == "" {
+				first = got
+			}
+			if got != first {
+				t.Errorf("request %d (port %s) went to %s, the first to %s", i, port, got, first)
+			}
+		}
+		out := e.ipvsadm(t, "-L", "-n", "-c")
+		if !regexp.MustCompile(`TCP +\S+ +(NONE|ASSURED) +198\.18\.0\.2:0 +198\.18\.0\.100:0 +198\.18\.0\.1[12]:0`).MatchString(out) {
+			t.Errorf("no persistence template in:\n%s", out)
+		}
+	})
+
 	t.Run("refused with --io tun", func(t *testing.T) {
 		n2, err := lab.BuildDR("uvsdrt", 1)
 		if err != nil {
@@ -379,6 +407,9 @@ func testTUN(t *testing.T, mode string) {
 				e.bulk(t, c.vip)
 			}
 			e.noReplies(t, "TCP  "+vip+":80")
+			if c.name == "ipip4" {
+				e.onePacket(t, c.vip, vip, rs(c.rs1, "53"), rs(c.rs2, "53"))
+			}
 			lst := e.ipvsadm(t, "-L", "-n", "-t", vip+":80")
 			if !strings.Contains(lst, "Tunnel") {
 				t.Errorf("listing does not show Tunnel:\n%s", lst)
@@ -463,4 +494,50 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// onePacket checks one-packet scheduling (-o) through tunnels: datagrams
+// from one client socket are scheduled one by one, so rr alternates them
+// between the servers, and no connection entry stays behind.
+func (e *fwdEnv) onePacket(t *testing.T, vip, svc, rs1, rs2 string) {
+	t.Helper()
+	e.ipvsadm(t, "-A", "-u", svc+":5353", "-s", "rr", "-o")
+	defer e.ipvsadm(t, "-D", "-u", svc+":5353")
+	// The servers echo on :53; the service's port maps to the servers'
+	// only for NAT, so they listen on :5353 here too.
+	for i, h := range e.rs {
+		pc, err := h.ListenPacket("udp", net.JoinHostPort(vip, "5353"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer testbed.ServeUDPEcho(pc, fmt.Sprintf("rs%d ", i+1))()
+	}
+	e.ipvsadm(t, "-a", "-u", svc+":5353", "-r", strings.Replace(rs1, ":53", ":5353", 1), "-i")
+	e.ipvsadm(t, "-a", "-u", svc+":5353", "-r", strings.Replace(rs2, ":53", ":5353", 1), "-i")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.client.Dial(ctx, "udp", net.JoinHostPort(vip, "5353"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []string
+	buf := make([]byte, 512)
+	for i := range 4 {
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := fmt.Fprintf(c, "q%d", i); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		got = append(got, strings.Fields(string(buf[:n]))[0])
+	}
+	if strings.Join(got, ",") != "rs2,rs1,rs2,rs1" {
+		t.Errorf("one socket's datagrams went to %v, want rs2,rs1,rs2,rs1", got)
+	}
+	if out := e.ipvsadm(t, "-L", "-n", "-c"); strings.Contains(out, ":5353") {
+		t.Errorf("one-packet scheduling left connection entries:\n%s", out)
+	}
 }
