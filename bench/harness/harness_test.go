@@ -176,6 +176,18 @@ func TestBuild(t *testing.T) {
 	if out, err := topo.Net.Client.Exec("ip", "route", "show", "default"); err != nil || !strings.Contains(out, lab.DirOuterIP) {
 		t.Errorf("client default route: %q, %v", out, err)
 	}
+	// Only what comes from the DR/TUN VIP returns by the router.
+	for i, rs := range topo.Net.RS {
+		if out, err := rs.Exec("ip", "rule", "show"); err != nil || !strings.Contains(out, "from "+DSRVIP+" lookup "+returnTable) {
+			t.Errorf("rs%d rules: %q, %v", i+1, out, err)
+		}
+		if out, err := rs.Exec("ip", "route", "show", "default"); err != nil || !strings.Contains(out, lab.DirInnerIP) {
+			t.Errorf("rs%d default route: %q, %v", i+1, out, err)
+		}
+	}
+	if out, err := topo.Router.Exec("ip", "route", "get", lab.ClientIP); err != nil || !strings.Contains(out, "dev eth0") {
+		t.Errorf("router's route to the client: %q, %v", out, err)
+	}
 	if err := topo.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}
@@ -197,7 +209,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("smoke run skipped in -short mode")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	topo, err := Build(ctx, "uvsbenchsmoke", quietLog())
 	if err != nil {

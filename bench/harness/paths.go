@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"uvs/bench/parse"
 	"uvs/lab"
+	"uvs/testbed"
 )
 
 // Path is one way of getting the client's traffic to the real servers.
@@ -58,6 +60,19 @@ var Paths = []Path{
 	{Name: "uvs-tun", Label: "UVS NAT, --io tun", UDP: true, Balancer: true,
 		start: func(ctx context.Context, t *Topo, o *Options) (*active, error) {
 			return startUVS(ctx, t, o, "tun")
+		}},
+	{Name: "uvs-dr", Label: "UVS DR, --io afpacket", UDP: true, Balancer: true,
+		Note: "LVS-DR (`-g`) to " + DSRVIP + ": the director forwards the client's packets only, on the real servers' segment with the MAC rewritten; " +
+			"the real servers hold the VIP on lo (arp_ignore=1, arp_announce=2) and answer through the return router, one kernel forwarding hop as on the kernel path",
+		start: func(ctx context.Context, t *Topo, o *Options) (*active, error) {
+			return startDSR(ctx, t, o, "afpacket", "-g")
+		}},
+	{Name: "uvs-ipip", Label: "UVS TUN (ipip), --io afpacket", UDP: true, Balancer: true,
+		Note: "LVS-TUN (`-i`, IPIP from " + lab.DirInnerIP + ") to " + DSRVIP + ": the director forwards the client's packets only; " +
+			"each real server runs `director realserver`, which takes the tunnel in userspace into a TUN device holding the VIP (its CPU is not in the balancer column), " +
+			"and answers through the return router",
+		start: func(ctx context.Context, t *Topo, o *Options) (*active, error) {
+			return startDSR(ctx, t, o, "afpacket", "-i")
 		}},
 }
 
@@ -195,23 +210,30 @@ func startHAProxy(ctx context.Context, t *Topo, o *Options) (*active, error) {
 }
 
 // uvsRules are the ipvsadm commands for the UVS paths: the same services
-// as the other paths, NAT forwarding.
-func uvsRules() [][]string {
-	vip := func(port int) string { return net.JoinHostPort(VIP, strconv.Itoa(port)) }
+// as the other paths on the virtual address vip, forwarding by fwd (-m
+// NAT, -g DR, -i TUN).
+func uvsRules(vip, fwd string) [][]string {
+	v := func(port int) string { return net.JoinHostPort(vip, strconv.Itoa(port)) }
 	rip := func(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
 	return [][]string{
-		{"-A", "-t", vip(HTTPPort), "-s", "rr"},
-		{"-a", "-t", vip(HTTPPort), "-r", rip(lab.RS1IP, HTTPPort), "-m"},
-		{"-a", "-t", vip(HTTPPort), "-r", rip(lab.RS2IP, HTTPPort), "-m"},
-		{"-A", "-t", vip(BulkPort), "-s", "rr"},
-		{"-a", "-t", vip(BulkPort), "-r", rip(lab.RS1IP, BulkPort), "-m"},
-		{"-A", "-u", vip(UDPPort), "-s", "rr"},
-		{"-a", "-u", vip(UDPPort), "-r", rip(lab.RS1IP, UDPPort), "-m"},
-		{"-a", "-u", vip(UDPPort), "-r", rip(lab.RS2IP, UDPPort), "-m"},
+		{"-A", "-t", v(HTTPPort), "-s", "rr"},
+		{"-a", "-t", v(HTTPPort), "-r", rip(lab.RS1IP, HTTPPort), fwd},
+		{"-a", "-t", v(HTTPPort), "-r", rip(lab.RS2IP, HTTPPort), fwd},
+		{"-A", "-t", v(BulkPort), "-s", "rr"},
+		{"-a", "-t", v(BulkPort), "-r", rip(lab.RS1IP, BulkPort), fwd},
+		{"-A", "-u", v(UDPPort), "-s", "rr"},
+		{"-a", "-u", v(UDPPort), "-r", rip(lab.RS1IP, UDPPort), fwd},
+		{"-a", "-u", v(UDPPort), "-r", rip(lab.RS2IP, UDPPort), fwd},
 	}
 }
 
 func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, error) {
+	return startDirector(ctx, t, o, io, VIP, uvsRules(VIP, "-m"))
+}
+
+// startDirector runs `director run --io io` in the director namespace and
+// types rules; the active path's target is vip.
+func startDirector(ctx context.Context, t *Topo, o *Options, io, vip string, rules [][]string) (*active, error) {
 	if o.Director == "" {
 		return nil, errors.New("no director binary")
 	}
@@ -228,7 +250,7 @@ func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, err
 		return nil, fmt.Errorf("uvs --io %s: %w", io, err)
 	}
 	a := &active{
-		target: VIP,
+		target: vip,
 		pids:   func() []int { return []int{d.Pid()} }, // `ip netns exec` execs the director
 		logs:   d.Log,
 	}
@@ -248,7 +270,7 @@ func startUVS(ctx context.Context, t *Topo, o *Options, io string) (*active, err
 		}
 		return err
 	}
-	for _, args := range uvsRules() {
+	for _, args := range rules {
 		so, se, code, err := d.Ipvsadm(args...)
 		if err != nil || code != 0 {
 			d.Stop()
@@ -273,4 +295,117 @@ func cpuOf(pids []int) (time.Duration, error) {
 		sum += ps.CPU()
 	}
 	return sum, nil
+}
+
+// startDSR sets the real servers up for direct return (fwd -g: the VIP on
+// lo with the ARP sysctls, as lab.SetupDRRealServer; fwd -i: a `director
+// realserver` decapsulator on each), then runs the director with the
+// services on DSRVIP. Stopping undoes both, so that the other paths run
+// on real servers as they were.
+func startDSR(ctx context.Context, t *Topo, o *Options, io, fwd string) (*active, error) {
+	var undo []func() error
+	unwind := func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		return errors.Join(errs...)
+	}
+	for i, rs := range t.Net.RS {
+		var err error
+		switch fwd {
+		case "-g":
+			undo = append(undo, func() error { return undoDRRealServer(rs) })
+			err = lab.SetupDRRealServer(rs, DSRVIP)
+		case "-i":
+			var stop func() error
+			stop, err = startDecap(ctx, t, o, rs, fmt.Sprintf("rs%d", i+1))
+			if stop != nil {
+				undo = append(undo, stop)
+			}
+		default:
+			err = fmt.Errorf("forwarding %q is not direct return", fwd)
+		}
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("set up real server rs%d: %w", i+1, err), unwind())
+		}
+	}
+	a, err := startDirector(ctx, t, o, io, DSRVIP, uvsRules(DSRVIP, fwd))
+	if err != nil {
+		return nil, errors.Join(err, unwind())
+	}
+	stopDirector := a.stop
+	a.stop = func() error { return errors.Join(stopDirector(), unwind()) }
+	return a, nil
+}
+
+// undoDRRealServer takes back what lab.SetupDRRealServer did (the
+// namespaces' defaults for the sysctls are 0).
+func undoDRRealServer(rs *testbed.Host) error {
+	var errs []error
+	if out, err := rs.Exec("ip", "addr", "del", DSRVIP+"/32", "dev", "lo"); err != nil && !strings.Contains(out, "Cannot assign") {
+		errs = append(errs, fmt.Errorf("%s: ip addr del: %w: %s", rs.Short, err, out))
+	}
+	// Gone with the address, normally; ignore its absence.
+	_, _ = rs.Exec("ip", "route", "del", "local", DSRVIP, "dev", "lo", "table", "local")
+	for _, k := range []string{"net.ipv4.conf.lo.arp_ignore", "net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.lo.arp_announce", "net.ipv4.conf.all.arp_announce"} {
+		if err := rs.Sysctl(k, "0"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// startDecap runs `director realserver` on rs for the TUN path: IPIP from
+// the director's address on the real servers' segment, decapsulated into
+// the TUN device uvsrs0 holding DSRVIP. It returns once the device holds
+// the VIP; stop ends it with SIGTERM (it undoes its host changes).
+func startDecap(ctx context.Context, t *Topo, o *Options, rs *testbed.Host, name string) (stop func() error, err error) {
+	if o.Director == "" {
+		return nil, errors.New("no director binary")
+	}
+	dir, err := os.MkdirTemp(t.dir, "realserver-")
+	if err != nil {
+		return nil, err
+	}
+	cmd := rs.Command(o.Director, "realserver", "--vip", DSRVIP, "--from", lab.DirInnerIP,
+		"--state", filepath.Join(dir, "realserver.state"), "--log-level", "warn")
+	lb := new(logBuffer)
+	cmd.Stdout, cmd.Stderr = lb, lb
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start director realserver in %s: %w", name, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop = func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			done <- err
+			if err != nil {
+				return fmt.Errorf("director realserver in %s: %w\n%s", name, err, tail([]byte(lb.String()), 2000))
+			}
+			return nil
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("director realserver in %s did not stop on SIGTERM\n%s", name, tail([]byte(lb.String()), 2000))
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		out, _ := rs.Exec("ip", "-o", "-4", "addr", "show", "dev", "uvsrs0")
+		if strings.Contains(out, " "+DSRVIP+"/") {
+			return stop, nil
+		}
+		select {
+		case err := <-done:
+			done <- err
+			return nil, fmt.Errorf("director realserver in %s exited: %v\n%s", name, err, tail([]byte(lb.String()), 2000))
+		default:
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return stop, fmt.Errorf("director realserver in %s: uvsrs0 does not hold %s after 10 s\n%s", name, DSRVIP, tail([]byte(lb.String()), 2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -27,10 +27,13 @@ type Workload struct {
 
 // Workloads are all the workloads, in the order of the tables.
 var Workloads = []Workload{
-	{Name: "bulk1", Label: "bulk TCP, 1 stream", Unit: "Gbit/s", CostUnit: "GB", run: bulk(1)},
-	{Name: "bulk4", Label: "bulk TCP, 4 streams", Unit: "Gbit/s", CostUnit: "GB", run: bulk(4)},
+	{Name: "bulk1", Label: "bulk TCP, 1 stream", Unit: "Gbit/s", CostUnit: "GB", run: bulk(1, false)},
+	{Name: "bulk4", Label: "bulk TCP, 4 streams", Unit: "Gbit/s", CostUnit: "GB", run: bulk(4, false)},
+	{Name: "download", Label: "download (server to client), 1 stream", Unit: "Gbit/s", CostUnit: "GB", run: bulk(1, true)},
+	{Name: "download4", Label: "download, 4 streams", Unit: "Gbit/s", CostUnit: "GB", run: bulk(4, true)},
 	{Name: "http-ka", Label: "HTTP keep-alive", Unit: "req/s", CostUnit: "M req", run: httpLoad(false)},
 	{Name: "http-close", Label: "HTTP new connection per request", Unit: "req/s", CostUnit: "M req", run: httpLoad(true)},
+	{Name: "http-large", Label: "HTTP 1 MiB responses, keep-alive", Unit: "Gbit/s", CostUnit: "GB", run: httpLarge},
 	{Name: "udp", Label: "small UDP packets", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpLoad},
 	{Name: "udp-rate", Label: "small UDP, highest rate with at most 1 % lost", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpRate},
 }
@@ -179,14 +182,20 @@ func seconds(d time.Duration) string {
 	return strconv.Itoa(max(1, int((d+time.Second/2)/time.Second)))
 }
 
-func bulk(streams int) func(context.Context, *Topo, *Options, string) (Sample, error) {
+// bulk is iperf3 with streams data connections, from the client to the
+// server, or (reverse, -R) from the server to the client.
+func bulk(streams int, reverse bool) func(context.Context, *Topo, *Options, string) (Sample, error) {
 	return func(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
 		bin, err := LookPath("iperf3")
 		if err != nil {
 			return Sample{}, err
 		}
-		cmd := t.Net.Client.Command(bin, "-c", target, "-p", strconv.Itoa(BulkPort),
-			"-t", seconds(o.Duration), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "3000")
+		args := []string{"-c", target, "-p", strconv.Itoa(BulkPort),
+			"-t", seconds(o.Duration), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "3000"}
+		if reverse {
+			args = append(args, "-R")
+		}
+		cmd := t.Net.Client.Command(bin, args...)
 		out, err := runTool(ctx, cmd, o.Duration+8*time.Second)
 		if err != nil {
 			// iperf3 -J reports its own errors in the JSON.
@@ -205,29 +214,54 @@ func bulk(streams int) func(context.Context, *Topo, *Options, string) (Sample, e
 
 func httpLoad(closeEach bool) func(context.Context, *Topo, *Options, string) (Sample, error) {
 	return func(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
-		bin, err := LookPath("wrk")
+		w, err := runWrk(ctx, t, o, target, SmallFile, closeEach)
 		if err != nil {
 			return Sample{}, err
-		}
-		args := []string{"-t", "2", "-c", "32", "-d", seconds(o.Duration) + "s", "--latency", "--timeout", "2s"}
-		if closeEach {
-			args = append(args, "-H", "Connection: close")
-		}
-		url := "http://" + net.JoinHostPort(target, strconv.Itoa(HTTPPort)) + SmallFile
-		out, err := runTool(ctx, t.Net.Client.Command(bin, append(args, url)...), o.Duration+8*time.Second)
-		if err != nil {
-			return Sample{}, err
-		}
-		w, err := parse.ParseWrk(out)
-		if err != nil {
-			return Sample{}, err
-		}
-		if w.Requests == 0 {
-			return Sample{}, fmt.Errorf("wrk completed no request (%d errors)", w.Errors())
 		}
 		return Sample{Value: w.RequestsPerSec, P50: w.Percentiles[50], P99: w.Percentiles[99],
 			Errors: w.Errors(), Work: float64(w.Requests) / 1e6}, nil
 	}
+}
+
+// httpLarge fetches LargeFile over keep-alive connections; the figure is
+// the response bodies' bits per second (headers left out).
+func httpLarge(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {
+	w, err := runWrk(ctx, t, o, target, LargeFile, false)
+	if err != nil {
+		return Sample{}, err
+	}
+	if w.Non2xx3xx > 0 {
+		// A missing file would be a fast figure of something else.
+		return Sample{}, fmt.Errorf("wrk: %d of %d responses were not 2xx or 3xx", w.Non2xx3xx, w.Requests)
+	}
+	return Sample{Value: w.RequestsPerSec * LargeFileSize * 8 / 1e9, P50: w.Percentiles[50], P99: w.Percentiles[99],
+		Errors: w.Errors(), Work: float64(w.Requests) * LargeFileSize / 1e9}, nil
+}
+
+// runWrk runs wrk from the client against file on target, 2 threads and
+// 32 connections, each request on a new connection if closeEach.
+func runWrk(ctx context.Context, t *Topo, o *Options, target, file string, closeEach bool) (parse.Wrk, error) {
+	bin, err := LookPath("wrk")
+	if err != nil {
+		return parse.Wrk{}, err
+	}
+	args := []string{"-t", "2", "-c", "32", "-d", seconds(o.Duration) + "s", "--latency", "--timeout", "2s"}
+	if closeEach {
+		args = append(args, "-H", "Connection: close")
+	}
+	url := "http://" + net.JoinHostPort(target, strconv.Itoa(HTTPPort)) + file
+	out, err := runTool(ctx, t.Net.Client.Command(bin, append(args, url)...), o.Duration+8*time.Second)
+	if err != nil {
+		return parse.Wrk{}, err
+	}
+	w, err := parse.ParseWrk(out)
+	if err != nil {
+		return parse.Wrk{}, err
+	}
+	if w.Requests == 0 {
+		return parse.Wrk{}, fmt.Errorf("wrk completed no request (%d errors)", w.Errors())
+	}
+	return w, nil
 }
 
 func udpLoad(ctx context.Context, t *Topo, o *Options, target string) (Sample, error) {

@@ -1,8 +1,10 @@
 // Package harness runs the side-by-side benchmark of issue 4: it builds
 // the LVS-NAT lab topology (package lab) with benchmark servers on the
-// real servers, sets up each balancing path in the director namespace in
-// turn (kernel routing, nftables DNAT, HAProxy, UVS with each packet I/O
-// backend), runs each workload through it and measures what the balancer
+// real servers, plus a return router that lets the real servers answer the
+// client without the director (for LVS-DR and LVS-TUN), sets up each
+// balancing path in the director namespace in turn (kernel routing,
+// nftables DNAT, HAProxy, UVS NAT with each packet I/O backend, UVS DR and
+// TUN), runs each workload through it and measures what the balancer
 // process itself spent. Package report turns the samples into tables and
 // a chart; bench/cmd/compare is the command.
 package harness
@@ -35,19 +37,40 @@ const (
 )
 
 // SmallFile is what the HTTP workloads fetch: nginx's 612-byte welcome
-// page size, a typical small object.
+// page size, a typical small object. LargeFile is what http-large fetches.
 const (
 	SmallFile     = "/small.html"
 	smallFileSize = 612
+	LargeFile     = "/large/1MiB.bin"
+	LargeFileSize = 1 << 20
+)
+
+// Addresses of the direct-return part of the topology (DR and TUN): the
+// VIP those paths balance, on the director's eth0 like the DR lab's and
+// on the real servers (lo for DR, the decapsulator's TUN device for TUN),
+// and the return router between the real servers' segment and the
+// client's second interface.
+const (
+	DSRVIP          = "198.18.0.100"
+	RouterRSIP      = "198.18.1.254" // the router on the real servers' segment
+	RouterClientIP  = "198.18.2.1"   // the router's end of its link to the client
+	ClientReturnIP  = "198.18.2.2"   // the client's end (eth1)
+	returnTable     = "100"          // the real servers' routing table for replies from DSRVIP
+	returnRulePrefs = "100"
 )
 
 // Topo is the lab topology with the benchmark's servers running on the
 // real servers.
 type Topo struct {
-	Net   *lab.NATNet
-	Sinks []*udpflood.Sink // one per real server, on UDPPort
-	dir   string
-	log   *slog.Logger
+	Net *lab.NATNet
+	// Router forwards the real servers' replies from DSRVIP to the
+	// client's eth1, bypassing the director (DR and TUN paths only: the
+	// others' replies come from the real servers' own addresses and follow
+	// their default route, the director).
+	Router *testbed.Host
+	Sinks  []*udpflood.Sink // one per real server, on UDPPort
+	dir    string
+	log    *slog.Logger
 
 	mu    sync.Mutex
 	procs []*proc
@@ -82,6 +105,9 @@ func Build(ctx context.Context, prefix string, log *slog.Logger) (t *Topo, err e
 	if err := n.Director.Forward(); err != nil {
 		return nil, err
 	}
+	if err := t.buildReturn(); err != nil {
+		return nil, fmt.Errorf("return router: %w", err)
+	}
 	for _, h := range []*testbed.Host{n.Client, n.Director} {
 		if err := h.Sysctl("net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
 			return nil, err
@@ -103,6 +129,12 @@ func Build(ctx context.Context, prefix string, log *slog.Logger) (t *Topo, err e
 	}
 	body := strings.Repeat("x", smallFileSize-1) + "\n"
 	if err := os.WriteFile(filepath.Join(www, SmallFile), []byte(body), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(www, filepath.Dir(LargeFile)), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(www, LargeFile), make([]byte, LargeFileSize), 0o644); err != nil {
 		return nil, err
 	}
 	nginx, err := LookPath("nginx")
@@ -149,6 +181,62 @@ func Build(ctx context.Context, prefix string, log *slog.Logger) (t *Topo, err e
 		}
 	}
 	return t, nil
+}
+
+// buildReturn adds the return router and the routes the DR and TUN paths
+// need, which change nothing for the other paths:
+//
+//	client eth0 ---- eth0 director eth1 ---- [bridge in sw] ---- eth0 rs1, rs2
+//	client eth1 ---- eth0 rtr eth1 -------------/
+//
+// The director holds DSRVIP on eth0 (its kernel answers the client's ARP
+// for it). The real servers send what comes from DSRVIP to the router
+// (policy routing: a rule for the source address), everything else to the
+// director as before; the router forwards it to the client's eth1. The
+// client's route to DSRVIP is through eth0, so replies come in by another
+// interface than its requests go out: the client and the router have no
+// reverse-path filter, as the TUN lab's router.
+func (t *Topo) buildReturn() error {
+	n := t.Net
+	rtr, err := n.Bed.Host("rtr")
+	if err != nil {
+		return err
+	}
+	t.Router = rtr
+	steps := []func() error{
+		func() error { return n.Bed.Link(n.Client, "eth1", rtr, "eth0") },
+		func() error { return n.Bed.Bridge(n.Switch, "br0", "eth1", rtr) },
+		func() error { return n.Client.Addr("eth1", ClientReturnIP+"/24") },
+		func() error { return rtr.Addr("eth0", RouterClientIP+"/24") },
+		func() error { return rtr.Addr("eth1", RouterRSIP+"/24") },
+		func() error { return rtr.Route(lab.ClientIP+"/32", ClientReturnIP) },
+		rtr.Forward,
+		func() error { return n.Director.Addr("eth0", DSRVIP+"/32") },
+	}
+	for _, h := range []*testbed.Host{n.Client, rtr} {
+		for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.conf.eth1.rp_filter"} {
+			steps = append(steps, func() error { return h.Sysctl(k, "0") })
+		}
+	}
+	for _, rs := range n.RS {
+		steps = append(steps, func() error {
+			for _, c := range [][]string{
+				{"ip", "route", "add", "default", "via", RouterRSIP, "dev", "eth0", "table", returnTable},
+				{"ip", "rule", "add", "from", DSRVIP, "lookup", returnTable, "pref", returnRulePrefs},
+			} {
+				if out, err := rs.Exec(c[0], c[1:]...); err != nil {
+					return fmt.Errorf("%s: %s: %w: %s", rs.Short, strings.Join(c, " "), err, out)
+				}
+			}
+			return nil
+		})
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // waitListening waits until a TCP socket in h listens on port (IPv4 or
@@ -206,9 +294,15 @@ http {
     server {
         listen %[2]d reuseport backlog=4096;
         root %[3]s;
+        # The large file (http-large) goes out by sendfile, as a file
+        # server's would; the small one as before.
+        location %[4]s {
+            sendfile on;
+            tcp_nopush on;
+        }
     }
 }
-`, prefix, HTTPPort, www)
+`, prefix, HTTPPort, www, filepath.Dir(LargeFile)+"/")
 	p := filepath.Join(prefix, "nginx.conf")
 	return p, os.WriteFile(p, []byte(conf), 0o644)
 }

@@ -202,12 +202,26 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 	}
 	p("- Balancer CPU is the user+system time of the balancer's own processes (HAProxy, the UVS director) during the run, from /proc/PID/stat, divided by the work done (GB received, million requests, million datagrams delivered). Kernel paths forward in softirq context, charged to whichever process happens to be running: not attributable, so n/a.")
-	p("- Bulk TCP goes to rs1 only on every path: iperf3's control and data connections must reach the same server.")
+	p("- Bulk TCP and download go to rs1 only on every path: iperf3's control and data connections must reach the same server. Download is iperf3 -R: rs1 sends, the client receives.")
+	p("- HTTP 1 MiB responses: wrk -t2 -c32 on keep-alive connections fetching a 1 MiB file that nginx sends with sendfile; the figure is response bodies in Gbit/s, the CPU cost per GB of bodies.")
+	if r.hasDSR() {
+		p("- Topology: every path shares one set of namespaces. The client's eth0 goes to the director (eth0, %s and the DR/TUN VIP %s), whose eth1 is on the real servers' segment; a return router joins that segment to the client's eth1. Replies from %s (DR and TUN) go through the return router; every other reply comes from the real servers' own addresses through the director, as before. The return router forwards in the kernel, one hop as the director does on the kernel path.", harness.VIP, harness.DSRVIP, harness.DSRVIP)
+	}
 	p("- Small UDP packets: delivered = datagrams counted by the sinks on the real servers; lost = sent − delivered. The sender does not pace itself, and runs on the same cores: through a path that forwards in the sender's own system calls (the kernel paths) it is slowed to what the path takes, while a userspace balancer competes with it for the CPU and loses what it has no time to read.")
 	p("- Small UDP, highest rate with at most %g %% lost: RFC 2544's throughput, with that much loss allowed instead of none: one unpaced trial, then, if it lost too much, %d paced trials bisecting below what it offered; the figure is the delivered rate of the best passing trial. CPU per M pkt counts every trial.", harness.MaxLoss*100, harness.RateSteps)
-	p("- ×nftables and ×HAProxy are median ÷ median (for latency, lower is better; the ratios are of throughput).")
+	p("- ×kernel, ×nftables and ×HAProxy are median ÷ median (for latency, lower is better; the ratios are of throughput).")
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// hasDSR tells whether a direct-return path (DR, TUN) is in the report.
+func (r *Report) hasDSR() bool {
+	for _, p := range r.Paths {
+		if p.Name == "uvs-dr" || p.Name == "uvs-ipip" {
+			return true
+		}
+	}
+	return false
 }
 
 // short is a summary cell: the median, or why there is none.
@@ -229,8 +243,8 @@ func (r *Report) workloadTable(p func(string, ...any), wl harness.Workload) {
 	p("## %s (%s)", wl.Label, wl.Unit)
 	p("")
 	isHTTP := strings.HasPrefix(wl.Name, "http")
-	head := fmt.Sprintf("| path | %s | ×nftables | ×HAProxy |", wl.Unit)
-	rule := "|---|---:|---:|---:|"
+	head := fmt.Sprintf("| path | %s | ×kernel | ×nftables | ×HAProxy |", wl.Unit)
+	rule := "|---|---:|---:|---:|---:|"
 	if isHTTP {
 		head += " p50 ms | p99 ms | errors |"
 		rule += "---:|---:|---:|"
@@ -250,7 +264,7 @@ func (r *Report) workloadTable(p func(string, ...any), wl harness.Workload) {
 		}
 		return c.spread(value).Median
 	}
-	nft, hap := ref("nftables"), ref("haproxy")
+	kern, nft, hap := ref("kernel"), ref("nftables"), ref("haproxy")
 	ratio := func(x, base float64) string {
 		if math.IsNaN(base) || base == 0 {
 			return "—"
@@ -272,7 +286,7 @@ func (r *Report) workloadTable(p func(string, ...any), wl harness.Workload) {
 			continue
 		}
 		v := c.spread(value)
-		row := fmt.Sprintf("| %s | %s | %s | %s |", path.Label, span(v), ratio(v.Median, nft), ratio(v.Median, hap))
+		row := fmt.Sprintf("| %s | %s | %s | %s | %s |", path.Label, span(v), ratio(v.Median, kern), ratio(v.Median, nft), ratio(v.Median, hap))
 		if isHTTP {
 			var errs int64
 			for _, s := range c.ok {

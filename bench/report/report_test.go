@@ -97,14 +97,14 @@ func TestMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"2 cores, Test CPU, Linux 6.1", // machine
 		"2026-11-28T10:00:00Z",         // date
-		"| kernel routing (no balancing) | 19.00 (18.00–20.00) | 1.73 | 3.17 | n/a (softirq) |", // spread, ratios 19/11, 19/6
+		"| kernel routing (no balancing) | 19.00 (18.00–20.00) | 1.00 | 1.73 | 3.17 | n/a (softirq) |", // spread, ratios 19/19, 19/11, 19/6
 		// HAProxy CPU s/GB: 1/2 = 0.5 and 1/1.25 = 0.8, median 0.65.
-		"| HAProxy mode tcp | 6.000 (5.000–7.000) | 0.55 | 1.00 | 0.650 (0.500–0.800) |",
-		"| UVS NAT, --io afpacket | 16.00 | 1.45 | 2.67 | 0.500 |", // one good run of two
+		"| HAProxy mode tcp | 6.000 (5.000–7.000) | 0.32 | 0.55 | 1.00 | 0.650 (0.500–0.800) |",
+		"| UVS NAT, --io afpacket | 16.00 | 0.84 | 1.45 | 2.67 | 0.500 |", // one good run of two
 		"1 of 2 runs failed: iperf3: connection reset",
-		"| HAProxy mode tcp | n/a |",                                  // no UDP
-		"| UVS NAT, --io afpacket | 100000 | — | — | 25.00 | 3.333 |", // lost 25 %, 1 s / 0.3 M pkt
-		"| 0.400 | 2.000 | 0 |",                                       // latency columns in ms, errors
+		"| HAProxy mode tcp | n/a |",                                      // no UDP
+		"| UVS NAT, --io afpacket | 100000 | — | — | — | 25.00 | 3.333 |", // lost 25 %, 1 s / 0.3 M pkt
+		"| 0.400 | 2.000 | 0 |",                                           // latency columns in ms, errors
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q\n%s", want, md)
