@@ -160,7 +160,7 @@ func (h *afpHost) watchLinks(updates <-chan netlink.LinkUpdate) {
 }
 
 func (h *afpHost) apply(s *snapshot) error {
-	if err := h.nb.resolveAll(s); err != nil {
+	if err := h.nb.resolveAll(s, nil); err != nil {
 		return err
 	}
 	h.local = localAddrs()

@@ -66,6 +66,11 @@ type tundevHost struct {
 	nft    *nftables.Conn
 	table  *nftables.Table
 	sets   divertTable
+	// egress are the Ethernet interfaces, written through send-only
+	// AF_PACKET sockets: DR frames leave by them, to next hops nb has the
+	// kernel resolve.
+	egress []*port
+	nb     *neighbours
 }
 
 const (
@@ -179,11 +184,27 @@ func openTundevHost(d *Director) (hb hostBackend, err error) {
 	if h.nft, err = nftables.New(nftables.AsLasting()); err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	d.log.Info("serving through TUN", "io", IOTUN, "name", tundevName, "queues", len(pt.queues), "mtu", mtu)
+	// Direct routing needs link-layer sends, which the TUN device cannot
+	// make: a send-only packet socket on each Ethernet interface.
+	if links, err := servedLinks(nil); err == nil {
+		for _, l := range links {
+			ep, err := openEgressPort(l)
+			if err != nil {
+				return nil, err
+			}
+			ep.pos = 1 + len(h.egress)
+			h.egress = append(h.egress, ep)
+		}
+	}
+	h.nb = newNeighbours(d)
+	h.nb.viaKernel = true
+	d.wg.Add(1)
+	go h.nb.resolver()
+	d.log.Info("serving through TUN", "io", IOTUN, "name", tundevName, "queues", len(pt.queues), "mtu", mtu, "dr_interfaces", len(h.egress))
 	return h, nil
 }
 
-func (h *tundevHost) ports() []*port { return []*port{h.pt} }
+func (h *tundevHost) ports() []*port { return append([]*port{h.pt}, h.egress...) }
 
 // removeLeftRules deletes the policy rules that look up the director's
 // table: a director killed outright leaves them (the ones a new start
@@ -229,6 +250,9 @@ func (h *tundevHost) addRule(key string, r netlink.Rule) error {
 
 // apply installs the rules of s, then removes the ones s no longer needs.
 func (h *tundevHost) apply(s *snapshot) error {
+	if err := h.nb.resolveAll(s, func(ds *service.Dest) bool { return ds.Fwd == service.FwdRoute }); err != nil {
+		return err
+	}
 	want := make(map[string]netlink.Rule)
 	for k, v := range s.byKey {
 		r := netlink.NewRule()
@@ -385,6 +409,9 @@ func (h *tundevHost) close() error {
 		for _, q := range h.pt.queues {
 			q.Close()
 		}
+	}
+	for _, ep := range h.egress {
+		ep.dev.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -70,6 +70,11 @@ type neighbours struct {
 	d     *Director
 	byKey map[nhKey]*nexthop // guarded by d.mu
 	kick  chan *nexthop
+	// viaKernel has the kernel resolve addresses (netlink NTF_USE), for
+	// ports the director only writes: it would not see the answers to
+	// requests of its own, and the kernel ignores answers it did not ask
+	// for.
+	viaKernel bool
 }
 
 func newNeighbours(d *Director) *neighbours {
@@ -84,7 +89,7 @@ func newNeighbours(d *Director) *neighbours {
 // (the resolver keeps asking, and a packet that needs one asks too):
 // otherwise every change would wait a second while one real server is
 // down. Each distinct address is routed once per change.
-func (nb *neighbours) resolveAll(s *snapshot) error {
+func (nb *neighbours) resolveAll(s *snapshot, need func(*service.Dest) bool) error {
 	type key struct {
 		addr   netip.Addr
 		direct bool
@@ -93,6 +98,9 @@ func (nb *neighbours) resolveAll(s *snapshot) error {
 	var fresh []*nexthop // made by this change
 	for _, v := range s.byKey {
 		for _, ds := range v.svc.Dests {
+			if need != nil && !need(ds) {
+				continue
+			}
 			k := key{ds.Addr, ds.Fwd == service.FwdRoute}
 			nh, ok := byAddr[k]
 			if !ok {
@@ -250,6 +258,17 @@ func (d *Director) nexthops(a conntrack.Addr) []*nexthop {
 // request sends an ARP request or neighbour solicitation for nh.
 func (nb *neighbours) request(nh *nexthop) {
 	pt := nh.port
+	if nb.viaKernel {
+		fam := netlink.FAMILY_V4
+		if nh.ip.Is6() {
+			fam = netlink.FAMILY_V6
+		}
+		n := &netlink.Neigh{LinkIndex: pt.index, Family: fam, IP: net.IP(nh.ip.AsSlice()), State: netlink.NUD_NONE, Flags: netlink.NTF_USE}
+		if err := netlink.NeighSet(n); err != nil {
+			nb.d.log.Debug("neighbour request", "port", pt.name, "ip", nh.ip, "err", err)
+		}
+		return
+	}
 	src, ok := portAddr(pt.index, nh.ip)
 	if !ok {
 		return

@@ -55,6 +55,9 @@ type port struct {
 	ether bool
 	vnet  bool
 	pos   int // position in Director.ports
+	// egress ports are written, never read: with --io tun, the Ethernet
+	// interfaces DR frames leave by (their one queue sends only).
+	egress bool
 	// mtu is the interface's MTU, followed by the link watcher: what a
 	// packet (or each segment of a GSO packet) sent here may carry.
 	mtu atomic.Int32

@@ -58,3 +58,17 @@ func openTundevPort(name string, mtu, workers int) (*port, error) {
 	pt.wmu = make([]sync.Mutex, len(pt.queues))
 	return pt, nil
 }
+
+// openEgressPort opens a send-only AF_PACKET socket on l, for frames the
+// director builds whole (DR with --io tun).
+func openEgressPort(l netlink.Link) (*port, error) {
+	name := l.Attrs().Name
+	q, err := link.OpenAFPacket(name, &link.AFPacketConfig{SendOnly: true, SocketBuffer: 4 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("open %s for sending: %w", name, err)
+	}
+	pt := &port{dev: q, queues: []link.Device{q}, wmu: make([]sync.Mutex, 1), index: q.Index(), name: name,
+		mac: q.MAC(), ether: true, vnet: q.VnetHdr(), egress: true}
+	pt.mtu.Store(int32(q.MTU()))
+	return pt, nil
+}

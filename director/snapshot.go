@@ -156,9 +156,6 @@ func (d *Director) check(sv *service.Service) error {
 		switch ds.Fwd {
 		case service.FwdMasq:
 		case service.FwdRoute:
-			if d.cfg.IO == IOTUN {
-				return fmt.Errorf("real server %s uses direct routing (-g), which needs link-layer access that --io tun does not give: run the director with --io afpacket", netip.AddrPortFrom(ds.Addr, ds.Port))
-			}
 		case service.FwdTunnel:
 			// IPVS allows the other family for tunnelling servers only.
 			continue

@@ -63,6 +63,9 @@ func (d *Director) startWorkers() error {
 	}
 	var ws []*worker
 	for _, pt := range d.ports {
+		if pt.egress {
+			continue
+		}
 		for _, q := range pt.queues {
 			w := &worker{d: d, id: len(ws), in: pt, q: q}
 			w.alloc(q.BatchSize())

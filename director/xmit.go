@@ -63,20 +63,43 @@ func (w *worker) xmitNAT(s *snapshot, c *conntrack.Conn, dir conntrack.Dir, buf 
 }
 
 // xmitDR sends the packet, unchanged at the IP layer but for its TTL, to
-// the real server's own link-layer address (forward/dr). With --io tun there is no
-// link-layer access, and compile refuses DR servers.
+// the real server's own link-layer address (forward/dr). A packet read from
+// the TUN device has no Ethernet header: it gets one in the headroom and
+// leaves through the egress port's packet socket, its virtio-net header
+// moved along (offsets grow by the Ethernet header).
 func (w *worker) xmitDR(s *snapshot, c *conntrack.Conn, buf []byte) {
-	if !w.in.ether {
-		w.d.noNeigh.Add(1)
-		return
-	}
-	pt, mac, ok := w.serverHop(s, c.Dest)
+	pt, mac, ok := w.nextHop(s, c.Dest)
 	if !ok || !w.fits(pt, buf) {
 		return
 	}
-	w.p.DecTTL()
-	dr.SetMACs(w.p.Buf[w.p.L2:], pt.mac, mac)
-	w.send(pt, buf[headroom:])
+	p := &w.p
+	p.DecTTL()
+	if w.in.ether {
+		dr.SetMACs(p.Buf[p.L2:], pt.mac, mac)
+		w.send(pt, buf[headroom:])
+		return
+	}
+	base := len(buf) - len(p.Buf)
+	l3, end := base+p.L3, base+p.End()
+	start, ok := dr.PrependEther(buf, l3, pt.mac, mac)
+	if !ok {
+		return
+	}
+	if pt.vnet {
+		h := link.VnetHdr{}
+		if w.in.vnet {
+			h = w.vh
+			if h.Flags&link.VnetHdrFNeedsCsum != 0 {
+				h.CsumStart += dr.EtherLen
+			}
+			if h.GSOType != link.GSONone {
+				h.HdrLen += dr.EtherLen
+			}
+		}
+		start -= link.VnetHdrLen
+		h.Encode(buf[start:])
+	}
+	w.send(pt, buf[start:end])
 }
 
 // xmitTunnel wraps the packet in an outer IP header to the real server
@@ -218,6 +241,13 @@ func (w *worker) serverHop(s *snapshot, dest uint32) (pt *port, mac [6]byte, ok 
 	if !w.in.ether {
 		return w.in, mac, true
 	}
+	return w.nextHop(s, dest)
+}
+
+// nextHop is real server dest's next hop on an Ethernet port, resolved
+// by the director (neigh.go): ok is false, and the drop counted, while it
+// is not known.
+func (w *worker) nextHop(s *snapshot, dest uint32) (pt *port, mac [6]byte, ok bool) {
 	var nh *nexthop
 	if int(dest) < len(s.nh) {
 		nh = s.nh[dest]

@@ -34,9 +34,6 @@ type drPort struct {
 // director's setup and starts the director. The real servers serve
 // "welcome realserver N" on every port in ports.
 func buildDRLab(s *session, title string, ports ...drPort) (*drLab, error) {
-	if s.o.IO != "afpacket" {
-		return nil, fmt.Errorf("LVS-DR needs --io afpacket: the director rewrites the MAC address, and a TUN device carries none")
-	}
 	s.say("# %s: building namespaces (client, director, two real servers, one switch joining them all)", title)
 	n, err := BuildDR(s.o.Prefix, 2)
 	if err != nil {

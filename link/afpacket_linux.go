@@ -61,6 +61,11 @@ type AFPacketConfig struct {
 	// since the flag belongs to a group. The kernel's own copy of the
 	// fragments is not affected.
 	Defrag bool
+	// SendOnly binds the socket to the interface for sending only: it
+	// receives no frame (bound with protocol 0), and its receive buffer
+	// stays small. For a host that reads elsewhere (a TUN device) and
+	// writes whole frames here.
+	SendOnly bool
 }
 
 const (
@@ -331,8 +336,10 @@ func setupAFPacket(fd int, ifname string, c AFPacketConfig) (d *AFPacket, err er
 	}
 	// Older kernels lack it; Read then drops PACKET_OUTGOING frames itself.
 	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, c.SocketBuffer); err != nil {
-		return nil, fmt.Errorf("receive buffer: %w", err)
+	if !c.SendOnly {
+		if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, c.SocketBuffer); err != nil {
+			return nil, fmt.Errorf("receive buffer: %w", err)
+		}
 	}
 	if err := setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, c.SocketBuffer); err != nil {
 		return nil, fmt.Errorf("send buffer: %w", err)
@@ -353,7 +360,11 @@ func setupAFPacket(fd int, ifname string, c AFPacketConfig) (d *AFPacket, err er
 			}
 		}()
 	}
-	sa := &unix.SockaddrLinklayer{Protocol: htons(ethPAll), Ifindex: index}
+	proto := htons(ethPAll)
+	if c.SendOnly {
+		proto = 0 // nothing is received
+	}
+	sa := &unix.SockaddrLinklayer{Protocol: proto, Ifindex: index}
 	if err := unix.Bind(fd, sa); err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
 	}
