@@ -49,6 +49,8 @@ func main() {
 		os.Exit(ipvsadmMain(args))
 	case "lab":
 		os.Exit(labMain(args))
+	case "realserver":
+		os.Exit(realserverMain(args))
 	case "-h", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -63,6 +65,7 @@ func usage(w io.Writer) {
   director run [--rules FILE] [--io afpacket|tun] [--socket PATH] [--interfaces IF,...]
   director ipvsadm ARGS...     (or through a symlink named ipvsadm)
   director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]
+  director realserver [--dr] --vip VIP[,...] [--from DIRECTOR[,...]] [--gue-port P] [--name DEV]
 `)
 }
 
