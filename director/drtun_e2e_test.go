@@ -70,21 +70,9 @@ func (e *fwdEnv) serveAll(vips ...string) {
 	}
 }
 
-func (e *fwdEnv) start(extra ...string) {
+func (e *fwdEnv) start(args ...string) {
 	e.t.Helper()
-	d, err := lab.StartDirector(e.director, binary, e.dir, extra...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.d = d
-	e.t.Cleanup(func() {
-		if err := d.Stop(); err != nil {
-			e.t.Errorf("director stop: %v", err)
-		}
-		if e.t.Failed() {
-			e.t.Logf("director log:\n%s", d.Log())
-		}
-	})
+	e.d = startDirector(e.t, e.director, e.dir, args...)
 }
 
 func (e *fwdEnv) ipvsadm(t *testing.T, args ...string) string {

@@ -109,19 +109,26 @@ func newEnv(t *testing.T, io string) *env {
 
 func (e *env) start(extra ...string) {
 	e.t.Helper()
-	d, err := lab.StartDirector(e.n.Director, binary, e.dir, append([]string{"--io", e.io}, extra...)...)
+	e.d = startDirector(e.t, e.n.Director, e.dir, append([]string{"--io", e.io}, extra...)...)
+}
+
+// startDirector runs the director in h until the test ends, and shows
+// its log if the test failed.
+func startDirector(t *testing.T, h *testbed.Host, dir string, args ...string) *lab.Director {
+	t.Helper()
+	d, err := lab.StartDirector(h, binary, dir, args...)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.d = d
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		if err := d.Stop(); err != nil {
-			e.t.Errorf("director stop: %v", err)
+			t.Errorf("director stop: %v", err)
 		}
-		if e.t.Failed() {
-			e.t.Logf("director log:\n%s", d.Log())
+		if t.Failed() {
+			t.Logf("director log:\n%s", d.Log())
 		}
 	})
+	return d
 }
 
 // ipvsadm runs a command that must succeed.
