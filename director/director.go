@@ -95,6 +95,7 @@ type Director struct {
 	badFrag     atomic.Uint64      // an IPv6 fragment reassembly refused
 	icmpLimited atomic.Uint64      // ICMP errors not sent: over the rate
 	noNeigh     atomic.Uint64      // next hop not resolved yet
+	noRoute     atomic.Uint64      // no route to the real server (yet)
 	ttl         atomic.Uint64      // TTL exceeded
 	pmtuRelayed atomic.Uint64      // a router's "too big" about a tunnelled packet, relayed to its client
 
@@ -230,8 +231,9 @@ func (d *Director) start(h hostBackend) error {
 		h.close()
 		return err
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.housekeeping()
+	go d.watchRoutes()
 	return nil
 }
 
@@ -309,6 +311,7 @@ func (d *Director) publishLocked(next *service.Config) error {
 	old := d.conf
 	d.conf = next
 	d.adopt(s)
+	d.reportRoutes(d.snap.Load(), s)
 	d.snap.Store(s)
 	d.ct.SetTimeouts(conntrack.Timeouts(next.Timeouts))
 	for _, st := range next.Removed(old) {
@@ -387,6 +390,7 @@ func (d *Director) Drops() map[string]uint64 {
 	m["table_full"] = c.Full
 	m["tuple_in_use"] = c.Taken
 	m["no_neighbour"] = c.NoNeigh
+	m["no_route"] = d.noRoute.Load()
 	m["ttl_exceeded"] = c.TTL
 	m["too_big"] = c.TooBig
 	m["bad_fragment"] = c.BadFrag

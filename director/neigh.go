@@ -107,11 +107,12 @@ func (nb *neighbours) resolveAll(s *snapshot, need func(*service.Dest) bool) err
 				var made bool
 				var err error
 				if nh, made, err = nb.nexthopFor(ds.Addr, k.direct); err != nil {
-					// The change is refused: forget the next hops it made.
-					for _, f := range fresh {
-						delete(nb.byKey, nhKey{f.port.index, f.ip})
-					}
-					return fmt.Errorf("real server %s: %w", ds.Addr, err)
+					// Accepted all the same, as the kernel accepts it
+					// (routes come and go): its packets are dropped as
+					// no_route until a route appears (routes.go).
+					s.unrouted = append(s.unrouted, unroutedDest{ds.Addr, err})
+					byAddr[k] = nil
+					continue
 				}
 				byAddr[k] = nh
 				if made {

@@ -27,6 +27,9 @@ type snapshot struct {
 	nh []*nexthop
 	// tunnels holds each tunnelling real server's encapsulation by DestState ID.
 	tunnels []*tunnelDest
+	// unrouted are the real servers with no route (routes.go), one entry
+	// per address.
+	unrouted []unroutedDest
 }
 
 type svcKey struct {
@@ -107,8 +110,12 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 			d.reg.Register(ds.DestState) // next hops are kept by ID
 			if ds.Fwd == service.FwdTunnel {
 				td, err := d.tunnelFor(ds, s.vips)
-				if err != nil {
+				if err != nil && isConfigError(err) {
 					return nil, fmt.Errorf("real server %s: %w", ds.Addr, err)
+				}
+				if err != nil {
+					s.unrouted = append(s.unrouted, unroutedDest{ds.Addr, err})
+					continue
 				}
 				id := ds.ID()
 				for int(id) >= len(s.tunnels) {

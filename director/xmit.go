@@ -110,7 +110,7 @@ func (w *worker) xmitDR(s *snapshot, c *conntrack.Conn, buf []byte) {
 func (w *worker) xmitTunnel(s *snapshot, c *conntrack.Conn, buf []byte, partial bool) {
 	td := s.tunnel(c.Dest)
 	if td == nil {
-		w.d.noNeigh.Add(1)
+		w.d.noRoute.Add(1) // no route to the server yet (snapshot.go)
 		return
 	}
 	pt, mac, ok := w.serverHop(s, c.Dest)
@@ -253,7 +253,9 @@ func (w *worker) nextHop(s *snapshot, dest uint32) (pt *port, mac [6]byte, ok bo
 		nh = s.nh[dest]
 	}
 	if nh == nil {
-		w.d.noNeigh.Add(1)
+		// No route to the server (yet): resolveAll left it out, and the
+		// route watcher publishes the table again when routes change.
+		w.d.noRoute.Add(1)
 		return nil, mac, false
 	}
 	mac, ok = nh.get()
