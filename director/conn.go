@@ -52,8 +52,12 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	v := s.svc(c.Svc)
 	if st == nil || st.Gone() || v == nil {
 		// The real server or its service was deleted: its connections
-		// stop, as in IPVS.
-		d.ct.Remove(&w.tp)
+		// stop, as in IPVS (expire_nodest_conn=0): their packets are
+		// dropped while the entries last, and the entries keep the
+		// server's replies diverted from the kernel (drain.go), which
+		// would forward them untranslated. A new connection may take
+		// their tuples.
+		d.serverGone.Add(1)
 		return
 	}
 	if !w.ttlOK() {

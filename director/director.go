@@ -96,8 +96,13 @@ type Director struct {
 	icmpLimited atomic.Uint64      // ICMP errors not sent: over the rate
 	noNeigh     atomic.Uint64      // next hop not resolved yet
 	noRoute     atomic.Uint64      // no route to the real server (yet)
+	serverGone  atomic.Uint64      // a packet of a deleted server's connection
 	ttl         atomic.Uint64      // TTL exceeded
 	pmtuRelayed atomic.Uint64      // a router's "too big" about a tunnelled packet, relayed to its client
+
+	// draining are the deleted NAT servers whose connections remain
+	// (drain.go); guarded by mu.
+	draining []drainingServer
 
 	// tunnelFor builds a tunnelling server's encapsulation (tunnelFor in
 	// tunnels.go; tests replace it, having no route).
@@ -217,7 +222,7 @@ func newDirector(cfg Config) *Director {
 func (d *Director) start(h hostBackend) error {
 	d.host = h
 	d.ports = h.ports()
-	s, err := d.compile(d.conf)
+	s, err := d.compile(d.conf, nil)
 	if err == nil {
 		err = h.apply(s)
 	}
@@ -267,6 +272,7 @@ func (d *Director) housekeeping() {
 			d.ct.Sweep(4096)
 		case now := <-est.C:
 			d.est.Tick(now)
+			d.pruneDrained()
 		}
 	}
 }
@@ -301,7 +307,8 @@ func (d *Director) Replace(want *service.Config) error {
 }
 
 func (d *Director) publishLocked(next *service.Config) error {
-	s, err := d.compile(next)
+	drain := d.drainList(next)
+	s, err := d.compile(next, drain)
 	if err != nil {
 		return err
 	}
@@ -310,6 +317,7 @@ func (d *Director) publishLocked(next *service.Config) error {
 	}
 	old := d.conf
 	d.conf = next
+	d.draining = drain
 	d.adopt(s)
 	d.reportRoutes(d.snap.Load(), s)
 	d.snap.Store(s)
@@ -391,6 +399,7 @@ func (d *Director) Drops() map[string]uint64 {
 	m["tuple_in_use"] = c.Taken
 	m["no_neighbour"] = c.NoNeigh
 	m["no_route"] = d.noRoute.Load()
+	m["server_gone"] = d.serverGone.Load()
 	m["ttl_exceeded"] = c.TTL
 	m["too_big"] = c.TooBig
 	m["bad_fragment"] = c.BadFrag

@@ -254,7 +254,7 @@ func (h *tundevHost) apply(s *snapshot) error {
 		return err
 	}
 	want := make(map[string]netlink.Rule)
-	for k, v := range s.byKey {
+	for k := range s.byKey {
 		r := netlink.NewRule()
 		r.Family, r.Priority, r.Table = family(k.addr), rulePref, tundevTable
 		r.Dst = hostNet(k.addr)
@@ -263,28 +263,25 @@ func (h *tundevHost) apply(s *snapshot) error {
 			r.Dport = netlink.NewRulePortRange(k.port, k.port)
 		}
 		want[fmt.Sprintf("to %v %d %d", k.addr.Netip(), k.proto, k.port)] = *r
-		for _, ds := range v.svc.Dests {
-			if ds.Fwd != service.FwdMasq {
-				continue
-			}
-			a := conntrack.AddrFrom(ds.Addr)
-			r := netlink.NewRule()
-			r.Family, r.Priority, r.Table = family(a), rulePref, tundevTable
-			r.Src = hostNet(a)
-			r.IPProto = int(k.proto)
-			if ds.Port != 0 {
-				r.Sport = netlink.NewRulePortRange(ds.Port, ds.Port)
-			}
-			want[fmt.Sprintf("from %v %d %d", ds.Addr, k.proto, ds.Port)] = *r
-			ic := netlink.NewRule()
-			ic.Family, ic.Priority, ic.Table = family(a), rulePref, tundevTable
-			ic.Src = hostNet(a)
-			ic.IPProto = unix.IPPROTO_ICMP
-			if ds.Addr.Is6() {
-				ic.IPProto = unix.IPPROTO_ICMPV6
-			}
-			want[fmt.Sprintf("from %v icmp", ds.Addr)] = *ic
+	}
+	for _, n := range s.nat {
+		ip := n.addr.Netip()
+		r := netlink.NewRule()
+		r.Family, r.Priority, r.Table = family(n.addr), rulePref, tundevTable
+		r.Src = hostNet(n.addr)
+		r.IPProto = int(n.proto)
+		if n.port != 0 {
+			r.Sport = netlink.NewRulePortRange(n.port, n.port)
 		}
+		want[fmt.Sprintf("from %v %d %d", ip, n.proto, n.port)] = *r
+		ic := netlink.NewRule()
+		ic.Family, ic.Priority, ic.Table = family(n.addr), rulePref, tundevTable
+		ic.Src = hostNet(n.addr)
+		ic.IPProto = unix.IPPROTO_ICMP
+		if ip.Is6() {
+			ic.IPProto = unix.IPPROTO_ICMPV6
+		}
+		want[fmt.Sprintf("from %v icmp", ip)] = *ic
 	}
 	var added []string
 	keys := make([]string, 0, len(want))

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"uvs/conntrack"
-	"uvs/service"
 )
 
 // The traffic the director balances, for the host's nftables rules (the
@@ -84,19 +83,16 @@ func divertElements(s *snapshot, local map[conntrack.Addr]bool) divertElems {
 		if local != nil && !local[k.addr] {
 			add(setVIP, k.addr, addrKey(k.addr))
 		}
-		for _, ds := range v.svc.Dests {
-			if ds.Fwd != service.FwdMasq {
-				continue
-			}
-			a := conntrack.AddrFrom(ds.Addr)
-			if ds.Port == 0 {
-				add(setRSAny, a, setKey(a, k.proto, false, 0))
-			} else {
-				add(setRS, a, setKey(a, k.proto, true, ds.Port))
-			}
-			add(setRSAddr, a, addrKey(a))
-			add(setRSProto, a, setKey(a, k.proto, false, 0))
+	}
+	for _, n := range s.nat {
+		a := n.addr
+		if n.port == 0 {
+			add(setRSAny, a, setKey(a, n.proto, false, 0))
+		} else {
+			add(setRS, a, setKey(a, n.proto, true, n.port))
 		}
+		add(setRSAddr, a, addrKey(a))
+		add(setRSProto, a, setKey(a, n.proto, false, 0))
 	}
 	for name, els := range e {
 		slices.SortFunc(els, func(a, b nftables.SetElement) int { return slices.Compare(a.Key, b.Key) })

@@ -23,6 +23,9 @@ type snapshot struct {
 	// natPorts are the NAT real servers' addresses, ports (0: any) and
 	// protocols: where balanced replies come from.
 	natPorts map[svcKey]bool
+	// nat lists the same servers, for the host's filters and the fanout
+	// program, with the deleted ones whose connections remain (drain.go).
+	nat []natServer
 	// nh is each real server's next hop by DestState ID (AF_PACKET only).
 	nh []*nexthop
 	// tunnels holds each tunnelling real server's encapsulation by DestState ID.
@@ -60,6 +63,17 @@ func (s *snapshot) natReply(proto uint8, addr conntrack.Addr, port uint16) bool 
 	return s.natPorts[svcKey{addr, port, proto}] || s.natPorts[svcKey{addr, 0, proto}]
 }
 
+// addNAT records a NAT real server (s.natRS, s.natPorts, s.nat).
+func (s *snapshot) addNAT(n natServer) {
+	k := svcKey{n.addr, n.port, n.proto}
+	if s.natPorts[k] {
+		return
+	}
+	s.natRS[n.addr] = true
+	s.natPorts[k] = true
+	s.nat = append(s.nat, n)
+}
+
 func (s *snapshot) svc(id uint32) *vsvc {
 	if int(id) < len(s.byID) {
 		return s.byID[id]
@@ -69,7 +83,7 @@ func (s *snapshot) svc(id uint32) *vsvc {
 
 // compile checks c for what this director supports and builds its snapshot.
 // Called with d.mu held.
-func (d *Director) compile(c *service.Config) (*snapshot, error) {
+func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot, error) {
 	s := &snapshot{
 		conf:  c,
 		byKey: make(map[svcKey]*vsvc),
@@ -124,11 +138,12 @@ func (d *Director) compile(c *service.Config) (*snapshot, error) {
 				s.tunnels[id] = td
 			}
 			if ds.Fwd == service.FwdMasq {
-				a := conntrack.AddrFrom(ds.Addr)
-				s.natRS[a] = true
-				s.natPorts[svcKey{a, ds.Port, k.proto}] = true
+				s.addNAT(natServer{conntrack.AddrFrom(ds.Addr), ds.Port, k.proto})
 			}
 		}
+	}
+	for _, ds := range drain {
+		s.addNAT(ds.natServer)
 	}
 	return s, nil
 }

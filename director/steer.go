@@ -6,9 +6,6 @@ import (
 	"slices"
 
 	"golang.org/x/net/bpf"
-
-	"uvs/conntrack"
-	"uvs/service"
 )
 
 // Affine workers (the default; see Config.AFPacketPerPort) read one queue
@@ -143,22 +140,17 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 // the program compares them, each list sorted, without repeats and cut at
 // maxSteerAddrs.
 func natServerWords(s *snapshot) (v4 []uint32, v6 [][4]uint32) {
-	for _, v := range s.byKey {
-		for _, ds := range v.svc.Dests {
-			if ds.Fwd != service.FwdMasq {
-				continue
-			}
-			a := conntrack.AddrFrom(ds.Addr)
-			if ds.Addr.Is4() || ds.Addr.Is4In6() {
-				v4 = append(v4, binary.BigEndian.Uint32(a[12:]))
-				continue
-			}
-			var ws [4]uint32
-			for k := range ws {
-				ws[k] = binary.BigEndian.Uint32(a[4*k:])
-			}
-			v6 = append(v6, ws)
+	for _, n := range s.nat {
+		a := n.addr
+		if a.Netip().Is4() {
+			v4 = append(v4, binary.BigEndian.Uint32(a[12:]))
+			continue
 		}
+		var ws [4]uint32
+		for k := range ws {
+			ws[k] = binary.BigEndian.Uint32(a[4*k:])
+		}
+		v6 = append(v6, ws)
 	}
 	slices.Sort(v4)
 	v4 = slices.Compact(v4)
