@@ -108,6 +108,9 @@ type Director struct {
 	// tunnels.go; tests replace it, having no route).
 	tunnelFor func(ds *service.Dest, vips map[conntrack.Addr]bool) (*tunnelDest, error)
 
+	restoreOnce sync.Once
+	restoreErr  error
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -250,9 +253,21 @@ func (d *Director) Close() error {
 	default:
 	}
 	close(d.stop)
-	err := d.host.close() // closing the devices unblocks the workers
+	err := d.restoreHost() // closing the devices unblocks the workers
 	d.wg.Wait()
 	return err
+}
+
+// restoreHost undoes the host changes and closes the devices, once,
+// whoever asks first: Close, or a worker that panicked (two may). It holds
+// the rule lock, so that no rule change is applying to the host meanwhile.
+func (d *Director) restoreHost() error {
+	d.restoreOnce.Do(func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.restoreErr = d.host.close()
+	})
+	return d.restoreErr
 }
 
 // housekeeping reaps expired connections in bounded steps and feeds the

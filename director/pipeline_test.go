@@ -3,6 +3,8 @@ package director
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -615,4 +617,55 @@ func benchEstablishedFwd(b *testing.B, fwd service.Fwd) {
 		b.Fatalf("%d frames out, want 1", len(out))
 	}
 	benchFrame(b, w, s, pkt, buf)
+}
+
+// countingHost is fakeHost counting its closes, and checking that no rule
+// change is applying to it meanwhile.
+type countingHost struct {
+	fakeHost
+	closes   *atomic.Int32
+	applying *atomic.Bool
+}
+
+func (h countingHost) apply(*snapshot) error {
+	h.applying.Store(true)
+	time.Sleep(time.Millisecond)
+	h.applying.Store(false)
+	return nil
+}
+
+func (h countingHost) close() error {
+	if h.applying.Load() {
+		panic("host closed while a rule change applies to it")
+	}
+	h.closes.Add(1)
+	return nil
+}
+
+// TestRestoreHostOnce: two panicking workers and Close, racing with rule
+// changes, restore the host once, never in the middle of a change.
+func TestRestoreHostOnce(t *testing.T) {
+	d := newDirector(Config{Workers: 1})
+	h := countingHost{fakeHost{&port{dev: nopDevice{}, name: "fake0", index: 1}}, new(atomic.Int32), new(atomic.Bool)}
+	if err := d.start(h); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := service.Key{Proto: service.TCP, Addr: vip, Port: uint16(1000 + i)}
+			d.Update(func(c *service.Config) error { return c.AddService(&service.Service{Key: key, Scheduler: "rr"}) })
+		}()
+	}
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.restoreHost() }()
+	}
+	wg.Wait()
+	d.Close()
+	if n := h.closes.Load(); n != 1 {
+		t.Errorf("host closed %d times, want once", n)
+	}
 }

@@ -141,7 +141,7 @@ func (w *worker) run() {
 		// process: undo the host changes, then crash as before.
 		if r := recover(); r != nil {
 			w.d.log.Error("worker panic; restoring the host and exiting", "port", w.in.name, "panic", r)
-			w.d.host.close()
+			w.d.restoreHost()
 			panic(r)
 		}
 	}()
