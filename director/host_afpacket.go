@@ -163,7 +163,11 @@ func (h *afpHost) apply(s *snapshot) error {
 	if err := h.nb.resolveAll(s, nil); err != nil {
 		return err
 	}
-	h.local = localAddrs()
+	local, err := localAddrs()
+	if err != nil {
+		return err
+	}
+	h.local = local
 	var prog []bpf.RawInstruction
 	if h.d.affine() {
 		p, err := steerProgram(s)
@@ -229,12 +233,14 @@ func (h *afpHost) closePorts() {
 	}
 }
 
-// localAddrs returns the namespace's own addresses.
-func localAddrs() map[conntrack.Addr]bool {
+// localAddrs returns the namespace's own addresses. An error fails the
+// change that asked: with no addresses every VIP would look foreign, and
+// the filters would take the host's own traffic to those addresses.
+func localAddrs() (map[conntrack.Addr]bool, error) {
 	m := make(map[conntrack.Addr]bool)
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
-		return m
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
 	}
 	for _, a := range addrs {
 		var ca conntrack.Addr
@@ -245,7 +251,7 @@ func localAddrs() map[conntrack.Addr]bool {
 		}
 		m[ca] = true
 	}
-	return m
+	return m, nil
 }
 
 // nftApply rebuilds the drop rules (nftsets.go): the old rules stay until

@@ -283,6 +283,56 @@ func (h *tundevHost) apply(s *snapshot) error {
 		}
 		want[fmt.Sprintf("from %v icmp", ip)] = *ic
 	}
+	// All or nothing: first everything s needs is added (rules, VIP
+	// addresses, the notrack sets), each step undone if a later one
+	// fails; only then goes what s no longer needs.
+	added, err := h.addRules(want)
+	if err != nil {
+		return err
+	}
+	undoRules := func() {
+		for _, k := range added {
+			r := h.rules[k]
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+				h.d.log.Warn("undo a policy rule of a refused change", "rule", k, "err", err)
+			}
+			delete(h.rules, k)
+		}
+	}
+	newVIPs, err := h.addVIPs(s)
+	if err != nil {
+		undoRules()
+		return err
+	}
+	if err := h.notrack(s); err != nil {
+		h.dropVIPs(newVIPs)
+		undoRules()
+		return err
+	}
+	for k, r := range h.rules {
+		if strings.HasPrefix(k, "iif-") {
+			continue
+		}
+		if _, ok := want[k]; !ok {
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+				h.d.log.Warn("delete a policy rule no longer needed", "rule", k, "err", err)
+			}
+			delete(h.rules, k)
+		}
+	}
+	var old []netip.Addr
+	for ip := range h.vipIf {
+		if !s.vips[conntrack.AddrFrom(ip)] {
+			old = append(old, ip)
+		}
+	}
+	h.dropVIPs(old)
+	return nil
+}
+
+// addRules adds the rules of want the host does not have yet, and returns
+// their keys; on error it removes those it added.
+func (h *tundevHost) addRules(want map[string]netlink.Rule) ([]string, error) {
 	var added []string
 	keys := make([]string, 0, len(want))
 	for k := range want {
@@ -299,27 +349,13 @@ func (h *tundevHost) apply(s *snapshot) error {
 				netlink.RuleDel(&r)
 				delete(h.rules, a)
 			}
-			return err
+			return nil, err
 		}
 		added = append(added, k)
 	}
-	for k, r := range h.rules {
-		if strings.HasPrefix(k, "iif-") {
-			continue
-		}
-		if _, ok := want[k]; !ok {
-			netlink.RuleDel(&r)
-			delete(h.rules, k)
-		}
-	}
-	if err := h.vipAddrs(s); err != nil {
-		return err
-	}
-	return h.notrack(s)
+	return added, nil
 }
 
-// notrack rebuilds the conntrack exemptions (nftsets.go): the old rules
-// stay until the new ones are in.
 func (h *tundevHost) notrack(s *snapshot) error {
 	chains := func(t *nftables.Table) []*nftables.Chain {
 		return []*nftables.Chain{h.nft.AddChain(&nftables.Chain{Name: "raw-prerouting", Table: t, Type: nftables.ChainTypeFilter,
@@ -334,40 +370,52 @@ func (h *tundevHost) notrack(s *snapshot) error {
 	return nil
 }
 
-// vipAddrs makes every VIP an address of the host, adding the missing ones
-// and removing those it added that are no longer VIPs.
-func (h *tundevHost) vipAddrs(s *snapshot) error {
-	local := localAddrs()
-	want := make(map[netip.Addr]bool)
+// addVIPs makes every VIP of s an address of the host, and returns those
+// it added; on error it removes those again.
+func (h *tundevHost) addVIPs(s *snapshot) ([]netip.Addr, error) {
+	local, err := localAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var added []netip.Addr
 	for a := range s.vips {
 		ip := a.Netip()
-		want[ip] = true
 		if _, ours := h.vipIf[ip]; ours || local[a] {
 			continue
 		}
 		routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
 		if err != nil || len(routes) == 0 {
-			return fmt.Errorf("VIP %s: no route to find its interface: %v", ip, err)
+			h.dropVIPs(added)
+			return nil, fmt.Errorf("VIP %s: no route to find its interface: %v", ip, err)
 		}
 		l, err := netlink.LinkByIndex(routes[0].LinkIndex)
 		if err != nil {
-			return fmt.Errorf("VIP %s: %w", ip, err)
+			h.dropVIPs(added)
+			return nil, fmt.Errorf("VIP %s: %w", ip, err)
 		}
 		name := l.Attrs().Name
 		if err := h.hc.AddAddr(name, netip.PrefixFrom(ip, ip.BitLen())); err != nil {
-			return fmt.Errorf("add VIP %s to %s: %w", ip, name, err)
+			h.dropVIPs(added)
+			return nil, fmt.Errorf("add VIP %s to %s: %w", ip, name, err)
 		}
 		h.vipIf[ip] = name
+		added = append(added, ip)
 	}
-	for ip, name := range h.vipIf {
-		if !want[ip] {
-			if err := h.hc.DelAddr(name, netip.PrefixFrom(ip, ip.BitLen())); err != nil {
-				h.d.log.Warn("remove an address that is no longer a VIP", "address", ip, "interface", name, "err", err)
-			}
-			delete(h.vipIf, ip)
+	return added, nil
+}
+
+// dropVIPs removes the VIP addresses ips that the director added.
+func (h *tundevHost) dropVIPs(ips []netip.Addr) {
+	for _, ip := range ips {
+		name, ok := h.vipIf[ip]
+		if !ok {
+			continue
 		}
+		if err := h.hc.DelAddr(name, netip.PrefixFrom(ip, ip.BitLen())); err != nil {
+			h.d.log.Warn("remove an address the director added", "address", ip, "interface", name, "err", err)
+		}
+		delete(h.vipIf, ip)
 	}
-	return nil
 }
 
 func (h *tundevHost) close() error {
