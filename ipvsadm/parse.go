@@ -1,6 +1,7 @@
 package ipvsadm
 
 import (
+	"math"
 	"net/netip"
 	"strings"
 )
@@ -527,38 +528,25 @@ func numberIn(s string, min, max int64) (int64, bool) {
 	return v, true
 }
 
-// strtol parses s as C's strtol(s, &end, 10) does and reports whether all
-// of s was a number that fits a long.
+// strtol parses s as string_to_number and parse_fwmark use C's
+// strtol(s, &end, 10): it reports the value and whether all of s was a
+// number that fits a long (errno not ERANGE).
 func strtol(s string) (int64, bool) {
-	i := 0
-	for i < len(s) && isSpace(s[i]) {
-		i++
-	}
-	neg := false
-	if i < len(s) && (s[i] == '+' || s[i] == '-') {
-		neg = s[i] == '-'
-		i++
-	}
-	start := i
-	var v uint64
-	overflow := false
-	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
-		v = v*10 + uint64(s[i]-'0')
-		if v > 1<<63 {
-			overflow = true
-		}
-	}
-	if i == start || i != len(s) || overflow || (!neg && v > 1<<63-1) {
+	v, rangeErr, n := cStrtol(s)
+	if n == 0 || n != len(s) || rangeErr {
 		return 0, false
 	}
-	if neg {
-		return -int64(v), true
-	}
-	return int64(v), true
+	return v, true
 }
 
-// atoi is C's atoi: the leading number, 0 when there is none.
-func atoi(s string) int {
+// cStrtol is C's strtol(s, &end, 10) with a 64-bit long: leading white
+// space, an optional sign, then decimal digits. It returns the value,
+// clamped to the long range with rangeErr set when the number does not
+// fit (strtol's LONG_MAX or LONG_MIN with errno ERANGE), and n, the
+// length of the number in s (0 when s does not start with one, as when
+// strtol sets end to s). Overflow is detected before it can happen:
+// the digits are never accumulated past the limit, so no input wraps.
+func cStrtol(s string) (v int64, rangeErr bool, n int) {
 	i := 0
 	for i < len(s) && isSpace(s[i]) {
 		i++
@@ -568,14 +556,40 @@ func atoi(s string) int {
 		neg = s[i] == '-'
 		i++
 	}
-	v := 0
-	for ; i < len(s) && s[i] >= '0' && s[i] <= '9' && v < 1<<20; i++ {
-		v = v*10 + int(s[i]-'0')
-	}
+	limit := uint64(math.MaxInt64) // the largest magnitude that fits
 	if neg {
-		return -v
+		limit++
 	}
-	return v
+	start := i
+	var u uint64
+	for ; i < len(s) && isDigit(s[i]); i++ {
+		d := uint64(s[i] - '0')
+		if rangeErr || u > (limit-d)/10 {
+			rangeErr = true // keep consuming digits, as strtol does
+			continue
+		}
+		u = u*10 + d
+	}
+	if i == start {
+		return 0, false, 0
+	}
+	switch {
+	case rangeErr && neg:
+		return math.MinInt64, true, i
+	case rangeErr:
+		return math.MaxInt64, true, i
+	case neg:
+		return int64(-u), false, i // -u wraps to math.MinInt64 for u == 1<<63
+	}
+	return int64(u), false, i
+}
+
+// atoi is glibc's atoi, (int)strtol(s, NULL, 10): the leading number,
+// clamped to the long range, then cut to 32 bits; 0 when there is none.
+// ipvsadm reads an IPv6 -M this way, so -M 4294967360 is 64 there too.
+func atoi(s string) int {
+	v, _, _ := cStrtol(s)
+	return int(int32(v))
 }
 
 func isSpace(b byte) bool {
@@ -604,15 +618,21 @@ func inetAton(s string) (uint32, bool) {
 			}
 		}
 		var v uint64
+		digits := i
 		for ; i < len(s); i++ {
 			d, ok := digitVal(s[i], base)
 			if !ok {
 				break
 			}
-			v = v*base + d
+			v = v*base + d // v <= 0xffffffff here, so this cannot wrap
 			if v > 0xffffffff {
 				return 0, false
 			}
+		}
+		if base == 16 && i == digits {
+			// strtoul reads a bare "0x" as 0 ending at the x, and an x
+			// is neither a dot nor the white space that may end it.
+			return 0, false
 		}
 		parts = append(parts, v)
 		if i < len(s) && s[i] == '.' {
