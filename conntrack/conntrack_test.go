@@ -55,29 +55,29 @@ func TestStateTransitions(t *testing.T) {
 		steps  []step
 	}{
 		{"nat client closes", false, protoTCP, syn, StateSynRecv, []step{
-			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Orig, psh, StateEstablished},
+			{Reply, synack, StateSynRecv}, {Orig, ack, StateEstablished}, {Orig, psh, StateEstablished},
 			{Reply, psh, StateEstablished}, {Orig, fin, StateCloseWait}, {Reply, ack, StateCloseWait},
 			{Reply, fin, StateTimeWait}, {Orig, ack, StateTimeWait},
 		}},
 		{"nat server closes", false, protoTCP, syn, StateSynRecv, []step{
-			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Reply, fin, StateFinWait},
+			{Reply, synack, StateSynRecv}, {Orig, ack, StateEstablished}, {Reply, fin, StateFinWait},
 			{Orig, ack, StateFinWait}, {Orig, fin, StateTimeWait}, {Reply, ack, StateTimeWait},
 		}},
 		{"nat server refuses", false, protoTCP, syn, StateSynRecv, []step{
 			{Reply, rstack, StateClose},
 		}},
 		{"nat client rst during handshake is ignored", false, protoTCP, syn, StateSynRecv, []step{
-			{Orig, rst, StateSynRecv}, {Reply, synack, StateSynAck}, {Orig, rst, StateSynRecv},
+			{Orig, rst, StateSynRecv}, {Reply, synack, StateSynRecv}, {Orig, rst, StateSynRecv},
 		}},
 		{"nat reset when established", false, protoTCP, syn, StateSynRecv, []step{
-			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Reply, rst, StateClose},
+			{Reply, synack, StateSynRecv}, {Orig, ack, StateEstablished}, {Reply, rst, StateClose},
 			{Orig, ack, StateClose},
 		}},
 		{"nat retransmitted syn", false, protoTCP, syn, StateSynRecv, []step{
-			{Orig, syn, StateSynRecv}, {Reply, synack, StateSynAck}, {Reply, synack, StateSynAck},
+			{Orig, syn, StateSynRecv}, {Reply, synack, StateSynRecv}, {Reply, synack, StateSynRecv},
 		}},
 		{"nat last ack", false, protoTCP, syn, StateSynRecv, []step{
-			{Reply, synack, StateSynAck}, {Orig, ack, StateEstablished}, {Orig, fin, StateCloseWait},
+			{Reply, synack, StateSynRecv}, {Orig, ack, StateEstablished}, {Orig, fin, StateCloseWait},
 			{Reply, fin, StateTimeWait},
 		}},
 		{"dr lifecycle", true, protoTCP, syn, StateSynRecv, []step{
@@ -196,7 +196,8 @@ func TestNextMatchesTable(t *testing.T) {
 		{StateEstablished, fin, Orig, false, StateCloseWait},
 		{StateEstablished, fin, Reply, false, StateFinWait},
 		{StateEstablished, fin, Orig, true, StateFinWait},
-		{StateSynRecv, synack, Reply, false, StateSynAck},
+		{StateSynRecv, synack, Reply, false, StateSynRecv}, // the server's SYN-ACK changes nothing
+		{StateSynAck, synack, Reply, false, StateSynRecv},
 		{StateSynRecv, rst, Orig, false, StateSynRecv},
 		{StateSynRecv, rst, Reply, false, StateClose},
 		{StateSynAck, ack, Orig, false, StateEstablished},

@@ -114,9 +114,8 @@ const (
 )
 
 // transitions[mode][state] lists the next state after a SYN, FIN, ACK
-// and RST, in that order. These are IPVS's published TCP transitions
-// (the LVS documentation and lvs-users discussions of its TCP state
-// table), written out per state:
+// and RST, in that order. They are IPVS's TCP transitions (its default
+// table, not the secure_tcp one), written out per state:
 //
 //   - A director that sees both directions (NAT) treats a client FIN as
 //     the server's peer closing (CLOSE_WAIT) and a server FIN as the
@@ -127,14 +126,18 @@ const (
 //   - A client RST during the handshake leaves SYN_RECV alone (a spoofed
 //     RST must not free a half-open entry early); otherwise RST means
 //     CLOSE.
-//   - The server's SYN+ACK moves SYN_RECV to SYNACK; the client's final
-//     ACK then gives ESTABLISHED.
+//   - The server's SYN+ACK leaves SYN_RECV as it is, with its 60 s
+//     timeout: until the client's ACK, a half-open entry is held no
+//     longer than one whose server never answered (a SYN flood's forged
+//     entries expire alike either way). The client's ACK then gives
+//     ESTABLISHED. SYNACK is only reached under secure_tcp, which UVS
+//     does not have; its rows are IPVS's all the same.
 //   - A client SYN on an old entry restarts the handshake in SYN_RECV.
 //
-// The end states of the common cases (handshake, client or server close,
-// RST, half-open, NAT and true DR) were checked against a real IPVS:
-// testdata/oracle/ holds the script and its output, TestOracleScenarios
-// replays them.
+// testdata/oracle/transitions.txt lists, packet by packet, what a real
+// IPVS (Linux 6.1) did for crafted sequences in NAT, DR and tunnel mode;
+// TestOracleTransitions replays them. testdata/oracle/states.* hold the
+// end states of whole connections (TestOracleScenarios).
 var transitions = [3][numTCPStates][numEvents]State{
 	modeIn: {
 		//        SYN FIN ACK RST
@@ -155,14 +158,14 @@ var transitions = [3][numTCPStates][numEvents]State{
 		nO: {sS, tW, eS, cL},
 		eS: {eS, fW, eS, cL},
 		sS: {sS, sS, sS, sS},
-		sR: {sA, tW, eS, cL},
+		sR: {sR, tW, eS, cL},
 		fW: {sS, fW, fW, cL},
 		tW: {sS, tW, tW, tW},
 		cL: {sS, cL, cL, cL},
 		cW: {sS, tW, cW, cL},
 		lA: {sS, lA, lA, cL},
 		lI: {lI, lI, eS, cL},
-		sA: {sA, tW, eS, cL},
+		sA: {sR, tW, eS, cL},
 	},
 	modeInOnly: {
 		//        SYN FIN ACK RST
