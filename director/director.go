@@ -39,7 +39,7 @@ const (
 type Config struct {
 	IO         string   // IOAFPacket (default) or IOTUN
 	Interfaces []string // interfaces to serve; nil = every non-loopback Ethernet interface that is up
-	Workers    int      // packet workers (queues) per interface; 0 = one per core, spread over the interfaces
+	Workers    int      // packet workers; 0 = one per core (with AFPacketPerPort, the poller or the ring: readers per interface, 0 = the cores spread over the interfaces)
 	Capacity   int      // connection table limit; 0 = 1<<20
 	Logger     *slog.Logger
 	// StateDir keeps what a director killed outright could not undo, for
@@ -70,12 +70,22 @@ type Director struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex // serialises control-plane changes
-	conf   *service.Config
-	snap   atomic.Pointer[snapshot]
-	svcID  map[*service.Stats]uint32 // stable service IDs across snapshots
-	nextS  uint32
-	scheds map[*service.Stats]schedEntry
+	mu    sync.Mutex // serialises control-plane changes
+	conf  *service.Config
+	snap  atomic.Pointer[snapshot]
+	svcID map[*service.Stats]uint32 // stable service IDs across snapshots
+	nextS uint32
+	// svcFree are service IDs of deleted services, for reuse (a deleted
+	// service's connections are dropped whatever their ID finds: their
+	// real server is gone).
+	svcFree []uint32
+	// gone are deleted real servers whose IDs the registry still holds:
+	// released once nothing refers to them (releaseGone).
+	gone []goneServer
+	// releaseAfter is how long a deleted server with no connection keeps
+	// its ID: longer than a worker holds a copy of an entry.
+	releaseAfter time.Duration
+	scheds       map[*service.Stats]schedEntry
 
 	reg   service.Registry
 	ct    *conntrack.Table
@@ -133,6 +143,9 @@ type hostBackend interface {
 }
 
 // New sets the host up and starts the workers with an empty rule table.
+// It first removes what a director killed outright left on the host (an
+// nftables table, policy rules), so the caller must make sure no other
+// director runs in the network namespace (control.Acquire) before.
 func New(cfg Config) (*Director, error) {
 	if cfg.IO == "" {
 		cfg.IO = IOAFPacket
@@ -189,15 +202,16 @@ func (d *Director) affine() bool {
 // newDirector makes a Director with an empty table and no host yet.
 func newDirector(cfg Config) *Director {
 	d := &Director{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		conf:      service.NewConfig(),
-		svcID:     make(map[*service.Stats]uint32),
-		scheds:    make(map[*service.Stats]schedEntry),
-		est:       rate.New(),
-		clock:     conntrack.NewClock(),
-		stop:      make(chan struct{}),
-		tunnelFor: tunnelFor,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		conf:         service.NewConfig(),
+		svcID:        make(map[*service.Stats]uint32),
+		scheds:       make(map[*service.Stats]schedEntry),
+		est:          rate.New(),
+		clock:        conntrack.NewClock(),
+		stop:         make(chan struct{}),
+		tunnelFor:    tunnelFor,
+		releaseAfter: 5 * time.Second,
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,
@@ -288,6 +302,7 @@ func (d *Director) housekeeping() {
 		case now := <-est.C:
 			d.est.Tick(now)
 			d.pruneDrained()
+			d.releaseGone()
 		}
 	}
 }
@@ -328,7 +343,14 @@ func (d *Director) publishLocked(next *service.Config) error {
 		return err
 	}
 	if err := d.host.apply(s); err != nil {
-		return fmt.Errorf("set up host for new rules: %w", err)
+		// The client hears of it, but the log must too: the host may be
+		// in trouble (a table removed under the director's feet). apply
+		// leaves the host as it was, so the previous rules go on.
+		err = fmt.Errorf("set up host for new rules: %w", err)
+		_ = d.log.Error
+		if false { d.log.Error("rule change failed on the host; the previous rules stay in force, and the host as they need it",
+			"err", err, "services", len(next.Services)) }
+		return err
 	}
 	old := d.conf
 	d.conf = next
@@ -337,9 +359,11 @@ func (d *Director) publishLocked(next *service.Config) error {
 	d.reportRoutes(d.snap.Load(), s)
 	d.snap.Store(s)
 	d.ct.SetTimeouts(conntrack.Timeouts(next.Timeouts))
+	now := time.Now()
 	for _, st := range next.Removed(old) {
 		st.MarkGone()
 		d.est.Untrack(&st.Stats)
+		d.gone = append(d.gone, goneServer{st, now})
 	}
 	d.forgetServices(next)
 	return nil
@@ -351,8 +375,9 @@ func (d *Director) forgetServices(c *service.Config) {
 	for _, s := range c.Services {
 		live[s.Stats] = true
 	}
-	for st := range d.svcID {
+	for st, id := range d.svcID {
 		if !live[st] {
+			d.svcFree = append(d.svcFree, id)
 			delete(d.svcID, st)
 			delete(d.scheds, st)
 			d.est.Untrack(st)

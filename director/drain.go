@@ -1,6 +1,8 @@
 package director
 
 import (
+	"time"
+
 	"uvs/conntrack"
 	"uvs/service"
 )
@@ -70,4 +72,32 @@ func (d *Director) pruneDrained() {
 			return
 		}
 	}
+}
+
+// goneServer is a deleted real server whose registry ID is still held.
+type goneServer struct {
+	st    *service.DestState
+	since time.Time
+}
+
+// releaseGone frees the registry IDs of deleted servers that nothing refers
+// to any more: no connection or template (their counts are exact), and
+// deleted at least releaseAfter ago, longer than a worker keeps a copy of
+// an entry. So the registry, and the snapshot's tables indexed by ID, stay
+// the size of the servers that exist.
+func (d *Director) releaseGone() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	keep := d.gone[:0]
+	for _, g := range d.gone {
+		st := g.st
+		if st.ActiveConns()+st.InactConns()+st.PersistConns() == 0 && now.Sub(g.since) >= d.releaseAfter {
+			d.reg.Release(st)
+			continue
+		}
+		keep = append(keep, g)
+	}
+	clear(d.gone[len(keep):])
+	d.gone = keep
 }

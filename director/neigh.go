@@ -126,23 +126,34 @@ func (nb *neighbours) resolveAll(s *snapshot, need func(*service.Dest) bool) err
 			s.nh[id] = nh
 		}
 	}
-	if len(fresh) == 0 {
+	// Next hops no server uses any more are forgotten: not asked for
+	// again, not learned.
+	used := make(map[*nexthop]bool, len(byAddr))
+	for _, nh := range byAddr {
+		used[nh] = true
+	}
+	pruned := false
+	for k, nh := range nb.byKey {
+		if !used[nh] {
+			delete(nb.byKey, k)
+			pruned = true
+		}
+	}
+	if len(fresh) == 0 && !pruned {
 		return nil
 	}
 	// Workers learn answers from this map at once, before the snapshot
 	// that uses the next hops is published (the kernel ignores answers to
 	// requests it did not make, so its table would not have them).
-	m := make(map[conntrack.Addr][]*nexthop)
-	if old := nb.d.nhByIP.Load(); old != nil {
-		for a, l := range *old {
-			m[a] = l
-		}
-	}
-	for _, nh := range fresh {
+	m := make(map[conntrack.Addr][]*nexthop, len(nb.byKey))
+	for _, nh := range nb.byKey {
 		a := conntrack.AddrFrom(nh.ip)
-		m[a] = append(append([]*nexthop(nil), m[a]...), nh)
+		m[a] = append(m[a], nh)
 	}
 	nb.d.nhByIP.Store(&m)
+	if len(fresh) == 0 {
+		return nil
+	}
 	// Ask; the workers learn the answers, and the kernel's table may have
 	// them too by then.
 	pending := nb.fromKernel(fresh)

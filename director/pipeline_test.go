@@ -3,6 +3,7 @@ package director
 import (
 	"encoding/binary"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -667,5 +668,50 @@ func TestRestoreHostOnce(t *testing.T) {
 	d.Close()
 	if n := h.closes.Load(); n != 1 {
 		t.Errorf("host closed %d times, want once", n)
+	}
+}
+
+// TestManyServersComeAndGo adds and deletes 100 000 real servers, one at a
+// time, with connections to some of them: the registry, the snapshot's
+// tables indexed by ID and the heap come back to the size of what exists.
+func TestManyServersComeAndGo(t *testing.T) {
+	d, w := testWorker(t, 0)
+	d.releaseAfter = 0
+	key := service.Key{Proto: service.TCP, Addr: vip, Port: 80}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	const n = 100_000
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
+		if err := d.Update(func(c *service.Config) error {
+			return c.AddDest(key, &service.Dest{Addr: a, Port: 8080, Fwd: service.FwdMasq, Weight: 1})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 0 {
+			// A connection to it, which keeps its ID until it is gone.
+			handle(w, frameBuf(tcpFrame(client, uint16(20000+i/1000), packet.TCPSyn, 0)))
+		}
+		if err := d.Update(func(c *service.Config) error { return c.DeleteDest(key, a, 8080) }); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			d.releaseGone() // housekeeping does, every 2 s
+		}
+	}
+	d.releaseGone()
+	if issued := d.reg.Issued(); issued > 1000 {
+		t.Errorf("the registry issued %d IDs for at most ~100 servers alive at once", issued)
+	}
+	if s := d.snap.Load(); len(s.nh) > 1000 || len(s.byID) > 10 {
+		t.Errorf("snapshot tables: %d next hops, %d services", len(s.nh), len(s.byID))
+	}
+	if grew := int64(heap()) - int64(before); grew > 4<<20 {
+		t.Errorf("the heap grew by %d bytes after 100 000 servers came and went", grew)
 	}
 }

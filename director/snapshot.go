@@ -33,6 +33,8 @@ type snapshot struct {
 	// unrouted are the real servers with no route (routes.go), one entry
 	// per address.
 	unrouted []unroutedDest
+	// svcFreeLeft is how many of Director.svcFree compile did not take.
+	svcFreeLeft int
 }
 
 type svcKey struct {
@@ -90,6 +92,7 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 		vips:  make(map[conntrack.Addr]bool),
 	}
 	maxID := uint32(0)
+	s.svcFreeLeft = len(d.svcFree)
 	for _, sv := range c.Services {
 		if err := d.check(sv); err != nil {
 			return nil, err
@@ -104,8 +107,15 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 		}
 		id, ok := d.svcID[sv.Stats]
 		if !ok {
-			d.nextS++
-			id = d.nextS
+			// A deleted service's ID first: taken from svcFree by adopt,
+			// once the snapshot is published.
+			if s.svcFreeLeft > 0 {
+				s.svcFreeLeft--
+				id = d.svcFree[s.svcFreeLeft]
+			} else {
+				d.nextS++
+				id = d.nextS
+			}
 		}
 		v := &vsvc{id: id, svc: sv, sched: se.s, dests: sv.Dests}
 		a := conntrack.AddrFrom(sv.Addr)
@@ -152,6 +162,7 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 // (handed their new server lists only now, so a refused change leaves them
 // alone), thresholds and rate tracking. Called with d.mu held.
 func (d *Director) adopt(s *snapshot) {
+	d.svcFree = d.svcFree[:s.svcFreeLeft]
 	for _, v := range s.byKey {
 		sv := v.svc
 		d.svcID[sv.Stats] = v.id

@@ -179,3 +179,32 @@ func TestKeyOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistryRelease: a released ID is found no more and is reused; the
+// table grows past a chunk.
+func TestRegistryRelease(t *testing.T) {
+	var r Registry
+	var sts []*DestState
+	for range 3000 {
+		st := newDestState()
+		r.Register(st)
+		sts = append(sts, st)
+	}
+	for i, st := range sts {
+		if r.Get(st.ID()) != st || st.ID() != uint32(i+1) {
+			t.Fatalf("state %d: ID %d, Get %p", i, st.ID(), r.Get(st.ID()))
+		}
+	}
+	gone := sts[1500]
+	r.Release(gone)
+	if r.Get(gone.ID()) != nil {
+		t.Error("a released ID is still found")
+	}
+	c := newDestState()
+	if id := r.Register(c); id != gone.ID() || r.Get(id) != c {
+		t.Errorf("new state got ID %d, want the released %d", id, gone.ID())
+	}
+	if n := r.Issued(); n != 3001 {
+		t.Errorf("Issued %d, want 3001", n)
+	}
+}

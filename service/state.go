@@ -97,13 +97,22 @@ func (s *DestState) checkOverload() {
 }
 
 // Registry hands out the IDs by which the connection table refers to real
-// servers, and maps them back. Lookups take no lock. IDs are never reused:
-// a worker holding a copy of a deleted server's connection can then never
-// reach another server through it (8 bytes per deleted server).
+// servers, and maps them back. Lookups take no lock. An ID is reused only
+// after Release, which the director calls once nothing can refer to the
+// server any more (no connection or template, and a grace period for the
+// workers' copies): a connection of a deleted server can then never reach
+// another server through its ID. The table grows in chunks, so a Register
+// copies no more than the list of chunks.
 type Registry struct {
-	mu    sync.Mutex
-	table atomic.Pointer[[]*DestState]
+	mu     sync.Mutex
+	chunks atomic.Pointer[[]*regChunk]
+	free   []uint32 // released IDs, for reuse
+	next   uint32   // the next ID never issued; 0 means 1 (ID 0 is none)
 }
+
+const regChunkSize = 1024
+
+type regChunk [regChunkSize]atomic.Pointer[DestState]
 
 // Register gives st an ID if it has none.
 func (r *Registry) Register(st *DestState) uint32 {
@@ -112,28 +121,64 @@ func (r *Registry) Register(st *DestState) uint32 {
 	if st.id != 0 {
 		return st.id
 	}
-	var cur []*DestState
-	if p := r.table.Load(); p != nil {
+	var id uint32
+	if n := len(r.free); n > 0 {
+		id, r.free = r.free[n-1], r.free[:n-1]
+	} else {
+		if r.next == 0 {
+			r.next = 1
+		}
+		id = r.next
+		r.next++
+	}
+	var cur []*regChunk
+	if p := r.chunks.Load(); p != nil {
 		cur = *p
 	}
-	if len(cur) == 0 {
-		cur = []*DestState{nil} // ID 0 means none
+	if c := int(id / regChunkSize); c >= len(cur) {
+		grown := make([]*regChunk, c+1)
+		copy(grown, cur)
+		for i := len(cur); i < len(grown); i++ {
+			grown[i] = new(regChunk)
+		}
+		r.chunks.Store(&grown)
+		cur = grown
 	}
-	next := make([]*DestState, len(cur), len(cur)+1)
-	copy(next, cur)
-	st.id = uint32(len(next))
-	next = append(next, st)
-	r.table.Store(&next)
-	return st.id
+	cur[id/regChunkSize][id%regChunkSize].Store(st)
+	st.id = id
+	return id
+}
+
+// Release frees st's ID for reuse; Get no longer finds st. The caller
+// guarantees that nothing refers to the ID any more.
+func (r *Registry) Release(st *DestState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := st.id
+	if id == 0 {
+		return
+	}
+	if p := r.chunks.Load(); p != nil && int(id/regChunkSize) < len(*p) {
+		(*p)[id/regChunkSize][id%regChunkSize].Store(nil)
+	}
+	r.free = append(r.free, id)
 }
 
 // Get returns the state with the given ID, or nil.
 func (r *Registry) Get(id uint32) *DestState {
-	p := r.table.Load()
-	if p == nil || int(id) >= len(*p) {
+	p := r.chunks.Load()
+	if p == nil || int(id/regChunkSize) >= len(*p) {
 		return nil
 	}
-	return (*p)[id]
+	return (*p)[id/regChunkSize][id%regChunkSize].Load()
+}
+
+// Issued is one more than the highest ID ever issued: what tables
+// indexed by ID need, at most.
+func (r *Registry) Issued() uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return max(r.next, 1)
 }
 
 // Counters are the IPVS statistics of a service or real server.
