@@ -347,9 +347,8 @@ func (d *Director) publishLocked(next *service.Config) error {
 		// in trouble (a table removed under the director's feet). apply
 		// leaves the host as it was, so the previous rules go on.
 		err = fmt.Errorf("set up host for new rules: %w", err)
-		_ = d.log.Error
-		if false { d.log.Error("rule change failed on the host; the previous rules stay in force, and the host as they need it",
-			"err", err, "services", len(next.Services)) }
+		d.log.Error("rule change failed on the host; the previous rules stay in force, and the host as they need it",
+			"err", err, "services", len(next.Services))
 		return err
 	}
 	old := d.conf
