@@ -11,6 +11,7 @@
 package director
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,6 +119,9 @@ type Director struct {
 	// tunnels.go; tests replace it, having no route).
 	tunnelFor func(ds *service.Dest, vips map[conntrack.Addr]bool) (*tunnelDest, error)
 
+	// debug says the logger takes debug records (checked once, at start).
+	debug bool
+
 	restoreOnce sync.Once
 	restoreErr  error
 
@@ -201,6 +205,9 @@ func (d *Director) affine() bool {
 
 // newDirector makes a Director with an empty table and no host yet.
 func newDirector(cfg Config) *Director {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	d := &Director{
 		cfg:          cfg,
 		log:          cfg.Logger,
@@ -210,6 +217,7 @@ func newDirector(cfg Config) *Director {
 		est:          rate.New(),
 		clock:        conntrack.NewClock(),
 		stop:         make(chan struct{}),
+		debug:        cfg.Logger.Enabled(context.Background(), slog.LevelDebug),
 		tunnelFor:    tunnelFor,
 		releaseAfter: 5 * time.Second,
 	}

@@ -440,10 +440,14 @@ func (h *tundevHost) close() error {
 			continue
 		}
 		r.Priority = localPref
-		netlink.RuleDel(r)
+		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete local rule at priority %d: %w", localPref, err))
+		}
 	}
 	for _, r := range h.routes {
-		netlink.RouteDel(&r)
+		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete route %v table %d: %w", r.Dst, r.Table, err))
+		}
 	}
 	if h.hc != nil {
 		if err := h.hc.Undo(); err != nil {

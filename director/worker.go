@@ -180,7 +180,9 @@ func (w *worker) flush() {
 			continue
 		}
 		pt := w.d.ports[i]
-		if err := pt.write(w.id, fr); err != nil {
+		if err := pt.write(w.id, fr); err != nil && w.d.debug {
+			// Counted by the socket (send_failed); the arguments are
+			// boxed only when someone reads debug logs.
 			w.d.log.Debug("write", "port", pt.name, "err", err)
 		}
 		clear(fr)
