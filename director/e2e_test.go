@@ -669,7 +669,8 @@ func hostState(t *testing.T, h *testbed.Host) string {
 		{"ip", "-4", "rule", "show"}, {"ip", "-6", "rule", "show"},
 		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
 		{"ip", "-br", "addr"}, {"ip", "-br", "link"},
-		{"cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/conf/all/rp_filter"},
+		{"cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding", "/proc/sys/net/ipv4/conf/all/rp_filter",
+			"/proc/sys/net/ipv4/tcp_early_demux", "/proc/sys/net/ipv4/udp_early_demux"},
 	} {
 		out, err := h.Exec(args[0], args[1:]...)
 		if err != nil {
