@@ -4,12 +4,15 @@
 //	director run [flags]        run the director in the foreground
 //	director ipvsadm ARGS...    talk to a running director, ipvsadm style
 //	director lab NAME [flags]   build an LVS lab (nat, dr, ssl, pcc, tun) in namespaces and show it working
+//	director realserver [flags] the real-server side of LVS-DR and LVS-TUN
+//	director version            print the version
 //
 // Invoked through a symlink named ipvsadm, it behaves as `director ipvsadm`.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -37,84 +41,263 @@ func main() {
 	if filepath.Base(os.Args[0]) == "ipvsadm" {
 		os.Exit(ipvsadmMain(os.Args[1:]))
 	}
-	if len(os.Args) < 2 {
-		usage(os.Stderr)
-		os.Exit(2)
+	os.Exit(directorMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// directorMain runs `director ARGS...`.
+func directorMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
 	}
-	args := os.Args[2:]
-	switch os.Args[1] {
+	rest := args[1:]
+	switch args[0] {
 	case "run":
-		os.Exit(runMain(args))
+		return runMain(rest, stdout, stderr)
 	case "ipvsadm":
-		os.Exit(ipvsadmMain(args))
+		return ipvsadmMain(rest)
 	case "lab":
-		os.Exit(labMain(args))
+		return labMain(rest)
 	case "realserver":
-		os.Exit(realserverMain(args))
-	case "-h", "--help", "help":
-		usage(os.Stdout)
+		return realserverMain(rest)
+	case "version", "--version", "-version", "-V":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "-h", "--help", "-help", "help":
+		usage(stdout)
+		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "director: unknown command %q\n", os.Args[1])
-		usage(os.Stderr)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "director: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
 	}
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage:
-  director run [--rules FILE] [--io afpacket|tun] [--socket PATH] [--interfaces IF,...]
+	fs, _ := runFlags()
+	fmt.Fprintf(w, `usage:
+  director run %s
   director ipvsadm ARGS...     (or through a symlink named ipvsadm)
   director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]
   director realserver [--dr] --vip VIP[,...] [--from DIRECTOR[,...]] [--gue-port P] [--name DEV]
-`)
+  director version
+
+director run --help, director lab --help and director realserver --help explain their flags;
+director ipvsadm -h shows ipvsadm's usage.
+`, synopsis(fs, "               "))
 }
 
-func runMain(args []string) int {
+// synopsis lists every flag of fs, "[--name ARG]", wrapped with indent.
+func synopsis(fs *flag.FlagSet, indent string) string {
+	var b strings.Builder
+	col := len(indent)
+	fs.VisitAll(func(f *flag.Flag) {
+		name, _ := flag.UnquoteUsage(f)
+		item := "[--" + f.Name
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !isBool && name != "" {
+			item += " " + name
+		}
+		item += "]"
+		if col+len(item) > 100 && b.Len() > 0 {
+			b.WriteString("\n" + indent)
+			col = len(indent)
+		} else if b.Len() > 0 {
+			b.WriteByte(' ')
+			col++
+		}
+		b.WriteString(item)
+		col += len(item)
+	})
+	return b.String()
+}
+
+// version is the director's version; a build from a module version, or
+// from a git checkout, adds what it knows (debug.ReadBuildInfo).
+const version = "0.1.0"
+
+func versionString() string {
+	s := "director (UVS) " + version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return s
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		s += ", module " + v
+	}
+	var rev, when string
+	modified := false
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.time":
+			when = kv.Value
+		case "vcs.modified":
+			modified = kv.Value == "true"
+		}
+	}
+	if rev != "" {
+		s += ", revision " + rev
+		if when != "" {
+			s += " (" + when + ")"
+		}
+		if modified {
+			s += " with local changes"
+		}
+	}
+	return s + ", " + bi.GoVersion
+}
+
+// runOptions are `director run`'s flags.
+type runOptions struct {
+	rules, io, socket, interfaces, logLevel, pprof, metrics string
+	workers, capacity                                       int
+	ring, blocking, affine                                  bool
+	spin                                                    time.Duration
+}
+
+// runFlags declares `director run`'s flags; usage shows every one.
+func runFlags() (*flag.FlagSet, *runOptions) {
+	o := &runOptions{}
 	fs := flag.NewFlagSet("director run", flag.ContinueOnError)
-	rules := fs.String("rules", "", "rules file in `ipvsadm -S` form; loaded at start, reloaded on SIGHUP")
-	ioMode := fs.String("io", director.IOAFPacket, "packet I/O: afpacket or tun")
-	sock := fs.String("socket", control.SocketPath(), "control socket")
-	ifs := fs.String("interfaces", "", "comma-separated interfaces to serve (afpacket; default: every Ethernet interface that is up)")
-	workers := fs.Int("workers", 0, "packet workers per interface (0 = one per core, spread over the interfaces)")
-	capacity := fs.Int("capacity", 1<<20, "connection table limit")
-	ring := fs.Bool("afpacket-ring", false, "afpacket: receive through a TPACKET_V3 ring instead of recvmmsg (experimental)")
-	blocking := fs.Bool("afpacket-blocking", true, "afpacket: wait for frames in a blocking recvmmsg on a locked thread; =false waits in the Go poller (the ring always does)")
-	spin := fs.Duration("afpacket-spin", 0, "afpacket: retry an empty socket this long before waiting, e.g. 20us (experimental; burns CPU)")
-	affine := fs.Bool("afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	pprofAddr := fs.String("pprof", "", "serve Go's /debug/pprof on this address (for profiling the data path)")
-	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this address, e.g. :9100")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs.StringVar(&o.rules, "rules", "", "the rules, a `FILE` in the form ipvsadm -S writes; loaded at start, reloaded on SIGHUP (a bad file is refused whole)")
+	fs.StringVar(&o.io, "io", director.IOAFPacket, "packet I/O, `MODE` afpacket or tun")
+	fs.StringVar(&o.socket, "socket", control.SocketPath(), "the control socket's `PATH` (clients: $UVS_SOCKET); the directory also holds director.lock and, with --io tun, host-changes")
+	fs.StringVar(&o.interfaces, "interfaces", "", "afpacket: the interfaces to serve, a comma-separated `LIST` (default: every Ethernet interface that is up)")
+	fs.IntVar(&o.workers, "workers", 0, "`N` packet workers (0: one per core); with --afpacket-affine=false, --afpacket-blocking=false or --afpacket-ring, the readers per interface")
+	fs.IntVar(&o.capacity, "capacity", 1<<20, "the connection table's limit, `N` entries; when full, new connections are dropped")
+	fs.BoolVar(&o.ring, "afpacket-ring", false, "afpacket: receive through a TPACKET_V3 ring instead of recvmmsg (experimental)")
+	fs.BoolVar(&o.blocking, "afpacket-blocking", true, "afpacket: wait for frames in a blocking wait on a thread of its own; =false waits in the Go poller (the ring always does)")
+	fs.DurationVar(&o.spin, "afpacket-spin", 0, "afpacket: retry an empty socket this long (a `DURATION`, e.g. 20us) before waiting (experimental; burns CPU)")
+	fs.BoolVar(&o.affine, "afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "the log's `LEVEL`: debug, info, warn or error")
+	fs.StringVar(&o.pprof, "pprof", "", "serve Go's /debug/pprof on this `ADDR` (for profiling the data path)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this `ADDR`, e.g. :9100")
+	return fs, o
+}
+
+func runUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, `usage: director run [flags]
+
+Runs the director in the foreground, as root: it serves the rules given by ipvsadm
+(director ipvsadm, or the binary invoked as ipvsadm) through its control socket, logs to
+stderr, reloads --rules on SIGHUP, and at SIGTERM or SIGINT stops and undoes every host
+change. One director runs per network namespace (a second is refused before it changes
+anything).
+
+Flags (--flag or -flag):
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// check validates the flags; set holds those given.
+func (o *runOptions) check(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.io != director.IOAFPacket && o.io != director.IOTUN:
+		return fmt.Errorf("--io %q: want afpacket or tun", o.io)
+	case o.workers < 0:
+		return fmt.Errorf("--workers %d: want 0 (one per core) or more", o.workers)
+	case o.capacity < 1:
+		return fmt.Errorf("--capacity %d: want 1 or more", o.capacity)
+	case o.spin < 0:
+		return fmt.Errorf("--afpacket-spin %v: want 0 or more", o.spin)
+	case o.socket == "":
+		return errors.New("--socket: want a path")
+	case o.ring && o.blocking && set["afpacket-blocking"]:
+		return errors.New("--afpacket-ring reads through the poller: it cannot be combined with --afpacket-blocking")
+	case o.affine && set["afpacket-affine"] && (o.ring || !o.blocking):
+		return errors.New("--afpacket-affine reads with blocking waits: it cannot be combined with --afpacket-ring or --afpacket-blocking=false")
 	}
-	setFlags := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
-	if *ring && *blocking && setFlags["afpacket-blocking"] {
-		fmt.Fprintln(os.Stderr, "director run: --afpacket-ring reads through the poller: it cannot be combined with --afpacket-blocking")
-		return 2
+	if o.io == director.IOTUN {
+		for _, f := range []string{"interfaces", "afpacket-ring", "afpacket-blocking", "afpacket-spin", "afpacket-affine"} {
+			if set[f] {
+				return fmt.Errorf("--%s is for --io afpacket", f)
+			}
+		}
 	}
-	if *affine && setFlags["afpacket-affine"] && (*ring || !*blocking) {
-		fmt.Fprintln(os.Stderr, "director run: --afpacket-affine reads with blocking waits: it cannot be combined with --afpacket-ring or --afpacket-blocking=false")
-		return 2
+	if o.interfaces != "" && slices.Contains(strings.Split(o.interfaces, ","), "") {
+		return fmt.Errorf("--interfaces %q: an empty name", o.interfaces)
 	}
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(os.Stderr, "director run: --log-level: %v\n", err)
+	if err := lv.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	return nil
+}
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	fs, o := runFlags()
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // errors are shown alone, --help on stdout
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			runUsage(stdout, fs)
+			return 0
+		}
+		fmt.Fprintln(stderr, "see director run --help")
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	if err := o.check(fs); err != nil {
+		fmt.Fprintf(stderr, "director run: %v\n", err)
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "director run: must run as root (it opens packet sockets and changes nftables, routing and sysctls)")
+		return 1
+	}
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(o.logLevel))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
+	// Signals are taken from here on: one that comes during the setup
+	// stops the director once it is set up, with the host restored.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
 
-	cfg := director.Config{IO: *ioMode, Workers: *workers, Capacity: *capacity, AFPacketRing: *ring,
-		StateDir:       filepath.Dir(*sock),
-		AFPacketPoller: !*blocking, AFPacketSpin: *spin, AFPacketPerPort: !*affine, Logger: log}
-	if *ifs != "" {
-		cfg.Interfaces = strings.Split(*ifs, ",")
+	cfg := director.Config{IO: o.io, Workers: o.workers, Capacity: o.capacity, AFPacketRing: o.ring,
+		StateDir:       filepath.Dir(o.socket),
+		AFPacketPoller: !o.blocking, AFPacketSpin: o.spin, AFPacketPerPort: !o.affine, Logger: log}
+	if o.interfaces != "" {
+		cfg.Interfaces = strings.Split(o.interfaces, ",")
 	}
 	// Read the rules before touching the host: a bad file changes nothing.
-	var initial = loadRulesFile(*rules, log)
-	if *rules != "" && initial == nil {
+	var initial = loadRulesFile(o.rules, log)
+	if o.rules != "" && initial == nil {
 		return 1
+	}
+	// Nothing touches the host before this director knows it is the only
+	// one: a second one must neither remove the first one's setup as
+	// leftovers nor undo it when it gives up.
+	lock, err := control.Acquire(o.socket)
+	if err != nil {
+		log.Error("not started", "err", err)
+		return 1
+	}
+	defer lock.Release() // after the host is restored (deferred below)
+	// The listeners too come first: an address in use stops the start
+	// before the host is changed.
+	var metricsLn, pprofLn net.Listener
+	for _, l := range []struct {
+		addr string
+		ln   *net.Listener
+		what string
+	}{{o.metrics, &metricsLn, "--metrics"}, {o.pprof, &pprofLn, "--pprof"}} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			log.Error("not started", "flag", l.what, "err", err)
+			return 1
+		}
+		defer ln.Close()
+		*l.ln = ln
 	}
 	d, err := director.New(cfg)
 	if err != nil {
@@ -135,11 +318,11 @@ func runMain(args []string) int {
 	}()
 	if initial != nil {
 		if err := d.Replace(initial); err != nil {
-			log.Error("apply rules file", "file", *rules, "err", err)
+			log.Error("apply rules file", "file", o.rules, "err", err)
 			return 1
 		}
 	}
-	srv, err := control.Listen(*sock, func(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	srv, err := control.Listen(o.socket, func(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ipvsadm.Run(args, stdin, stdout, stderr, d)
 	}, log)
 	if err != nil {
@@ -147,45 +330,39 @@ func runMain(args []string) int {
 		return 1
 	}
 	defer srv.Close()
-	if *metricsAddr != "" {
-		ms := &http.Server{Addr: *metricsAddr, Handler: metrics.Handler(d), ReadHeaderTimeout: 10 * time.Second}
-		ln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			log.Error("metrics", "err", err)
-			return 1
-		}
-		go ms.Serve(ln)
+	if metricsLn != nil {
+		ms := &http.Server{Handler: metrics.Handler(d), ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(metricsLn)
 		defer ms.Close()
-		log.Info("serving metrics", "addr", ln.Addr().String())
+		log.Info("serving metrics", "addr", metricsLn.Addr().String())
 	}
-	if *pprofAddr != "" {
+	if pprofLn != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		ps := &http.Server{Addr: *pprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go ps.ListenAndServe()
+		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go ps.Serve(pprofLn)
 		defer ps.Close()
+		log.Info("serving pprof", "addr", pprofLn.Addr().String())
 	}
-	log.Info("director running", "io", cfg.IO, "socket", *sock)
+	log.Info("director running", "io", cfg.IO, "socket", o.socket)
 
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for s := range sig {
 		if s != syscall.SIGHUP {
 			log.Info("stopping", "signal", s.String())
 			return 0
 		}
-		if *rules == "" {
+		if o.rules == "" {
 			log.Warn("SIGHUP without --rules: nothing to reload")
 			continue
 		}
-		if c := loadRulesFile(*rules, log); c != nil {
+		if c := loadRulesFile(o.rules, log); c != nil {
 			if err := d.Replace(c); err != nil {
-				log.Error("reload rules: kept the current table", "file", *rules, "err", err)
+				log.Error("reload rules: kept the current table", "file", o.rules, "err", err)
 			} else {
-				log.Info("rules reloaded", "file", *rules, "services", len(c.Services))
+				log.Info("rules reloaded", "file", o.rules, "services", len(c.Services))
 			}
 		}
 	}
@@ -200,13 +377,18 @@ func loadRulesFile(path string, log *slog.Logger) *service.Config {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		log.Error("rules file", "err", err)
+		log.Error("rules file rejected, nothing applied", "file", path, "err", err)
 		return nil
 	}
 	defer f.Close()
 	c, err := ipvsadm.LoadRules(f)
 	if err != nil {
-		log.Error("rules file rejected, nothing applied", "file", path, "err", err)
+		var re *ipvsadm.RulesError
+		if errors.As(err, &re) {
+			log.Error("rules file rejected, nothing applied", "file", path, "line", re.Line, "rule", re.Text, "err", re.Err.Error())
+		} else {
+			log.Error("rules file rejected, nothing applied", "file", path, "err", err)
+		}
 		return nil
 	}
 	return c

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// runArgs runs `director run ARGS...` in the test process up to its flag
+// checks (no test here gets further) and returns its code and output.
+func runArgs(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = runMain(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func runFlagNames() []string {
+	fs, _ := runFlags()
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+// TestRunHelp: --help (and -h) print the usage with every flag on stdout
+// and exit 0; a flag's argument is named as a word, not as a piece of its
+// help text.
+func TestRunHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h", "-help"} {
+		code, out, errs := runArgs(arg)
+		if code != 0 || errs != "" {
+			t.Errorf("director run %s: exit %d, stderr %q; want 0 and nothing", arg, code, errs)
+		}
+		if !strings.HasPrefix(out, "usage: director run") {
+			t.Errorf("director run %s: stdout does not start with the usage:\n%s", arg, out)
+		}
+		for _, name := range runFlagNames() {
+			if !strings.Contains(out, "  -"+name) {
+				t.Errorf("director run %s: no -%s", arg, name)
+			}
+		}
+		for _, want := range []string{"-rules FILE", "-io MODE", "-socket PATH", "-workers N", "-capacity N", "-metrics ADDR"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("director run %s: lacks %q:\n%s", arg, want, out)
+			}
+		}
+		if strings.Contains(out, "-rules ipvsadm") {
+			t.Errorf("director run %s: the rules flag's argument is named after its help text:\n%s", arg, out)
+		}
+		if !strings.Contains(out, "one per core") || strings.Contains(out, "workers per interface (0") {
+			t.Errorf("director run %s: --workers is not one per core by default:\n%s", arg, out)
+		}
+	}
+}
+
+// TestRunFlagErrors: bad values are refused with exit 2 and a message
+// naming the flag, before anything else happens.
+func TestRunFlagErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workers", "-3"}, "--workers -3"},
+		{[]string{"--workers=-1"}, "--workers -1"},
+		{[]string{"--capacity", "0"}, "--capacity 0"},
+		{[]string{"--capacity", "-5"}, "--capacity -5"},
+		{[]string{"--afpacket-spin", "-1ms"}, "--afpacket-spin -1ms"},
+		{[]string{"--io", "pcap"}, `--io "pcap"`},
+		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"--socket", ""}, "--socket"},
+		{[]string{"--interfaces", "eth0,,eth1"}, "--interfaces"},
+		{[]string{"--io", "tun", "--interfaces", "eth0"}, "--interfaces is for --io afpacket"},
+		{[]string{"--io", "tun", "--afpacket-ring"}, "--afpacket-ring is for --io afpacket"},
+		{[]string{"--afpacket-ring", "--afpacket-blocking"}, "cannot be combined"},
+		{[]string{"rules.txt"}, `unexpected argument "rules.txt"`},
+		{[]string{"--nosuch"}, "flag provided but not defined: -nosuch"},
+		{[]string{"--workers", "many"}, `invalid value "many" for flag -workers`},
+	} {
+		code, out, errs := runArgs(c.args...)
+		if code != 2 || out != "" || !strings.Contains(errs, c.want) {
+			t.Errorf("director run %q: exit %d, stdout %q, stderr %q; want 2, nothing, and %q", c.args, code, out, errs, c.want)
+		}
+		if strings.Contains(errs, "-afpacket-affine") {
+			t.Errorf("director run %q: the whole flag list on an error:\n%s", c.args, errs)
+		}
+	}
+}
+
+// TestUsage: the top-level usage lists every run flag, goes to stdout
+// for help (exit 0) and to stderr for a mistake (exit 2).
+func TestUsage(t *testing.T) {
+	for _, c := range []struct {
+		args    []string
+		code    int
+		toOut   bool
+		unknown bool
+	}{
+		{[]string{"--help"}, 0, true, false},
+		{[]string{"help"}, 0, true, false},
+		{nil, 2, false, false},
+		{[]string{"frobnicate"}, 2, false, true},
+	} {
+		var o, e bytes.Buffer
+		code := directorMain(c.args, &o, &e)
+		text, other := o.String(), e.String()
+		if !c.toOut {
+			text, other = other, text
+		}
+		if code != c.code || other != "" && !c.unknown || !strings.Contains(text, "usage:") {
+			t.Errorf("director %q: exit %d, stdout %q, stderr %q", c.args, code, o.String(), e.String())
+		}
+		for _, name := range runFlagNames() {
+			if !strings.Contains(text, "[--"+name) {
+				t.Errorf("director %q: the usage lacks run's --%s:\n%s", c.args, name, text)
+			}
+		}
+	}
+}
+
+// TestVersion: director --version and director version print the
+// director's version on stdout.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"--version", "version", "-version"} {
+		var o, e bytes.Buffer
+		if code := directorMain([]string{arg}, &o, &e); code != 0 || e.Len() != 0 || !strings.HasPrefix(o.String(), "director (UVS) "+version) {
+			t.Errorf("director %s: exit %d, stdout %q, stderr %q", arg, code, o.String(), e.String())
+		}
+	}
+}
+
+// TestREADMERunFlags: "Running it for real" in the README names every
+// flag of director run.
+func TestREADMERunFlags(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "## Running it for real")
+	if i < 0 {
+		t.Fatal("README: no section Running it for real")
+	}
+	sec := text[i+3:]
+	if j := strings.Index(sec, "\n## "); j >= 0 {
+		sec = sec[:j]
+	}
+	for _, name := range runFlagNames() {
+		if !strings.Contains(sec, "--"+name) {
+			t.Errorf("README's Running it for real does not mention --%s", name)
+		}
+	}
+	for _, want := range []string{"director --version", "director run --help"} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("README's Running it for real does not mention %q", want)
+		}
+	}
+}
+
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// binary builds the director into a directory anyone may read.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "uvs-cmd-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		built = filepath.Join(dir, "director")
+		if out, err := exec.Command("go", "build", "-o", built, ".").CombinedOutput(); err != nil {
+			buildErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return built
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built != "" {
+		os.RemoveAll(filepath.Dir(built))
+	}
+	os.Exit(code)
+}
+
+// TestBinaryVersions: the binary's --version is the director's; invoked
+// as ipvsadm, or through director ipvsadm, it is ipvsadm's.
+func TestBinaryVersions(t *testing.T) {
+	bin := binary(t)
+	ipvsadm := filepath.Join(filepath.Dir(bin), "ipvsadm")
+	if err := os.Symlink(bin, ipvsadm); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	const ipvsadmVersion = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"
+	for _, c := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{bin, "--version"}, "director (UVS) " + version},
+		{[]string{bin, "version"}, "director (UVS) " + version},
+		{[]string{ipvsadm, "--version"}, ipvsadmVersion},
+		{[]string{ipvsadm, "-v"}, ipvsadmVersion},
+		{[]string{bin, "ipvsadm", "--version"}, ipvsadmVersion},
+	} {
+		out, err := exec.Command(c.cmd[0], c.cmd[1:]...).Output()
+		if err != nil || !strings.HasPrefix(string(out), c.want) {
+			t.Errorf("%q: %q %v; want %q", c.cmd, out, err, c.want)
+		}
+	}
+}
+
+// TestNotRoot: as another user, director run says it must run as root
+// (rather than failing deep inside with "operation not permitted"), and
+// its --help still works.
+func TestNotRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	bin := binary(t)
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd := exec.Command(bin, "run", "--socket", filepath.Join(t.TempDir(), "d.sock"))
+	cmd.SysProcAttr = nobody
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 || !strings.Contains(e.String(), "director run: must run as root") {
+		t.Errorf("director run as nobody: %v, stdout %q, stderr %q; want exit 1 and must run as root", err, o.String(), e.String())
+	}
+	cmd = exec.Command(bin, "run", "--help")
+	cmd.SysProcAttr = nobody
+	if out, err := cmd.Output(); err != nil || !strings.HasPrefix(string(out), "usage: director run") {
+		t.Errorf("director run --help as nobody: %v\n%s", err, out)
+	}
+}
