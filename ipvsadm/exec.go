@@ -3,7 +3,6 @@ package ipvsadm
 import (
 	"bytes"
 	"errors"
-	"math/bits"
 	"slices"
 	"time"
 
@@ -207,7 +206,7 @@ func (c *command) service() *service.Service {
 	if k.Is6() {
 		s.Netmask = c.svc.mask6
 	} else {
-		s.Netmask = bits.OnesCount32(c.svc.mask4)
+		s.Netmask = netmask4(c.svc.mask4)
 	}
 	return s
 }

@@ -49,7 +49,7 @@ func TestArgumentErrors(t *testing.T) {
 		{"-A -t 198.18.0.1:80 -b sh-port", "incompatible scheduler flag `sh-port'", 2},
 		{"-A -t 198.18.0.1:80 -o", "One-Packet Scheduling is only for UDP virtual services", 2},
 		{"-A -t 198.18.0.1:80 -p 2678401", "invalid timeout value `2678401' specified", 2},
-		{"-A -t 198.18.0.1:80 -M 255.0.255.0", "illegal virtual server persistent mask specified", 2},
+		{"-A -t 198.18.0.1:80 -M abc", "illegal virtual server persistent mask specified", 2}, // no DNS: inet_aton only
 		{"-A -t [2001:2::1]:80 -M 129", "illegal ipv6 netmask specified", 2},
 		{"-A -6 -f 1", "-6 used before -f\n", 2},
 		{"-a -t 198.18.0.1:80 -r [2001:2::1]:80 -m", "Different address family is allowed only for tunneling servers", 2},

@@ -230,7 +230,8 @@ func (r *runner) entry(s *service.Service, c *command, w io.Writer) {
 	io.WriteString(w, b.String())
 }
 
-// maskText is the persistence mask when it is not the default.
+// maskText is the persistence mask when it is not the default: an IPv6
+// prefix length, an IPv4 mask in dotted form (ipvsadm's inet_ntoa).
 func maskText(s *service.Service, v6 bool) string {
 	if v6 {
 		if s.Netmask != 128 {
@@ -238,12 +239,9 @@ func maskText(s *service.Service, v6 bool) string {
 		}
 		return ""
 	}
-	if s.Netmask >= 32 || s.Netmask < 0 {
+	m := mask4(s.Netmask)
+	if m == ^uint32(0) {
 		return ""
-	}
-	m := ^uint32(0) << (32 - s.Netmask)
-	if s.Netmask == 0 {
-		m = 0
 	}
 	return netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}).String()
 }
