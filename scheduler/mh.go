@@ -9,33 +9,36 @@ import (
 	"uvs/service"
 )
 
-// mh is Maglev hashing in the shape Linux IPVS gives it:
+// mh is Maglev hashing built as Linux IPVS builds it (ip_vs_mh on 64-bit
+// kernels; IPVS.md, "mh in detail"), so a UVS director and a kernel
+// director with the same ordered server list send each client to the same
+// server:
 //
+//   - key(x, k) is SipHash-1-3 of the 4 little-endian bytes of the 32-bit
+//     x under the key (k, k), truncated to 32 bits (the kernel's hsiphash);
+//     x = offset + port + address as host-order numbers, mod 2^32, an IPv6
+//     address folded by XOR of its four words. The keys are mhKey1 and
+//     mhKey2.
 //   - The table has a prime size M (DefaultMHTableSize, or one of
-//     MHTableSizes). Each server gets offset = h2(server) mod M and
-//     skip = h1(server) mod (M-1) + 1, where h(x) hashes the 32-bit value
-//     port + address (host order; IPv6 folded by XOR) with SipHash-1-3
-//     under fixed keys (h1: both key words 2654435761, h2: 2654435801),
-//     the 64-bit result truncated to 32 bits.
+//     MHTableSizes, the kernel's CONFIG_IP_VS_MH_TAB_INDEX choices). Each
+//     server gets offset = key(port + address, mhKey1) mod M and
+//     skip = key(port + address, mhKey2) mod (M-1) + 1.
 //   - Servers take turns in list order (newest first), each claiming the
 //     next free slot of its permutation offset, offset+skip, ... ; a server
 //     takes (w/g)>>shift slots per turn (at least one), w its last positive
 //     weight, g the gcd of those, shift = max(0, bits(max w/g) - (i+8)/2)
-//     with i the size's index in MHTableSizes — the kernel's
-//     CONFIG_IP_VS_MH_TAB_INDEX/2 (a real kernel sent 96% of clients to
-//     the server of weight 100 beside two of weight 1: turns 50:1:1).
-//     A server added with weight 0 has no last weight and is left out.
-//   - A client's slot is h1(source address [+ source port with mh-port])
-//     mod M. A server set to weight 0 keeps its slots, so quiescing moves
-//     no other client; its clients are dropped, or with mh-fallback the
-//     slots h1(v + (s+k) mod M) for k = 0, 1, ... are tried, s the first.
+//     with i the size's index in MHTableSizes (6 bits for 4093: weights
+//     100, 1, 1 take turns 50:1:1). A server added with weight 0 has no
+//     last weight and is left out.
+//   - A client's slot is key(source address [+ source port with mh-port],
+//     mhKey1) mod M. A server set to weight 0 keeps its slots, so
+//     quiescing moves no other client; its clients are dropped, or with
+//     mh-fallback the slots key(v + (s+i) mod M, mhKey1) mod M for
+//     i = 0, 1, ... are tried, s the first slot and v the client's value,
+//     until an available server (chosen) or an empty slot (none).
 //
-// Not the kernel's table: compared with a real 6.1 kernel
-// (testdata/kernel-6.1.out) the client-to-server mapping agrees only by
-// chance, so some fact of the kernel's hashing (its inputs or keys) differs
-// from what could be established from published descriptions. The hash
-// above is fixed and documented, so every UVS director builds the same
-// table for the same ordered server list; an IPVS director does not.
+// testdata/kernel-6.1.out holds a real 6.1 kernel's choices; TestKernelMH
+// replays all of them.
 type mh struct {
 	mu             sync.Mutex                   // serialises Update; never taken by Schedule
 	last           map[*service.DestState]int32 // last positive weight of each server
@@ -57,10 +60,10 @@ const DefaultMHTableSize = 4093
 
 func mhIndex(size int) int { return slices.Index(MHTableSizes, size) }
 
-// The fixed SipHash keys: each key's two 64-bit words are equal.
+// The kernel's fixed SipHash keys (both 64-bit words of each are equal).
 const (
-	mhKey1 = 2654435761 // slot of a client, skip of a server
-	mhKey2 = 2654435801 // offset of a server
+	mhKey1 = 2654435761 // slot of a client, offset of a server
+	mhKey2 = 2654446892 // skip of a server
 )
 
 func newMH(flags service.SchedFlags, size int) *mh {
@@ -167,8 +170,8 @@ func BuildMaglev(servers []MaglevServer, size int) []int32 {
 	for i, sv := range servers {
 		v := uint32(sv.Port) + sv.Addr
 		p := &perms[i]
-		p.next = hsiphash32(v, mhKey2) % m
-		p.skip = hsiphash32(v, mhKey1)%(m-1) + 1
+		p.next = hsiphash32(v, mhKey1) % m
+		p.skip = hsiphash32(v, mhKey2)%(m-1) + 1
 		if sv.Weight > 0 {
 			p.turns = max(1, uint32(sv.Weight/g)>>shift)
 		}
@@ -195,14 +198,19 @@ func BuildMaglev(servers []MaglevServer, size int) []int32 {
 	}
 }
 
-// hsiphash32 is SipHash-1-3 of the 4-byte little-endian value v under the
-// key (k, k), truncated to 32 bits: the kernel's hsiphash_1u32 on 64-bit
-// machines.
-func hsiphash32(v uint32, k uint64) uint32 {
-	v0 := uint64(0x736f6d6570736575) ^ k
-	v1 := uint64(0x646f72616e646f6d) ^ k
-	v2 := uint64(0x6c7967656e657261) ^ k
-	v3 := uint64(0x7465646279746573) ^ k
+// hsiphash32 is hsiphash4 under the key (k, k), as ip_vs_mh keys it.
+func hsiphash32(v uint32, k uint64) uint32 { return hsiphash4(v, k, k) }
+
+// hsiphash4 is SipHash-1-3 (one compression round, three finalisation
+// rounds) of the 4 little-endian bytes of v under the key (k0, k1), the
+// 64-bit result truncated to 32 bits: the kernel's hsiphash of 4 bytes on
+// 64-bit machines. The message is one final block: the 4 bytes, then the
+// length 4 in the top byte.
+func hsiphash4(v uint32, k0, k1 uint64) uint32 {
+	v0 := uint64(0x736f6d6570736575) ^ k0
+	v1 := uint64(0x646f72616e646f6d) ^ k1
+	v2 := uint64(0x6c7967656e657261) ^ k0
+	v3 := uint64(0x7465646279746573) ^ k1
 	b := uint64(4)<<56 | uint64(v)
 	v3 ^= b
 	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
@@ -214,6 +222,7 @@ func hsiphash32(v uint32, k uint64) uint32 {
 	return uint32(v0 ^ v1 ^ v2 ^ v3)
 }
 
+// sipRound is SipHash's ARX round on the state v0..v3.
 func sipRound(v0, v1, v2, v3 uint64) (uint64, uint64, uint64, uint64) {
 	v0 += v1
 	v1 = bits.RotateLeft64(v1, 13)
