@@ -65,6 +65,8 @@ func TestBadRequest(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "{not json\n")
+	c.(*net.UnixConn).CloseWrite()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
 	b, _ := io.ReadAll(c)
 	if !strings.Contains(string(b), `"code":2`) {
 		t.Errorf("reply %s", b)
