@@ -175,6 +175,31 @@ func (e *env) getFrom(src, url string) (body, seen string, err error) {
 	return strings.TrimSpace(string(b)), resp.Header.Get(testbed.ClientAddrHeader), err
 }
 
+// getFromPort is getFrom from source port sport too (for mh-port).
+func (e *env) getFromPort(src string, sport int, url string) (body, seen string, err error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Proxy:             nil,
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := e.n.Client.Do(func() error {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src), Port: sport}}
+				var err error
+				c, err = d.DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b)), resp.Header.Get(testbed.ClientAddrHeader), err
+}
+
 // held are connections a subtest keeps open.
 type held struct{ conns []net.Conn }
 
@@ -328,6 +353,65 @@ func testSchedulers(t *testing.T, mode string) {
 		}
 		if len(servers) < 2 {
 			t.Errorf("all clients on %v: the addresses do not exercise the mapping", servers)
+		}
+	})
+
+	t.Run("mh picks what the kernel's table picks", func(t *testing.T) {
+		// Recorded on a real 6.1 kernel (scheduler/testdata/kernel-6.1-mh.out,
+		// "e2e" sections): real servers 198.18.1.2, .3, .4 (rs1..rs3) port
+		// 80 added in that order, the kernel's choice for each of
+		// shClients; mh hashes the real servers' addresses and ports and
+		// the client's address (and port with mh-port), not the VIP.
+		kernel := func(picks string) []string {
+			return strings.Fields(strings.NewReplacer("2", "rs1", "3", "rs2", "4", "rs3").Replace(picks))
+		}
+		svc, ports := vip+":7007", vip+":7008"
+		e.ipvsadm(t, "-A", "-t", svc, "-s", "mh", "-b", "mh-fallback")
+		defer e.ipvsadm(t, "-D", "-t", svc)
+		for i, ip := range schedRS {
+			e.ipvsadm(t, "-a", "-t", svc, "-r", ip+":80", "-m", "-w", strconv.Itoa(4-i))
+		}
+		check := func(what string, want []string) {
+			t.Helper()
+			for i, src := range shClients {
+				body, seen, err := e.getFrom(src, "http://"+svc+"/")
+				if err != nil {
+					t.Fatalf("%s: client %s: %v", what, src, err)
+				}
+				if body != want[i] {
+					t.Errorf("%s: client %s went to %s, the kernel chose %s", what, src, body, want[i])
+				}
+				if host, _, _ := net.SplitHostPort(seen); host != src {
+					t.Errorf("real server saw client %s, want %s", host, src)
+				}
+			}
+		}
+		check("weights 4,3,2", kernel("2 2 3 3 3 4 3 4 3 2 2 4 3 3 2 2"))
+		// rs2 quiesced: its clients fall back to other slots; nobody
+		// else moves.
+		e.ipvsadm(t, "-e", "-t", svc, "-r", schedRS[1]+":80", "-m", "-w", "0")
+		check("rs2 at weight 0, mh-fallback", kernel("2 2 4 2 2 4 2 4 2 2 2 4 4 2 2 2"))
+
+		// mh-port: one client address, source ports 30000..30015.
+		e.ipvsadm(t, "-A", "-t", ports, "-s", "mh", "-b", "mh-port")
+		defer e.ipvsadm(t, "-D", "-t", ports)
+		for _, ip := range schedRS {
+			e.ipvsadm(t, "-a", "-t", ports, "-r", ip+":80", "-m", "-w", "1")
+		}
+		want := kernel("2 3 2 4 2 3 3 2 2 3 3 2 2 3 2 3")
+		src := shClients[0]
+		for i := range want {
+			sport := 30000 + i
+			body, seen, err := e.getFromPort(src, sport, "http://"+ports+"/")
+			if err != nil {
+				t.Fatalf("mh-port: %s:%d: %v", src, sport, err)
+			}
+			if body != want[i] {
+				t.Errorf("mh-port: %s:%d went to %s, the kernel chose %s", src, sport, body, want[i])
+			}
+			if seen != net.JoinHostPort(src, strconv.Itoa(sport)) {
+				t.Errorf("mh-port: real server saw %s, want %s:%d", seen, src, sport)
+			}
 		}
 	})
 
