@@ -37,8 +37,9 @@ import (
 //     i = 0, 1, ... are tried, s the first slot and v the client's value,
 //     until an available server (chosen) or an empty slot (none).
 //
-// testdata/kernel-6.1.out holds a real 6.1 kernel's choices; TestKernelMH
-// replays all of them.
+// testdata/kernel-6.1.out and kernel-6.1-mh.out hold a real 6.1 kernel's
+// choices (IPv4 and IPv6, mh-port, mh-fallback, weight edits, deletions);
+// TestKernelHashing and TestKernelMH replay every one.
 type mh struct {
 	mu             sync.Mutex                   // serialises Update; never taken by Schedule
 	last           map[*service.DestState]int32 // last positive weight of each server
