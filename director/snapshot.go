@@ -67,7 +67,7 @@ func (s *snapshot) natReply(proto uint8, addr conntrack.Addr, port uint16) bool 
 
 // addNAT records a NAT real server (s.natRS, s.natPorts, s.nat).
 func (s *snapshot) addNAT(n natServer) {
-	k := svcKey{n.addr, n.port, n.proto}
+	k := svcKey(n)
 	if s.natPorts[k] {
 		return
 	}
