@@ -37,16 +37,11 @@ func (w *worker) persistent(v *vsvc) *service.Dest {
 	return ds
 }
 
-// rawMask4 marks a Netmask holding an IPv4 mask which is no prefix, the
-// mask itself in the low 32 bits (ipvsadm -M 24 is 0.0.0.24; the same
-// encoding as ipvsadm's rawMask4).
-const rawMask4 = 1 << 32
-
 // maskAddr keeps the first bits of a (a prefix length of the address's
 // own family) and clears the rest; for an IPv4 mask that is no prefix it
 // is a & mask, bit by bit, as IPVS masks clients.
 func maskAddr(a conntrack.Addr, bits int, v4 bool) conntrack.Addr {
-	if v4 && bits&rawMask4 != 0 {
+	if v4 && bits&service.RawMask4 != 0 {
 		m := uint32(bits)
 		a[12] &= byte(m >> 24)
 		a[13] &= byte(m >> 16)

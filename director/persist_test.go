@@ -13,7 +13,7 @@ import (
 
 // netmask0_0_0_24 is how the model holds ipvsadm's "-M 24" for an IPv4
 // service: the mask 0.0.0.24 (ipvsadm's netmask4).
-const netmask0_0_0_24 = rawMask4 | 24
+const netmask0_0_0_24 = service.RawMask4 | 24
 
 func TestMaskAddr(t *testing.T) {
 	cases := []struct {
@@ -27,8 +27,8 @@ func TestMaskAddr(t *testing.T) {
 		{"198.18.0.77", 20, "198.18.0.0"},
 		{"198.18.15.77", 20, "198.18.0.0"},
 		{"198.18.0.77", netmask0_0_0_24, "0.0.0.8"},
-		{"198.18.0.255", rawMask4 | 0xff00ff00, "198.0.0.0"},
-		{"198.19.7.255", rawMask4 | 0xff00ff00, "198.0.7.0"},
+		{"198.18.0.255", service.RawMask4 | 0xff00ff00, "198.0.0.0"},
+		{"198.19.7.255", service.RawMask4 | 0xff00ff00, "198.0.7.0"},
 		{"2001:2::1:77", 64, "2001:2::"},
 		{"2001:2::1:77", 128, "2001:2::1:77"},
 	}

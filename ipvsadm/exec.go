@@ -206,7 +206,7 @@ func (c *command) service() *service.Service {
 	if k.Is6() {
 		s.Netmask = c.svc.mask6
 	} else {
-		s.Netmask = netmask4(c.svc.mask4)
+		s.Netmask = service.Netmask4(c.svc.mask4)
 	}
 	return s
 }

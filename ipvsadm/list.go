@@ -239,7 +239,7 @@ func maskText(s *service.Service, v6 bool) string {
 		}
 		return ""
 	}
-	m := mask4(s.Netmask)
+	m := service.Mask4(s.Netmask)
 	if m == ^uint32(0) {
 		return ""
 	}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"uvs/service"
 )
 
 // netmaskTranscript is testdata/netmask.out, what ipvsadm 1.31 on a real
@@ -106,7 +107,7 @@ func TestNetmaskAsIpvsadm(t *testing.T) {
 }
 
 // TestNetmaskModel pins how the model holds -M: a prefix mask as its
-// length, any other IPv4 mask as rawMask4|mask (director/persist.go
+// length, any other IPv4 mask as service.RawMask4|mask (director/persist.go
 // maskAddr reads that), an IPv6 -M as the prefix length.
 func TestNetmaskModel(t *testing.T) {
 	cases := []struct {
@@ -114,14 +115,14 @@ func TestNetmaskModel(t *testing.T) {
 		want      int
 		text      string
 	}{
-		{"198.18.0.1:80", "24", rawMask4 | 24, "0.0.0.24"},
+		{"198.18.0.1:80", "24", service.RawMask4 | 24, "0.0.0.24"},
 		{"198.18.0.1:80", "255.255.255.0", 24, "255.255.255.0"},
-		{"198.18.0.1:80", "255.0.255.0", rawMask4 | 0xff00ff00, "255.0.255.0"},
+		{"198.18.0.1:80", "255.0.255.0", service.RawMask4 | 0xff00ff00, "255.0.255.0"},
 		{"198.18.0.1:80", "0", 0, "0.0.0.0"},
 		{"198.18.0.1:80", "4294967295", 32, ""},
 		{"198.18.0.1:80", "128.0.0.0", 1, "128.0.0.0"},
 		{"198.18.0.1:80", "255.255.255.254", 31, "255.255.255.254"},
-		{"198.18.0.1:80", "1", rawMask4 | 1, "0.0.0.1"},
+		{"198.18.0.1:80", "1", service.RawMask4 | 1, "0.0.0.1"},
 		{"[2001:2::1]:80", "64", 64, "64"},
 		{"[2001:2::1]:80", "128", 128, ""},
 	}
@@ -136,8 +137,8 @@ func TestNetmaskModel(t *testing.T) {
 		}
 	}
 	for n := 0; n <= 32; n++ {
-		if m := mask4(n); netmask4(m) != n {
-			t.Errorf("prefix %d: mask %#x comes back as %d", n, m, netmask4(m))
+		if m := service.Mask4(n); service.Netmask4(m) != n {
+			t.Errorf("prefix %d: mask %#x comes back as %d", n, m, service.Netmask4(m))
 		}
 	}
 }

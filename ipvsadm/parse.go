@@ -2,7 +2,6 @@ package ipvsadm
 
 import (
 	"math"
-	"math/bits"
 	"net/netip"
 	"strings"
 )
@@ -692,33 +691,6 @@ func digitVal(b byte, base uint64) (uint64, bool) {
 		return 0, false
 	}
 	return d, true
-}
-
-// rawMask4 marks a service.Service Netmask that holds an IPv4 mask which
-// is no prefix (ipvsadm's -M 24 is 0.0.0.24, 255.0.255.0 is accepted too):
-// the mask itself is in the low 32 bits. A prefix mask stays a prefix
-// length, 0 to 32. director/persist.go (maskAddr) reads the same encoding.
-const rawMask4 = 1 << 32
-
-// netmask4 is an IPv4 persistence mask as the model holds it.
-func netmask4(m uint32) int {
-	if n := bits.OnesCount32(m); m == 0 || m == ^uint32(0)<<(32-n) {
-		return n
-	}
-	return rawMask4 | int(m)
-}
-
-// mask4 is the IPv4 mask a model Netmask stands for.
-func mask4(n int) uint32 {
-	switch {
-	case n&rawMask4 != 0:
-		return uint32(n)
-	case n <= 0:
-		return 0
-	case n >= 32:
-		return ^uint32(0)
-	}
-	return ^uint32(0) << (32 - n)
 }
 
 // parseIPv6 is inet_pton(AF_INET6): an IPv6 address without zone.

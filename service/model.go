@@ -11,6 +11,7 @@ package service
 
 import (
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -136,7 +137,9 @@ type Service struct {
 	Persistent bool
 	Timeout    time.Duration // persistence timeout when Persistent
 	// Netmask is the persistence granularity as a prefix length: 32 (or
-	// 128 for IPv6) unless -M gave another.
+	// 128 for IPv6) unless -M gave another. An IPv4 mask that is not a
+	// prefix (ipvsadm reads -M 24 as the mask 0.0.0.24) is RawMask4 with
+	// the mask in the low 32 bits: see Netmask4 and Mask4.
 	Netmask   int
 	OnePacket bool   // -o
 	PE        string // --pe, "" when unset
@@ -147,6 +150,32 @@ type Service struct {
 
 	// Stats is shared between snapshots of the same service.
 	Stats *Stats
+}
+
+// RawMask4 marks a Netmask that holds an IPv4 mask which is not a prefix,
+// the mask itself in the low 32 bits.
+const RawMask4 = 1 << 32
+
+// Netmask4 is IPv4 mask m (host order) as a Netmask: a prefix length when
+// it is a prefix, else RawMask4 | m.
+func Netmask4(m uint32) int {
+	if n := bits.OnesCount32(m); m == 0 || m == ^uint32(0)<<(32-n) {
+		return n
+	}
+	return RawMask4 | int(m)
+}
+
+// Mask4 is the IPv4 mask (host order) a Netmask stands for.
+func Mask4(n int) uint32 {
+	switch {
+	case n&RawMask4 != 0:
+		return uint32(n)
+	case n <= 0:
+		return 0
+	case n >= 32:
+		return ^uint32(0)
+	}
+	return ^uint32(0) << (32 - n)
 }
 
 // DefaultNetmask is the persistence granularity when -M is not given.
