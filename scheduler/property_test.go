@@ -354,7 +354,22 @@ func FuzzMaglev(f *testing.F) {
 			}
 			held[j]++
 		}
-		if positive <= size {
+		// The kernel's fill gives each server its turns (its weight over
+		// the weights' gcd, shifted down for large weights) round after
+		// round until the table is full: every server holds a slot when
+		// the first round fits, as the turns are at most weight/gcd.
+		g, sum := int32(0), 0
+		for _, s := range servers {
+			if s.Weight > 0 {
+				g = gcd32(g, s.Weight)
+			}
+		}
+		for _, s := range servers {
+			if s.Weight > 0 {
+				sum += int(s.Weight / g)
+			}
+		}
+		if positive > 0 && sum <= size {
 			for i, s := range servers {
 				if s.Weight > 0 && held[i] == 0 {
 					t.Fatalf("server %d (weight %d) holds no slot", i, s.Weight)
@@ -368,4 +383,11 @@ func FuzzMaglev(f *testing.F) {
 			}
 		}
 	})
+}
+
+func gcd32(a, b int32) int32 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
