@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -56,6 +57,11 @@ const (
 
 // rxRing is the mapped ring and the reader's place in it.
 type rxRing struct {
+	// mu orders read and unmap for the race detector: the file's Close
+	// already waits for a read in the RawConn callback to leave it (the
+	// descriptor's reference count), but through runtime semaphores it
+	// does not see. Uncontended, once per batch.
+	mu        sync.Mutex
 	mem       []byte
 	blockSize int
 	blocks    int
@@ -111,6 +117,8 @@ func setupRXRing(fd int, c AFPacketConfig) (*rxRing, error) {
 // waits for a Read in progress to leave the RawConn callback, so nothing
 // reads the memory any more.
 func (g *rxRing) unmap() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.mem == nil {
 		return nil
 	}
@@ -126,6 +134,11 @@ func blockStatus(blk []byte) *uint32 { return (*uint32)(unsafe.Pointer(&blk[blkS
 // is still the kernel's. Dropped frames (truncated by the kernel or too big
 // for the caller's buffer, or our own output) are counted in drops.
 func (g *rxRing) read(bufs [][]byte, sizes []int, offset int, drops *atomic.Uint64) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mem == nil {
+		return 0
+	}
 	k := 0
 	for k < len(bufs) {
 		blk := g.mem[g.cur*g.blockSize : (g.cur+1)*g.blockSize]
