@@ -516,7 +516,7 @@ func (e *fwdEnv) onePacket(t *testing.T, vip, svc, rs1, rs2 string) {
 	if strings.Join(got, ",") != "rs2,rs1,rs2,rs1" {
 		t.Errorf("one socket's datagrams went to %v, want rs2,rs1,rs2,rs1", got)
 	}
-	if out := e.ipvsadm(t, "-L", "-n", "-c"); strings.Contains(out, ":5353") {
+	if out := e.ipvsadm(t, "-L", "-n", "-c"); strings.Contains(out, net.JoinHostPort(vip, "5353")+" ") {
 		t.Errorf("one-packet scheduling left connection entries:\n%s", out)
 	}
 }
