@@ -118,6 +118,10 @@ type Timeouts struct {
 	TCP, TCPFin, UDP time.Duration
 }
 
+// halfOpenUnderPressure is the longest a half-open connection lives while
+// the table is over three quarters full (Table.timeout).
+const halfOpenUnderPressure = 5 * time.Second
+
 // Errors from Insert and InsertTemplate.
 var (
 	ErrFull   = errors.New("connection table full")
@@ -131,6 +135,7 @@ type Stats struct {
 	Expired     uint64 // connections reaped after their timeout
 	Reused      uint64 // entries a new connection replaced: TIME_WAIT/CLOSE ones by a SYN, a deleted real server's by any
 	DroppedFull uint64 // Inserts refused at capacity
+	Evicted     uint64 // half-open entries shed to make room at capacity
 	Templates   uint64 // templates created
 }
 
@@ -142,6 +147,10 @@ type Table struct {
 	tshardMsk uint64
 	seed      [4]uint64
 	capacity  int64
+	// pressure is the entry count past which half-open entries live
+	// halfOpenShort ticks at most (timeout).
+	pressure      int64
+	halfOpenShort uint32
 	count     atomic.Int64 // live connections
 	tcount    atomic.Int64 // live templates
 	now       func() int64
@@ -191,6 +200,7 @@ func New(cfg *Config) *Table {
 		shards:    make([]shard, 1<<bits),
 		shardBits: bits,
 		capacity:  int64(c.Capacity),
+		pressure:  int64(c.Capacity) * 3 / 4,
 		now:       c.Now,
 		counts:    c.Counts,
 		persist:   c.Persist,
@@ -204,6 +214,7 @@ func New(cfg *Config) *Table {
 	}
 	t.seed = newSeed()
 	t.epoch = t.now()
+	t.halfOpenShort = durTicks(halfOpenUnderPressure)
 	var tt [numStates]uint32
 	for s, d := range defaultTimeouts {
 		tt[s] = durTicks(d)
@@ -268,6 +279,7 @@ func (t *Table) Stats() Stats {
 		st.Expired += s.st.expired
 		st.Reused += s.st.reused
 		st.DroppedFull += s.st.full
+		st.Evicted += s.st.evicted
 		s.mu.Unlock()
 	}
 	for i := range t.tshards {

@@ -296,6 +296,10 @@ func TestCapacity(t *testing.T) {
 		if err := tt.Insert(&conns[i], syn); err != nil {
 			t.Fatal(err)
 		}
+		// Established: never shed for a new connection.
+		o := conns[i].Orig()
+		var got Conn
+		tt.Lookup(&o, ack, &got)
 	}
 	if err := tt.Insert(&conns[8], syn); !errors.Is(err, ErrFull) {
 		t.Fatalf("insert past capacity: %v", err)
@@ -694,4 +698,122 @@ func TestEntrySize(t *testing.T) {
 	if s := unsafe.Sizeof(entry{}); s != 84 {
 		t.Fatalf("entry is %d bytes", s)
 	}
+}
+
+// TestCapacityShedsHalfOpen: a table full of half-open connections (a SYN
+// flood with forged sources) sheds one of them for a new connection, as
+// IPVS's drop_entry does; established ones stay.
+func TestCapacityShedsHalfOpen(t *testing.T) {
+	tt := newTestTable(t, Config{Capacity: 64, Shards: 1})
+	conns := make([]Conn, 200)
+	for i := range conns {
+		conns[i] = mkConn(i, false, protoTCP)
+	}
+	for i := range 32 { // established
+		if err := tt.Insert(&conns[i], syn); err != nil {
+			t.Fatal(err)
+		}
+		o := conns[i].Orig()
+		var got Conn
+		tt.Lookup(&o, ack, &got)
+	}
+	for i := 32; i < 64; i++ { // half-open
+		if err := tt.Insert(&conns[i], syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 64; i < 200; i++ {
+		if err := tt.Insert(&conns[i], syn); err != nil {
+			t.Fatalf("new connection %d into a table full of half-open ones: %v", i, err)
+		}
+	}
+	if n := tt.Len(); n != 64 {
+		t.Errorf("%d entries, want the capacity, 64", n)
+	}
+	for i := range 32 {
+		o := conns[i].Orig()
+		var got Conn
+		if _, ok := tt.Peek(&o, &got); !ok || got.State != StateEstablished {
+			t.Fatalf("established connection %d was shed", i)
+		}
+	}
+	if st := tt.Stats(); st.Evicted != 200-64 || st.DroppedFull != 0 {
+		t.Errorf("stats %+v, want %d evicted, none refused", st, 200-64)
+	}
+	checkInvariants(t, tt)
+}
+
+// TestHalfOpenShortUnderPressure: past three quarters of the capacity, a
+// half-open connection lives halfOpenUnderPressure, not SYN_RECV's 60 s,
+// and a server's retransmitted SYN-ACK does not stretch it.
+func TestHalfOpenShortUnderPressure(t *testing.T) {
+	tt := newTestTable(t, Config{Capacity: 100, Shards: 1})
+	for i := range 80 {
+		c := mkConn(i, false, protoTCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := mkConn(1000, false, protoTCP)
+	if err := tt.Insert(&c, syn); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Reply()
+	var got Conn
+	tt.Lookup(&r, syn|ack, &got) // the server's SYN-ACK
+	tt.clock.Advance(halfOpenUnderPressure + time.Second)
+	o := c.Orig()
+	if _, ok := tt.Peek(&o, &got); ok {
+		t.Errorf("a half-open connection outlived %v under pressure", halfOpenUnderPressure)
+	}
+}
+
+// TestCompactAfterFlood: once a flood's entries are gone, a full walk of
+// the sweep gives their memory back, and the entries that stay are found
+// as before.
+func TestCompactAfterFlood(t *testing.T) {
+	tt := newTestTable(t, Config{Capacity: 1 << 16, Shards: 1})
+	conns := make([]Conn, 20000)
+	for i := range conns {
+		conns[i] = mkConn(i, i%2 == 0, protoTCP)
+		if err := tt.Insert(&conns[i], syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := 0
+	for i := range conns {
+		o := conns[i].Orig()
+		var got Conn
+		if i%100 == 0 {
+			tt.Lookup(&o, ack, &got) // established: stays
+			keep++
+			continue
+		}
+		tt.Remove(&o)
+	}
+	before := len(tt.shards[0].chunks)
+	for range 100 {
+		tt.Sweep(4096)
+	}
+	after := len(tt.shards[0].chunks)
+	if after*10 > before {
+		t.Errorf("slab of %d chunks after the flood, %d before: not given back", after, before)
+	}
+	for i := 0; i < len(conns); i += 100 {
+		o := conns[i].Orig()
+		var got Conn
+		if _, ok := tt.Peek(&o, &got); !ok || got.DAddr != conns[i].DAddr {
+			t.Fatalf("connection %d lost by the compaction", i)
+		}
+		if !conns[i].InputOnly {
+			r := conns[i].Reply()
+			if d, ok := tt.Peek(&r, &got); !ok || d != Reply {
+				t.Fatalf("connection %d's reply lost by the compaction", i)
+			}
+		}
+	}
+	if n := tt.Len(); n != keep {
+		t.Errorf("%d entries, want %d", n, keep)
+	}
+	checkInvariants(t, tt)
 }

@@ -88,9 +88,40 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 		e.flags |= fAssured
 		t.tmplAssure(e.link)
 	}
-	e.expires = now + t.timeouts.Load()[e.state]
+	e.expires = now + t.timeout(e.state)
 	e.copyTo(c)
 	return true
+}
+
+// timeout is how long an entry in state st lives from now. Under pressure
+// (the table over three quarters full) a half-open connection gets
+// halfOpenUnderPressure at most, as IPVS's secure_tcp shortens SYN_RECV:
+// forged SYNs then hold the table for seconds, not a minute, and the
+// servers' retransmitted SYN-ACKs do not stretch them.
+func (t *Table) timeout(st State) uint32 {
+	d := t.timeouts.Load()[st]
+	if st.halfOpen() && t.count.Load() > t.pressure && d > t.halfOpenShort {
+		return t.halfOpenShort
+	}
+	return d
+}
+
+// evictHalfOpen drops the first half-open TCP entry among the next scan
+// entries of the sweep's walk through shard s, and reports whether it
+// found one. Called with s locked.
+func (t *Table) evictHalfOpen(s *shard, scan int) bool {
+	for range min(scan, int(s.nent)) {
+		if s.sweep >= s.nent {
+			s.sweep = 0
+		}
+		i := s.sweep
+		s.sweep++
+		if e := s.ent(i); e.flags&fUsed != 0 && e.proto == protoTCP && e.state.halfOpen() {
+			t.drop(s, i)
+			return true
+		}
+	}
+	return false
 }
 
 // Insert adds a connection for its first packet, seen in the Orig
@@ -122,9 +153,15 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	nat := !c.InputOnly
 
 	if t.count.Add(1) > t.capacity {
-		// Full: reap what has expired nearby before refusing.
+		// Full: reap what has expired nearby, then shed a half-open
+		// entry (IPVS's drop_entry), before refusing. An established
+		// connection is never evicted for a new one.
 		s.mu.Lock()
-		t.sweepShard(s, t.tick(), 4, 64)
+		now := t.tick()
+		t.sweepShard(s, now, 4, 64)
+		if t.count.Load() > t.capacity && t.evictHalfOpen(s, 256) {
+			s.st.evicted++
+		}
 		full := t.count.Load() > t.capacity
 		if full {
 			s.st.full++
@@ -186,7 +223,7 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	} else {
 		e.state = StateUDP
 	}
-	e.expires = now + t.timeouts.Load()[e.state]
+	e.expires = now + t.timeout(e.state)
 	if c.Tmpl != 0 {
 		e.link = t.tmplAcquire(c.Tmpl)
 	}
@@ -335,6 +372,11 @@ func (t *Table) Sweep(budget int) int {
 			s := &t.shards[pos]
 			s.mu.Lock()
 			r, n, end = t.sweepShard(s, now, budget-reaped, min(scanLeft, 512))
+			// A walk through the shard ended: if a flood left its slab
+			// mostly empty, give the memory back.
+			if end && len(s.chunks) > 4 && s.live*4 < int(s.nent) {
+				s.compact()
+			}
 			s.mu.Unlock()
 		} else {
 			r, n, end = t.sweepTmplShard(&t.tshards[pos-len(t.shards)], now, budget-reaped, min(scanLeft, 512))

@@ -41,6 +41,12 @@ func (s State) String() string {
 	return "ERR!"
 }
 
+// halfOpen reports a TCP connection not established yet: the entries a
+// SYN flood with forged sources leaves, shed first under pressure.
+func (s State) halfOpen() bool {
+	return s == StateSynRecv || s == StateSynAck || s == StateSynSent
+}
+
 // Active reports whether a connection in state s counts in its real
 // server's ActiveConn (the project's shared rule, IPVS.md "Schedulers"):
 // the TCP handshake states and ESTABLISHED. Everything else, and UDP

@@ -82,7 +82,7 @@ func slotKey(h uint64, d Dir) uint64 {
 func slotHome(v uint64, mask int) int { return int(v>>32) & mask }
 
 type shardStats struct {
-	inserted, removed, expired, reused, full uint64
+	inserted, removed, expired, reused, full, evicted uint64
 }
 
 type shard struct {
@@ -91,6 +91,7 @@ type shard struct {
 	used   int      // occupied slots
 	chunks []*chunk
 	nent   uint32 // entries ever allocated: the slab's high-water mark
+	live   int    // entries in use
 	free   uint32 // first free entry + 1
 	sweep  uint32 // where Sweep goes on in this shard
 	st     shardStats
@@ -103,6 +104,7 @@ func (s *shard) alloc() (uint32, bool) {
 	if s.free != 0 {
 		i := s.free - 1
 		s.free = s.ent(i).link
+		s.live++
 		return i, true
 	}
 	if s.nent >= maxEntries {
@@ -113,6 +115,7 @@ func (s *shard) alloc() (uint32, bool) {
 	}
 	i := s.nent
 	s.nent++
+	s.live++
 	return i, true
 }
 
@@ -120,6 +123,47 @@ func (s *shard) release(i uint32) {
 	e := s.ent(i)
 	*e = entry{link: s.free}
 	s.free = i + 1
+	s.live--
+}
+
+// compact moves the shard's entries to the front of a new slab and
+// rebuilds the index for them, so that the memory a flood of connections
+// took comes back once they are gone. Entry numbers change: nothing
+// outside the shard holds them (callers get copies). Called with s locked.
+func (s *shard) compact() {
+	renum := make([]uint32, s.nent) // old entry -> new + 1
+	var chunks []*chunk
+	n := uint32(0)
+	for i := uint32(0); i < s.nent; i++ {
+		e := s.ent(i)
+		if e.flags&fUsed == 0 {
+			continue
+		}
+		if n&chunkMask == 0 {
+			chunks = append(chunks, new(chunk))
+		}
+		chunks[n>>chunkShift][n&chunkMask] = *e
+		n++
+		renum[i] = n
+	}
+	size := 16
+	for s.used*4 > size*3 {
+		size *= 2
+	}
+	index := make([]uint64, size)
+	mask := size - 1
+	for _, v := range s.index {
+		if v == 0 {
+			continue
+		}
+		nv := v&^slotIdxMask | uint64(renum[uint32(v&slotIdxMask)-1])
+		p := slotHome(v, mask)
+		for index[p] != 0 {
+			p = (p + 1) & mask
+		}
+		index[p] = nv
+	}
+	s.chunks, s.index, s.nent, s.free, s.sweep = chunks, index, n, 0, 0
 }
 
 // find probes for the entry whose dir tuple is tp. On a miss it returns
