@@ -151,14 +151,14 @@ type Table struct {
 	// halfOpenShort ticks at most (timeout).
 	pressure      int64
 	halfOpenShort uint32
-	count     atomic.Int64 // live connections
-	tcount    atomic.Int64 // live templates
-	now       func() int64
-	epoch     int64
-	timeouts  atomic.Pointer[[numStates]uint32] // in ticks
-	counts    func(dest uint32, dActive, dInactive int32)
-	persist   func(dest uint32, delta int32)
-	gone      func(dest uint32) bool
+	count         atomic.Int64 // live connections
+	tcount        atomic.Int64 // live templates
+	now           func() int64
+	epoch         int64
+	timeouts      atomic.Pointer[[numStates]uint32] // in ticks
+	counts        func(dest uint32, dActive, dInactive int32)
+	persist       func(dest uint32, delta int32)
+	gone          func(dest uint32) bool
 
 	sweepMu  sync.Mutex
 	sweepPos int // shard Sweep continues with: conn shards, then template shards
