@@ -2,7 +2,9 @@ package director
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/google/nftables"
@@ -187,23 +189,36 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 		return fmt.Errorf("fill nftables sets: %w", err)
 	}
 	// The swap: one transaction.
-	c.AddTable(dt.table)
-	c.FlushTable(t)
 	rules := append(slices.Clone(first), divertRules(byName, dt.frags)...)
-	for _, ch := range chains(t) {
-		for _, r := range rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), v)})
-		}
-		if dt.mark != 0 {
-			for _, r := range markRules(byName, dt.mark) {
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+	swap := func(old []*nftables.Set) error {
+		c.AddTable(dt.table)
+		c.FlushTable(t)
+		for _, ch := range chains(t) {
+			for _, r := range rules {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), v)})
+			}
+			if dt.mark != 0 {
+				for _, r := range markRules(byName, dt.mark) {
+					c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+				}
 			}
 		}
+		for _, s := range old {
+			c.DelSet(s)
+		}
+		return c.Flush()
 	}
-	for _, s := range dt.sets {
-		c.DelSet(s)
+	err := swap(dt.sets)
+	if err != nil && errors.Is(err, unix.ENOENT) && len(dt.sets) > 0 {
+		// The table was deleted from outside (nft delete table, a second
+		// director before it was refused): the old generation is gone
+		// with it, and the table is made again, with its chains, here.
+		err = swap(nil)
+		if err == nil {
+			slog.Default().Warn("nftables table was deleted from outside; made again", "table", dt.table.Name)
+		}
 	}
-	if err := c.Flush(); err != nil {
+	if err != nil {
 		drop()
 		return err
 	}

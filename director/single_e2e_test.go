@@ -190,8 +190,9 @@ func runRules(t *testing.T, h *testbed.Host, dir, rules string) (string, int) {
 
 // TestHostChangeFailureLogged: a rule change the host refuses reaches the
 // ipvsadm client and the director's log, which says that the previous
-// rules stay in force. With TUN, a VIP without a route; with AF_PACKET,
-// the director's nftables table removed from under it.
+// rules stay in force (with TUN, a VIP without a route). With AF_PACKET,
+// the director's nftables table removed from under it is made again at
+// the next change.
 func TestHostChangeFailureLogged(t *testing.T) {
 	for _, io := range []string{"afpacket", "tun"} {
 		t.Run(io, func(t *testing.T) {
@@ -213,7 +214,19 @@ func TestHostChangeFailureLogged(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				args = []string{"-a", "-t", vip, "-r", lab.RS2IP, "-m"}
+				// The director makes its table again at the next change,
+				// rather than refusing every change from then on.
+				e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS2IP, "-m")
+				if out, err := e.n.Director.Exec("nft", "list", "table", "netdev", "uvs"); err != nil {
+					t.Fatalf("the table was not made again: %v\n%s", err, out)
+				}
+				if !strings.Contains(e.d.Log(), "made again") {
+					t.Errorf("the log does not say the table was made again:\n%s", e.d.Log())
+				}
+				if body, _, err := e.get("http://" + vip + "/"); err != nil || (body != "rs1" && body != "rs2") {
+					t.Errorf("after the table was made again: %q, %v", body, err)
+				}
+				return
 			}
 			_, errs, code, err := e.d.Ipvsadm(args...)
 			if err != nil || code == 0 {
