@@ -64,6 +64,12 @@ type Config struct {
 	// fanout programs send both directions of a connection to the same
 	// worker (steer.go). The poller and the ring always work per port.
 	AFPacketPerPort bool
+	// AFPacketNoSYNQueues turns off the affine workers' SYN queues: by
+	// default each port has two queues per worker, and the fanout programs
+	// send TCP packets with SYN set to the second, which the worker reads
+	// at a lower priority (steer.go, link.NewMultiPrio), so that a SYN
+	// flood does not crowd out established connections' packets.
+	AFPacketNoSYNQueues bool
 }
 
 // Director is a running load balancer.

@@ -170,7 +170,7 @@ func (h *afpHost) apply(s *snapshot) error {
 	h.local = local
 	var prog []bpf.RawInstruction
 	if h.d.affine() {
-		p, err := steerProgram(s)
+		p, err := steerProgram(s, h.d.synQueues())
 		if err != nil {
 			return err
 		}

@@ -11,9 +11,14 @@ import (
 
 // openAFPacketPort opens one AF_PACKET socket per worker on l, all in one
 // fanout group so that a flow stays with one worker: by flow hash, or for
-// affine workers by the director's program (steer.go).
+// affine workers by the director's program (steer.go); affine workers
+// with SYN queues get two sockets each, the second for packets with SYN
+// set (see steer.go).
 func openAFPacketPort(l netlink.Link, workers int, cfg Config, affine bool) (*port, error) {
 	name := l.Attrs().Name
+	if affine && !cfg.AFPacketNoSYNQueues {
+		workers *= 2
+	}
 	first, err := link.OpenAFPacket(name, &link.AFPacketConfig{RXRing: cfg.AFPacketRing,
 		Blocking: !cfg.AFPacketPoller && !cfg.AFPacketRing, SpinFor: cfg.AFPacketSpin,
 		FanoutBPF: affine, Defrag: true})

@@ -22,6 +22,16 @@ import (
 // IPv6 without extension headers, hashing the low 32 bits of its client
 // address. Anything else (ARP, ICMP, fragments, VLAN-tagged frames) goes
 // by the kernel's flow hash.
+//
+// With SYN queues (the default; see Config.AFPacketNoSYNQueues), each
+// port has two queues per worker, and the program sends a TCP packet with
+// SYN set (a client's SYN, a real server's SYN-ACK) to the worker's
+// second one, which it reads at a lower priority (link.NewMultiPrio): a
+// SYN flood then fills those queues, and established connections' packets
+// still find room in the first ones. Worker k's queues are 2k and 2k+1,
+// and the program returns twice the hash, plus one for a SYN: the
+// kernel's modulo by the 2N queues gives 2(hash mod N) + SYN, so the
+// program does not depend on the number of workers.
 
 // maxSteerAddrs bounds the real-server addresses a program compares per
 // family: the IPv4 comparisons' jumps must stay within their
@@ -43,19 +53,46 @@ const (
 	steerK3 = 0xc2b2ae35
 )
 
-// steerProgram builds the fanout program for snapshot s.
-func steerProgram(s *snapshot) ([]bpf.RawInstruction, error) {
-	return steerFor(natServerWords(s))
+// steerProgram builds the fanout program for snapshot s, for ports with
+// SYN queues if syn.
+func steerProgram(s *snapshot, syn bool) ([]bpf.RawInstruction, error) {
+	v4, v6 := natServerWords(s)
+	return steerFor(v4, v6, syn)
 }
 
 // steerFor builds the fanout program that takes packets from the given
 // IPv4 addresses and IPv6 addresses (four words each, big-endian) for NAT
-// real servers' replies.
-func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
+// real servers' replies; with syn, for ports with SYN queues.
+func steerFor(v4 []uint32, v6 [][4]uint32, syn bool) ([]bpf.RawInstruction, error) {
 	var a steerAsm
 	fallback := func() {
 		a.op(bpf.LoadExtension{Num: bpf.ExtRXHash})
+		if syn {
+			a.op(bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 1}) // an ordinary queue
+		}
 		a.op(bpf.RetA{})
+	}
+	// synBit stores in M[1] whether the packet is TCP with SYN set (1) or
+	// not (0), given the protocol byte's offset and the TCP header's
+	// (from X if indirect).
+	synBit := func(protoOff, flagsOff int, indirect bool, name string) {
+		if !syn {
+			return
+		}
+		a.op(bpf.LoadAbsolute{Off: netAt(protoOff), Size: 1})
+		a.jeq(6, name+"tcp", "")
+		a.op(bpf.LoadConstant{Dst: bpf.RegA, Val: 0})
+		a.ja(name + "st")
+		a.label(name + "tcp")
+		if indirect {
+			a.op(bpf.LoadIndirect{Off: netAt(flagsOff), Size: 1})
+		} else {
+			a.op(bpf.LoadAbsolute{Off: netAt(flagsOff), Size: 1})
+		}
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 1}) // SYN is 0x02
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 1})
+		a.label(name + "st")
+		a.op(bpf.StoreScratch{Src: bpf.RegA, N: 1})
 	}
 	// tcpOrUDP goes on at label l4 if the protocol byte at off is TCP's or
 	// UDP's, else falls back.
@@ -88,6 +125,7 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf})
 	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 2})
 	a.op(bpf.TAX{})
+	synBit(9, 13, true, "v4syn")
 	a.op(bpf.LoadAbsolute{Off: netAt(12), Size: 4})
 	for _, w := range v4 {
 		a.jeq(w, "v4reply", "")
@@ -104,6 +142,7 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 	// IPv6: TCP or UDP right after the fixed header.
 	a.label("v6")
 	tcpOrUDP(6, "v6l4")
+	synBit(6, 40+13, false, "v6syn")
 	for i, ws := range v6 {
 		// The source, word by word; on the first difference, the next
 		// address.
@@ -132,6 +171,12 @@ func steerFor(v4 []uint32, v6 [][4]uint32) ([]bpf.RawInstruction, error) {
 	a.op(bpf.ALUOpX{Op: bpf.ALUOpXor})
 	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpMul, Val: steerK3})
 	a.op(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 16})
+	if syn {
+		// 2 × hash + SYN.
+		a.op(bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 1})
+		a.op(bpf.LoadScratch{Dst: bpf.RegX, N: 1})
+		a.op(bpf.ALUOpX{Op: bpf.ALUOpOr})
+	}
 	a.op(bpf.RetA{})
 	return a.assemble()
 }

@@ -87,34 +87,47 @@ func (d *Director) launch(ws []*worker) {
 
 // startAffineWorkers starts one worker per queue index, each reading that
 // queue of every port (link.Multi); the fanout programs (steer.go) send
-// both directions of a connection to the same queue index.
+// both directions of a connection to the same queue index. With SYN
+// queues, worker k reads queues 2k and, at a lower priority, 2k+1.
 func (d *Director) startAffineWorkers() error {
 	nq := len(d.ports[0].queues)
-	ws := make([]*worker, 0, nq)
-	for k := 0; k < nq; k++ {
+	per := 1
+	if d.synQueues() {
+		per = 2
+	}
+	ws := make([]*worker, 0, nq/per)
+	for k := 0; k < nq/per; k++ {
 		w := &worker{d: d, id: k, in: d.ports[0]}
-		var qs []*link.AFPacket
-		for _, pt := range d.ports {
-			if len(pt.queues) != nq {
-				return fmt.Errorf("affine workers: port %s has %d queues, port %s %d", pt.name, len(pt.queues), d.ports[0].name, nq)
+		var qs [2][]*link.AFPacket // by priority
+		for j := range per {
+			for _, pt := range d.ports {
+				if len(pt.queues) != nq || nq%per != 0 {
+					return fmt.Errorf("affine workers: port %s has %d queues, port %s %d", pt.name, len(pt.queues), d.ports[0].name, nq)
+				}
+				q, ok := pt.queues[per*k+j].(*link.AFPacket)
+				if !ok {
+					return fmt.Errorf("affine workers: port %s queue %d is not AF_PACKET", pt.name, per*k+j)
+				}
+				qs[j] = append(qs[j], q)
+				w.ins = append(w.ins, pt) // Multi numbers the high queues, then the low
 			}
-			q, ok := pt.queues[k].(*link.AFPacket)
-			if !ok {
-				return fmt.Errorf("affine workers: port %s queue %d is not AF_PACKET", pt.name, k)
-			}
-			qs = append(qs, q)
-			w.ins = append(w.ins, pt)
 		}
-		m, err := link.NewMulti(qs)
+		m, err := link.NewMultiPrio(qs[0], qs[1])
 		if err != nil {
 			return err
 		}
 		w.multi = m
-		w.alloc(qs[0].BatchSize())
+		w.alloc(qs[0][0].BatchSize())
 		ws = append(ws, w)
 	}
 	d.launch(ws)
 	return nil
+}
+
+// synQueues reports whether the affine workers have SYN queues
+// (Config.AFPacketNoSYNQueues).
+func (d *Director) synQueues() bool {
+	return d.affine() && !d.cfg.AFPacketNoSYNQueues
 }
 
 // alloc makes the worker's buffers for batches of n frames.

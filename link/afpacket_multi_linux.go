@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -24,70 +25,177 @@ import (
 // it does; after idleAfter empty timeouts it waits through the runtime's
 // syscall path, with the queues' eventfds, so that an idle director costs
 // nothing and Close still ends the wait.
+//
+// A Multi made by NewMultiPrio has queues of two priorities (see Read):
+// the director gives packets that open connections (TCP SYN) low-priority
+// queues of their own, so that a SYN flood fills those and not the ones
+// established connections use.
 type Multi struct {
-	qs    []*AFPacket
-	fds   []unix.PollFd
+	src   multiSource
 	ready []bool // may have frames: ppoll said so, or the last read filled the batch
-	next  int    // where the next scan starts, so that no queue starves the others
-	quiet int
+	nhigh int    // queues [0, nhigh) are high priority, the rest low
+	next  int    // where the next scan of the high queues starts, so that no queue starves the others
+	nextL int    // the same for the low queues
+	run   int    // high batches since the last low one
 	init  bool
 	procs bool // GOMAXPROCS was raised (see addProcs)
+}
+
+// lowEvery is how many batches a Multi reads from its high-priority queues
+// before it looks at the low ones even though high ones still have frames:
+// the low queues get at least one batch in lowEvery+1 (a fifth of the
+// reader's batches, up to a fifth of its frames) while the high ones are
+// never empty, and the high queues wait at most one batch (the caller's
+// batch size, 64 in the director) for each low one. A fifth keeps a
+// saturated reader serving new connections at a fraction of its rate
+// that is still far above what legitimate clients open (a SYN costs about
+// what a forwarded packet does), while four fifths stay with the
+// established traffic.
+const lowEvery = 4
+
+// multiSource is what a Multi reads and waits on: the queues' sockets,
+// or a test's fake.
+type multiSource interface {
+	// read reads what queue i holds without waiting; full reports that
+	// the batch was filled, so more may be queued.
+	read(i int, bufs [][]byte, sizes []int, offset int) (n int, full bool, err error)
+	// wait sleeps until a queue may have frames and marks those that do
+	// in ready (it leaves the others as they are). It returns at once
+	// when one has frames already.
+	wait(ready []bool) error
 }
 
 // NewMulti makes a reader of qs, each a Blocking queue of a different
 // port.
 func NewMulti(qs []*AFPacket) (*Multi, error) {
-	if len(qs) == 0 {
+	return NewMultiPrio(qs, nil)
+}
+
+// NewMultiPrio makes a reader of the queues high and low, each a Blocking
+// queue, that reads ready high-priority queues first (see Read). Read
+// numbers the queues high first, then low.
+func NewMultiPrio(high, low []*AFPacket) (*Multi, error) {
+	if len(high) == 0 {
 		return nil, errors.New("af_packet: a multi-queue reader needs a queue")
 	}
-	m := &Multi{qs: qs, ready: make([]bool, len(qs))}
+	qs := append(slices.Clip(high), low...)
+	src := &multiSockets{qs: qs}
 	for _, q := range qs {
 		if !q.blk.on || q.blk.wake == 0 {
 			return nil, fmt.Errorf("af_packet %s: a multi-queue reader needs Blocking queues", q.name)
 		}
-		m.fds = append(m.fds, unix.PollFd{Fd: int32(q.fd), Events: unix.POLLIN})
+		src.fds = append(src.fds, unix.PollFd{Fd: int32(q.fd), Events: unix.POLLIN})
 	}
 	for _, q := range qs {
-		m.fds = append(m.fds, unix.PollFd{Fd: int32(q.blk.wake - 1), Events: unix.POLLIN})
+		src.fds = append(src.fds, unix.PollFd{Fd: int32(q.blk.wake - 1), Events: unix.POLLIN})
 	}
+	return newMulti(src, len(high), len(low)), nil
+}
+
+func newMulti(src multiSource, nhigh, nlow int) *Multi {
+	m := &Multi{src: src, ready: make([]bool, nhigh+nlow), nhigh: nhigh}
 	for i := range m.ready {
 		m.ready[i] = true
 	}
-	return m, nil
+	return m
 }
 
 // Read reads a batch from one queue that has frames, waiting if none has;
-// from is that queue's position in the slice given to NewMulti. It returns
-// an error matching os.ErrClosed once any queue is closed, and the reading
-// goroutine must be the same on every call.
+// from is that queue's position (NewMulti's slice, or NewMultiPrio's high
+// then low). It returns an error matching os.ErrClosed once any queue is
+// closed, and the reading goroutine must be the same on every call.
+//
+// With queues of two priorities, a low-priority queue is read only when
+// no high one has frames, as a ppoll that found them all empty confirms,
+// or after lowEvery high batches in a row; a low batch is one batch, so
+// the high queues wait for no more. Within a priority the queues take
+// turns.
 func (m *Multi) Read(bufs [][]byte, sizes []int, offset int) (n, from int, err error) {
 	if !m.init {
 		m.start()
 	}
-	for {
-		for k := range m.qs {
-			i := (m.next + k) % len(m.qs)
-			if !m.ready[i] {
-				continue
+	if m.nhigh == len(m.ready) {
+		for {
+			if n, from, err := m.scan(0, m.nhigh, &m.next, bufs, sizes, offset); n > 0 || err != nil {
+				return n, from, err
 			}
-			q := m.qs[i]
-			n, full, err := q.readNow(bufs, sizes, offset)
-			if err != nil {
-				m.stop()
-				return 0, i, err
-			}
-			m.ready[i] = full
-			if n > 0 {
-				m.next = i + 1
-				m.quiet = 0
-				return n, i, nil
+			if err := m.wait(); err != nil {
+				return 0, 0, err
 			}
 		}
+	}
+	polled := false // the ready marks are fresh: a ppoll set them since this call began
+	for {
+		if m.run >= lowEvery {
+			// The low queues' turn, whatever the high ones hold.
+			m.run = 0
+			if !polled {
+				if err := m.wait(); err != nil {
+					return 0, 0, err
+				}
+				polled = true
+			}
+			if n, from, err := m.scan(m.nhigh, len(m.ready), &m.nextL, bufs, sizes, offset); n > 0 || err != nil {
+				return n, from, err
+			}
+		}
+		if n, from, err := m.scan(0, m.nhigh, &m.next, bufs, sizes, offset); n > 0 || err != nil {
+			if n > 0 {
+				m.run++
+			}
+			return n, from, err
+		}
+		// No high queue was marked, or the marked ones were empty: a
+		// ppoll says whether one has frames now (it returns at once
+		// when any queue has), before a low queue is read.
+		if !polled {
+			if err := m.wait(); err != nil {
+				return 0, 0, err
+			}
+			polled = true
+			continue
+		}
+		if n, from, err := m.scan(m.nhigh, len(m.ready), &m.nextL, bufs, sizes, offset); n > 0 || err != nil {
+			if n > 0 {
+				m.run = 0
+			}
+			return n, from, err
+		}
 		if err := m.wait(); err != nil {
-			m.stop()
 			return 0, 0, err
 		}
 	}
+}
+
+// scan reads the first marked queue in [lo, hi) that has frames, starting
+// at *next and moving it past that queue.
+func (m *Multi) scan(lo, hi int, next *int, bufs [][]byte, sizes []int, offset int) (n, from int, err error) {
+	for k := range hi - lo {
+		i := lo + (*next+k)%(hi-lo)
+		if !m.ready[i] {
+			continue
+		}
+		n, full, err := m.src.read(i, bufs, sizes, offset)
+		if err != nil {
+			m.stop()
+			return 0, i, err
+		}
+		m.ready[i] = full
+		if n > 0 {
+			*next = i - lo + 1
+			return n, i, nil
+		}
+	}
+	return 0, 0, nil
+}
+
+// wait sleeps until a queue may have frames and marks it ready.
+func (m *Multi) wait() error {
+	if err := m.src.wait(m.ready); err != nil {
+		m.stop()
+		return err
+	}
+	return nil
 }
 
 // start locks the reader to its thread and raises GOMAXPROCS: it waits
@@ -106,23 +214,38 @@ func (m *Multi) stop() {
 	}
 }
 
-// wait sleeps until a queue may have frames and marks it ready.
-func (m *Multi) wait() error {
+// multiSockets is a Multi's queues: their sockets, and what ppoll waits on
+// (the sockets, then their eventfds).
+type multiSockets struct {
+	qs    []*AFPacket
+	fds   []unix.PollFd
+	quiet int // empty timeouts in a row
+}
+
+func (s *multiSockets) read(i int, bufs [][]byte, sizes []int, offset int) (int, bool, error) {
+	n, full, err := s.qs[i].readNow(bufs, sizes, offset)
+	if n > 0 {
+		s.quiet = 0
+	}
+	return n, full, err
+}
+
+func (s *multiSockets) wait(ready []bool) error {
 	for {
-		for _, q := range m.qs {
+		for _, q := range s.qs {
 			if q.closed.Load() {
 				return fmt.Errorf("af_packet %s: read: %w", q.name, os.ErrClosed)
 			}
 		}
 		var got uintptr
 		var e unix.Errno
-		if m.quiet >= idleAfter {
+		if s.quiet >= idleAfter {
 			// Idle: wait without the P, for the eventfds too.
 			ts := unix.NsecToTimespec(int64(idleTimeout))
-			got, _, e = unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&m.fds[0])), uintptr(len(m.fds)), uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+			got, _, e = unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&s.fds[0])), uintptr(len(s.fds)), uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 		} else {
 			ts := unix.NsecToTimespec(int64(blockWake))
-			got, _, e = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&m.fds[0])), uintptr(len(m.qs)), uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+			got, _, e = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&s.fds[0])), uintptr(len(s.qs)), uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 		}
 		switch {
 		case e == unix.EINTR:
@@ -131,14 +254,14 @@ func (m *Multi) wait() error {
 		case e != 0:
 			return fmt.Errorf("af_packet: ppoll: %w", e)
 		case got == 0:
-			m.quiet++
+			s.quiet++
 			runtime.Gosched()
 			continue
 		}
 		any := false
-		for i := range m.qs {
-			if m.fds[i].Revents != 0 {
-				m.ready[i], any = true, true
+		for i := range s.qs {
+			if s.fds[i].Revents != 0 {
+				ready[i], any = true, true
 			}
 		}
 		if any {

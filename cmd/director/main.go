@@ -152,7 +152,7 @@ func versionString() string {
 type runOptions struct {
 	rules, io, socket, interfaces, logLevel, pprof, metrics string
 	workers, capacity                                       int
-	ring, blocking, affine                                  bool
+	ring, blocking, affine, synQueues                       bool
 	spin                                                    time.Duration
 }
 
@@ -170,6 +170,7 @@ func runFlags() (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.blocking, "afpacket-blocking", true, "afpacket: wait for frames in a blocking wait on a thread of its own; =false waits in the Go poller (the ring always does)")
 	fs.DurationVar(&o.spin, "afpacket-spin", 0, "afpacket: retry an empty socket this long (a `DURATION`, e.g. 20us) before waiting (experimental; burns CPU)")
 	fs.BoolVar(&o.affine, "afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
+	fs.BoolVar(&o.synQueues, "afpacket-syn-queues", true, "afpacket, affine workers: TCP packets with SYN set (new connections) get queues of their own, read after the others, so that a SYN flood does not crowd out established connections; =false shares the queues")
 	fs.StringVar(&o.logLevel, "log-level", "info", "the log's `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's /debug/pprof on this `ADDR` (for profiling the data path)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this `ADDR`, e.g. :9100")
@@ -214,7 +215,7 @@ func (o *runOptions) check(fs *flag.FlagSet) error {
 		return errors.New("--afpacket-affine reads with blocking waits: it cannot be combined with --afpacket-ring or --afpacket-blocking=false")
 	}
 	if o.io == director.IOTUN {
-		for _, f := range []string{"interfaces", "afpacket-ring", "afpacket-blocking", "afpacket-spin", "afpacket-affine"} {
+		for _, f := range []string{"interfaces", "afpacket-ring", "afpacket-blocking", "afpacket-spin", "afpacket-affine", "afpacket-syn-queues"} {
 			if set[f] {
 				return fmt.Errorf("--%s is for --io afpacket", f)
 			}
@@ -262,7 +263,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 
 	cfg := director.Config{IO: o.io, Workers: o.workers, Capacity: o.capacity, AFPacketRing: o.ring,
 		StateDir:       filepath.Dir(o.socket),
-		AFPacketPoller: !o.blocking, AFPacketSpin: o.spin, AFPacketPerPort: !o.affine, Logger: log}
+		AFPacketPoller: !o.blocking, AFPacketSpin: o.spin, AFPacketPerPort: !o.affine,
+		AFPacketNoSYNQueues: !o.synQueues, Logger: log}
 	if o.interfaces != "" {
 		cfg.Interfaces = strings.Split(o.interfaces, ",")
 	}
