@@ -889,18 +889,7 @@ func TestMetrics(t *testing.T) {
 // lab.DirOuterIP:9100 (its own address, over its loopback).
 func (e *env) scrape(t *testing.T) string {
 	t.Helper()
-	hc := e.n.Director.HTTPClient()
-	hc.Timeout = 5 * time.Second
-	resp, err := hc.Get("http://" + lab.DirOuterIP + ":9100/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return scrapeFrom(t, e.n.Director, lab.DirOuterIP+":9100")
 }
 
 // TestRestartAfterKill: a director killed outright leaves its filter

@@ -117,40 +117,10 @@ func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, c
 	}()
 
 	// seen[port][client port] is the queue the flow's packet reached, +1.
-	var mu sync.Mutex
-	var seen [2]map[uint16]int
-	seen[0], seen[1] = map[uint16]int{}, map[uint16]int{}
-	var wg sync.WaitGroup
-	for p := range in {
-		for qi, q := range in[p] {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				bufs := make([][]byte, q.BatchSize())
-				for i := range bufs {
-					bufs[i] = make([]byte, 2048)
-				}
-				sizes := make([]int, len(bufs))
-				for {
-					n, err := q.Read(bufs, sizes, 0)
-					if err != nil {
-						return
-					}
-					for i := 0; i < n; i++ {
-						cport, ok := flowOf(bufs[i][link.VnetHdrLen:sizes[i]], p == 1)
-						if !ok {
-							continue
-						}
-						mu.Lock()
-						if _, dup := seen[p][cport]; !dup {
-							seen[p][cport] = qi + 1
-						}
-						mu.Unlock()
-					}
-				}
-			}()
-		}
-	}
+	mu, seen, wg := watchQueues([2][]*link.AFPacket{in[0][:], in[1][:]}, func(f []byte, reply bool) (uint32, bool) {
+		cport, ok := flowOf(f, reply)
+		return uint32(cport), ok
+	})
 	defer wg.Wait()
 	defer closeIn()
 
@@ -196,7 +166,7 @@ func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, c
 			mu.Lock()
 			n := 0
 			for _, cp := range ports {
-				if seen[0][cp] != 0 && seen[1][cp] != 0 {
+				if seen[0][uint32(cp)] != 0 && seen[1][uint32(cp)] != 0 {
 					n++
 				}
 			}
@@ -209,7 +179,7 @@ func testSteering(t *testing.T, x, y *testbed.Host, prog []bpf.RawInstruction, c
 		mu.Lock()
 		used := [2]int{}
 		for _, cport := range ports {
-			q0, q1 := seen[0][cport], seen[1][cport]
+			q0, q1 := seen[0][uint32(cport)], seen[1][uint32(cport)]
 			switch {
 			case q0 == 0 || q1 == 0:
 				t.Errorf("round %d, client port %d: packet to the VIP on queue %d, reply on queue %d (-1: not seen)", round, cport, q0-1, q1-1)
@@ -379,40 +349,7 @@ func TestSteeringGivesSYNsTheirQueues(t *testing.T) {
 	}()
 
 	// seen[port][client port<<8 | TCP flags] is the queue the packet reached, +1.
-	var mu sync.Mutex
-	var seen [2]map[uint32]int
-	seen[0], seen[1] = map[uint32]int{}, map[uint32]int{}
-	var wg sync.WaitGroup
-	for p := range in {
-		for qi, q := range in[p] {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				bufs := make([][]byte, q.BatchSize())
-				for i := range bufs {
-					bufs[i] = make([]byte, 2048)
-				}
-				sizes := make([]int, len(bufs))
-				for {
-					n, err := q.Read(bufs, sizes, 0)
-					if err != nil {
-						return
-					}
-					for i := 0; i < n; i++ {
-						key, ok := synKeyOf(bufs[i][link.VnetHdrLen:sizes[i]], p == 1)
-						if !ok {
-							continue
-						}
-						mu.Lock()
-						if _, dup := seen[p][key]; !dup {
-							seen[p][key] = qi + 1
-						}
-						mu.Unlock()
-					}
-				}
-			}()
-		}
-	}
+	mu, seen, wg := watchQueues([2][]*link.AFPacket{in[0][:], in[1][:]}, synKeyOf)
 	defer wg.Wait()
 	defer closeIn()
 
@@ -577,4 +514,44 @@ func synKeyOf(f []byte, reply bool) (uint32, bool) {
 		cp = binary.BigEndian.Uint16(l4[2:])
 	}
 	return uint32(cp)<<8 | uint32(l4[13]), true
+}
+
+// watchQueues reads every queue of in ([port][queue]) until they are
+// closed, and records in seen[port][key] the first queue (+1) a packet
+// with that key reached; key picks the packets to record. Hold mu to read
+// seen; wait on wg after closing the queues.
+func watchQueues(in [2][]*link.AFPacket, key func(frame []byte, reply bool) (uint32, bool)) (*sync.Mutex, *[2]map[uint32]int, *sync.WaitGroup) {
+	mu, wg := new(sync.Mutex), new(sync.WaitGroup)
+	seen := &[2]map[uint32]int{{}, {}}
+	for p := range in {
+		for qi, q := range in[p] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bufs := make([][]byte, q.BatchSize())
+				for i := range bufs {
+					bufs[i] = make([]byte, 2048)
+				}
+				sizes := make([]int, len(bufs))
+				for {
+					n, err := q.Read(bufs, sizes, 0)
+					if err != nil {
+						return
+					}
+					for i := 0; i < n; i++ {
+						k, ok := key(bufs[i][link.VnetHdrLen:sizes[i]], p == 1)
+						if !ok {
+							continue
+						}
+						mu.Lock()
+						if _, dup := seen[p][k]; !dup {
+							seen[p][k] = qi + 1
+						}
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	return mu, seen, wg
 }
