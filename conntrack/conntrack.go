@@ -150,9 +150,11 @@ type Table struct {
 	// pressure is the entry count past which half-open entries live
 	// halfOpenShort ticks at most (timeout).
 	pressure      int64
+	pressured     atomic.Bool // UnderPressure's state
 	halfOpenShort uint32
-	count         atomic.Int64 // live connections
-	tcount        atomic.Int64 // live templates
+	compactions   atomic.Uint64 // shards whose slab was given back (shard.compact)
+	count         atomic.Int64  // live connections
+	tcount        atomic.Int64  // live templates
 	now           func() int64
 	epoch         int64
 	timeouts      atomic.Pointer[[numStates]uint32] // in ticks
@@ -267,6 +269,31 @@ func (t *Table) Len() int { return int(t.count.Load()) }
 
 // Templates is the number of persistence templates in the table.
 func (t *Table) Templates() int { return int(t.tcount.Load()) }
+
+// UnderPressure reports the table over three quarters full: half-open
+// entries then live halfOpenUnderPressure at most, and a caller should
+// sweep harder, so that those made before the pressure are cut short soon.
+func (t *Table) UnderPressure() bool {
+	// With hysteresis: entered past three quarters of the capacity, left
+	// below a quarter, so that a flood that keeps the table around the
+	// threshold does not win back the full timeout for its entries each
+	// time the sweep takes the count below it.
+	n := t.count.Load()
+	switch on := t.pressured.Load(); {
+	case !on && n > t.pressure:
+		t.pressured.Store(true)
+		return true
+	case on && n < t.pressure/3:
+		t.pressured.Store(false)
+		return false
+	default:
+		return on
+	}
+}
+
+// Compactions counts the shards whose slab a sweep gave back after a flood
+// of entries was gone; a caller may then return the memory to the system.
+func (t *Table) Compactions() uint64 { return t.compactions.Load() }
 
 // Stats sums the shards' counters.
 func (t *Table) Stats() Stats {

@@ -817,3 +817,23 @@ func TestCompactAfterFlood(t *testing.T) {
 	}
 	checkInvariants(t, tt)
 }
+
+// TestSweepShortensHalfOpenUnderPressure: half-open entries made before the
+// table came under pressure (with SYN_RECV's full timeout) are cut short
+// as the sweep passes, so a flood's first second does not hold the table
+// for a minute.
+func TestSweepShortensHalfOpenUnderPressure(t *testing.T) {
+	tt := newTestTable(t, Config{Capacity: 100, Shards: 1})
+	for i := range 80 { // the first 75 without pressure: 60 s
+		c := mkConn(i, false, protoTCP)
+		if err := tt.Insert(&c, syn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tt.Sweep(4096)
+	tt.clock.Advance(halfOpenUnderPressure + time.Second)
+	tt.Sweep(4096)
+	if n := tt.Len(); n != 0 {
+		t.Errorf("%d half-open entries left %v after the sweep under pressure", n, halfOpenUnderPressure+time.Second)
+	}
+}

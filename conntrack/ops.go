@@ -100,7 +100,7 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 // servers' retransmitted SYN-ACKs do not stretch them.
 func (t *Table) timeout(st State) uint32 {
 	d := t.timeouts.Load()[st]
-	if st.halfOpen() && t.count.Load() > t.pressure && d > t.halfOpenShort {
+	if st.halfOpen() && d > t.halfOpenShort && t.UnderPressure() {
 		return t.halfOpenShort
 	}
 	return d
@@ -340,10 +340,21 @@ func (t *Table) sweepShard(s *shard, now uint32, budget, scan int) (reaped, scan
 		i := s.sweep
 		s.sweep++
 		scanned++
-		if e := s.ent(i); e.flags&fUsed != 0 && !alive(e.expires, now) {
+		e := s.ent(i)
+		if e.flags&fUsed == 0 {
+			continue
+		}
+		if !alive(e.expires, now) {
 			t.drop(s, i)
 			s.st.expired++
 			reaped++
+			continue
+		}
+		// Under pressure, half-open entries made before it (with the
+		// full SYN_RECV timeout) are cut short too as the sweep passes.
+		if e.proto == protoTCP && e.state.halfOpen() && t.UnderPressure() &&
+			alive(e.expires, now+t.halfOpenShort+1) {
+			e.expires = now + t.halfOpenShort
 		}
 	}
 	return reaped, scanned, false
@@ -376,6 +387,7 @@ func (t *Table) Sweep(budget int) int {
 			// mostly empty, give the memory back.
 			if end && len(s.chunks) > 4 && s.live*4 < int(s.nent) {
 				s.compact()
+				t.compactions.Add(1)
 			}
 			s.mu.Unlock()
 		} else {

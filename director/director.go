@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -306,17 +307,33 @@ func (d *Director) housekeeping() {
 	defer sweep.Stop()
 	est := time.NewTicker(2 * time.Second)
 	defer est.Stop()
+	var compacted uint64
 	for {
 		select {
 		case <-d.stop:
 			return
 		case <-sweep.C:
 			d.clock.Tick()
-			d.ct.Sweep(4096)
+			budget := 4096
+			if d.ct.UnderPressure() {
+				// A flood: reap and cut half-open entries short across
+				// the whole table within seconds (about 650 000
+				// entries looked at a second), not minutes.
+				budget = 65536
+			}
+			d.ct.Sweep(budget)
 		case now := <-est.C:
 			d.est.Tick(now)
 			d.pruneDrained()
 			d.releaseGone()
+			// After a flood of connections is gone the table gives its
+			// slabs back (conntrack compacts them); hand the memory to
+			// the system now rather than when the runtime's scavenger
+			// gets to it, so that the director's size returns.
+			if c := d.ct.Compactions(); c != compacted {
+				compacted = c
+				debug.FreeOSMemory()
+			}
 		}
 	}
 }
