@@ -247,3 +247,26 @@ func TestNotRoot(t *testing.T) {
 		t.Errorf("director run --help as nobody: %v\n%s", err, out)
 	}
 }
+
+// TestRealserverHelp: director realserver --help prints its usage on
+// standard output and exits 0, as director run --help does; a bad flag
+// is said on standard error with exit 2.
+func TestRealserverHelp(t *testing.T) {
+	bin := binary(t)
+	for _, arg := range []string{"--help", "-h"} {
+		var o, e bytes.Buffer
+		cmd := exec.Command(bin, "realserver", arg)
+		cmd.Stdout, cmd.Stderr = &o, &e
+		if err := cmd.Run(); err != nil || !strings.HasPrefix(o.String(), "usage:\n  director realserver") || e.Len() != 0 {
+			t.Errorf("director realserver %s: %v, stdout %q, stderr %q", arg, err, o.String(), e.String())
+		}
+	}
+	var o, e bytes.Buffer
+	cmd := exec.Command(bin, "realserver", "--bogus")
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || o.Len() != 0 ||
+		!strings.HasPrefix(e.String(), "director realserver: flag provided but not defined: -bogus") {
+		t.Errorf("director realserver --bogus: %v, stdout %q, stderr %q", err, o.String(), e.String())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 func realserverMain(args []string) int {
 	const cmd = "director realserver"
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are said below; --help prints the usage itself
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage:
   director realserver --dr --vip VIP[,VIP...] [--state FILE]
@@ -50,8 +52,15 @@ Every host change is undone at SIGINT/SIGTERM, and after a kill at the next star
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			// Asked for: the usage on standard output, as `director run
+			// --help` prints it.
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+		fs.SetOutput(os.Stderr)
+		fs.Usage()
 		return 2
 	}
 	bad := func(format string, a ...any) int {
