@@ -599,6 +599,10 @@ func TestPipelineTunnel(t *testing.T) {
 		binary.BigEndian.Uint16(out[0][p.L4+6:]) != 1480 {
 		t.Errorf("too big: answered %x", out[0])
 	}
+	// It quotes the packet as it came, TTL included (as a router does).
+	if ttl := out[0][p.L4+8+8]; ttl != 64 {
+		t.Errorf("too big: the quoted packet has TTL %d, want 64 as sent", ttl)
+	}
 }
 
 // BenchmarkEstablishedDR is BenchmarkEstablishedEthernet for a direct

@@ -130,20 +130,17 @@ func (w *worker) xmitTunnel(s *snapshot, c *conntrack.Conn, buf []byte, partial 
 	if w.in.vnet {
 		gsoType = w.vh.GSOType &^ link.GSOECN
 	}
-	// The outer header copies the inner TTL, decremented as IPVS does.
-	p.DecTTL()
 	base := len(buf) - len(p.Buf) // where the frame starts in buf
 	l3, n := base+p.L3, p.End()-p.L3
-	if gsoType != link.GSONone {
-		if p.Payload < 0 || p.Payload-p.L3+int(w.vh.GSOSize) > room {
-			w.tunnelTooBig(room)
-			return
-		}
-		w.tunnelSegments(td, pt, mac, buf[l3:l3+n])
+	gso := gsoType != link.GSONone
+	if gso && (p.Payload < 0 || p.Payload-p.L3+int(w.vh.GSOSize) > room) || !gso && n > room {
+		w.tunnelTooBig(room) // quoting the packet as it came, as a router does
 		return
 	}
-	if n > room {
-		w.tunnelTooBig(room)
+	// The outer header copies the inner TTL, decremented as IPVS does.
+	p.DecTTL()
+	if gso {
+		w.tunnelSegments(td, pt, mac, buf[l3:l3+n])
 		return
 	}
 	csumStart := -1
