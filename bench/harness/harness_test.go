@@ -218,15 +218,15 @@ func TestSmoke(t *testing.T) {
 	t.Cleanup(func() { topo.Close() })
 	o := Options{
 		Director: directorBin, Duration: time.Second, Repeat: 1,
-		Paths: Paths, Workloads: Workloads,
+		Paths: Paths, Workloads: DefaultWorkloads(),
 		UDPFlows: 4, UDPCount: 20000, UDPSize: 64, Log: quietLog(),
 	}
 	samples, err := Run(ctx, topo, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(samples) != len(Paths)*len(Workloads) {
-		t.Fatalf("%d samples, want one per path and workload (%d)", len(samples), len(Paths)*len(Workloads))
+	if len(samples) != len(Paths)*len(o.Workloads) {
+		t.Fatalf("%d samples, want one per path and workload (%d)", len(samples), len(Paths)*len(o.Workloads))
 	}
 	for _, s := range samples {
 		p, _ := PathByName(s.Path)
@@ -256,6 +256,51 @@ func TestSmoke(t *testing.T) {
 		}
 		t.Logf("%s: %.4g %s, cpu %v", name, s.Value, w.Unit, s.CPU)
 	}
+}
+
+// TestFloodSmoke runs a short, slow flood through one UVS path and shows
+// the kernel path n/a: the flood workload must produce its figures. It
+// runs apart from TestSmoke, whose every-path run it would lengthen by
+// more than a minute.
+func TestFloodSmoke(t *testing.T) {
+	needRoot(t)
+	needPeers(t)
+	if testing.Short() {
+		t.Skip("smoke run skipped in -short mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	topo, err := Build(ctx, "uvsbenchflood", quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.Close() })
+	kernel, _ := PathByName("kernel")
+	uvs, _ := PathByName("uvs-afpacket")
+	flood, _ := WorkloadByName("flood")
+	o := Options{
+		Director: directorBin, Duration: time.Second, Repeat: 1,
+		Paths: []Path{kernel, uvs}, Workloads: []Workload{flood},
+		FloodRate: 2000, FloodDuration: time.Second, Log: quietLog(),
+	}
+	samples, err := Run(ctx, topo, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) != 2 {
+		t.Fatalf("%d samples, want 2", len(samples))
+	}
+	if s := samples[0]; s.Skipped == "" {
+		t.Errorf("kernel/flood: %+v, want n/a", s)
+	}
+	s := samples[1]
+	if s.Err != "" {
+		t.Fatalf("uvs-afpacket/flood: %s", s.Err)
+	}
+	if s.Sent <= 0 || s.Sent > 2000 || s.KATotal != FloodKeepalive || !s.CPUKnown || s.Value < 0 || s.Value > 100 {
+		t.Errorf("uvs-afpacket/flood: %+v", s)
+	}
+	t.Logf("uvs-afpacket/flood: %.1f %% served, %d SYNs, keep-alive %d/%d, recovery %v (%v)", s.Value, s.Sent, s.KASurvived, s.KATotal, s.Recovery, s.Recovered)
 }
 
 // searchRate closes in on the highest passing rate from below, within the

@@ -27,6 +27,8 @@ type Path struct {
 	Note string
 	// UDP tells whether the path can carry the UDP workload.
 	UDP bool
+	// NoFlood says why the flood workload does not apply ("": it does).
+	NoFlood string
 	// Balancer tells whether a process of the path's own does the work, so
 	// its CPU time can be measured; false for the kernel paths, whose
 	// forwarding runs in softirq context that no process is charged for.
@@ -45,8 +47,9 @@ type active struct {
 // Paths are all the paths, in the order of the tables.
 var Paths = []Path{
 	{Name: "kernel", Label: "kernel routing (no balancing)", UDP: true,
-		Note:  "the ceiling: the client talks to rs1 directly, the director namespace routes",
-		start: startKernel},
+		Note:    "the ceiling: the client talks to rs1 directly, the director namespace routes",
+		NoFlood: "no VIP to flood (the client talks to rs1 directly)",
+		start:   startKernel},
 	{Name: "nftables", Label: "nftables DNAT (numgen inc)", UDP: true,
 		Note:  "kernel DNAT with conntrack; `numgen inc mod 2` round robin",
 		start: startNftables},

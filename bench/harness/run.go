@@ -22,6 +22,11 @@ type Workload struct {
 	// CostUnit is what the balancer's CPU time is divided by.
 	CostUnit string
 	UDP      bool
+	// Flood tells whether the workload floods the path's VIP, which a
+	// path without one (Path.NoFlood) cannot take.
+	Flood bool
+	// Optional keeps the workload out of the default set (it is long).
+	Optional bool
 	run      func(ctx context.Context, t *Topo, o *Options, target string) (Sample, error)
 }
 
@@ -36,6 +41,18 @@ var Workloads = []Workload{
 	{Name: "http-large", Label: "HTTP 1 MiB responses, keep-alive", Unit: "Gbit/s", CostUnit: "GB", run: httpLarge},
 	{Name: "udp", Label: "small UDP packets", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpLoad},
 	{Name: "udp-rate", Label: "small UDP, highest rate with at most 1 % lost", Unit: "pkt/s", CostUnit: "M pkt", UDP: true, run: udpRate},
+	{Name: "flood", Label: "legitimate new connections served during a SYN flood", Unit: "% served", CostUnit: "M SYN", Flood: true, Optional: true, run: floodLoad},
+}
+
+// DefaultWorkloads are the workloads that are not Optional.
+func DefaultWorkloads() []Workload {
+	var out []Workload
+	for _, w := range Workloads {
+		if !w.Optional {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // WorkloadByName finds a workload.
@@ -54,9 +71,16 @@ type Sample struct {
 	Repeat         int     // 0-based
 	Value          float64 // in the workload's Unit; 0 when Err is set
 	P50, P99       time.Duration
-	Errors         int64   // failed requests (HTTP)
-	Sent, Lost     int64   // datagrams (UDP)
-	Work           float64 // in the workload's CostUnit (GB, M req, M pkt)
+	Errors         int64 // failed requests (HTTP)
+	Sent, Lost     int64 // datagrams (UDP); SYNs sent (flood)
+	// The flood workload: keep-alive connections that served every
+	// request (KASurvived of KATotal), and the time from the flood's end
+	// until new connections succeed again (Recovered false: not within
+	// the wait).
+	KASurvived, KATotal int
+	Recovery            time.Duration
+	Recovered           bool
+	Work                float64 // in the workload's CostUnit (GB, M req, M pkt)
 	// CPU is what the balancer's processes used during the run; CPUKnown
 	// is false when no process does the work (kernel paths) or it could
 	// not be read.
@@ -76,7 +100,11 @@ type Options struct {
 	UDPFlows  int   // sockets (client ports) of the UDP workload
 	UDPCount  int64 // datagrams at most per UDP run
 	UDPSize   int   // payload bytes
-	Log       *slog.Logger
+	// FloodRate (SYN/s, 0: unpaced) and FloodDuration are the flood
+	// workload's flood; 0 duration: DefaultFloodDuration.
+	FloodRate     float64
+	FloodDuration time.Duration
+	Log           *slog.Logger
 	// Progress, if set, is called after each sample.
 	Progress func(Sample)
 }
@@ -111,6 +139,8 @@ func Run(ctx context.Context, t *Topo, o Options) ([]Sample, error) {
 				switch {
 				case w.UDP && !p.UDP:
 					s.Skipped = "n/a"
+				case w.Flood && p.NoFlood != "":
+					s.Skipped = "n/a: " + p.NoFlood
 				case err != nil:
 					s.Err = err.Error()
 				case ctx.Err() != nil:

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"uvs/bench/floodmeasure"
 	"uvs/bench/harness"
 )
 
@@ -209,6 +210,12 @@ func (r *Report) Markdown(w io.Writer) error {
 	}
 	p("- Small UDP packets: delivered = datagrams counted by the sinks on the real servers; lost = sent − delivered. The sender does not pace itself, and runs on the same cores: through a path that forwards in the sender's own system calls (the kernel paths) it is slowed to what the path takes, while a userspace balancer competes with it for the CPU and loses what it has no time to read.")
 	p("- Small UDP, highest rate with at most %g %% lost: RFC 2544's throughput, with that much loss allowed instead of none: one unpaced trial, then, if it lost too much, %d paced trials bisecting below what it offered; the figure is the delivered rate of the best passing trial. CPU per M pkt counts every trial.", harness.MaxLoss*100, harness.RateSteps)
+	for _, wl := range r.Workloads {
+		if wl.Flood {
+			p("- SYN flood: TCP SYNs to the path's VIP, port %d, from sources forged at random in %s (bench/synflood, one AF_PACKET socket on the client, straight to the director's MAC); the director routes the real servers' SYN-ACKs to them back to the client, which drops them. For the whole measurement (%v before the flood, the flood, and until recovery, at most %v after it) %d established keep-alive connections each send a request every 100 ms (one that errs, is reset or waits 5 s for an answer is dead) and %d new connections per second each fetch one small file (2 s timeout). The figure is the share of new connections started during the flood that were served; recovery is the time from the flood's end to the first of %d new connections in a row that all succeed (bench/floodmeasure, as bench/cmd/flood). All paths share one topology: the real servers' half-open connections from one path's flood may still be there for the next.",
+				harness.HTTPPort, harness.FloodSources, harness.FloodPre, harness.FloodAfter, harness.FloodKeepalive, harness.FloodNewRate, floodmeasure.RecoveryRun)
+		}
+	}
 	p("- ×kernel, ×nftables and ×HAProxy are median ÷ median (for latency, lower is better; the ratios are of throughput).")
 	_, err := w.Write(b.Bytes())
 	return err
@@ -252,6 +259,10 @@ func (r *Report) workloadTable(p func(string, ...any), wl harness.Workload) {
 	if wl.UDP {
 		head += " lost % |"
 		rule += "---:|"
+	}
+	if wl.Flood {
+		head += " SYNs sent | keep-alive connections surviving | recovery s |"
+		rule += "---:|---:|---:|"
 	}
 	head += fmt.Sprintf(" balancer CPU s per %s |", wl.CostUnit)
 	rule += "---:|"
@@ -304,6 +315,9 @@ func (r *Report) workloadTable(p func(string, ...any), wl harness.Workload) {
 				return 100 * float64(s.Lost) / float64(s.Sent)
 			})) + " |"
 		}
+		if wl.Flood {
+			row += " " + span(c.spread(func(s harness.Sample) float64 { return float64(s.Sent) })) + " | " + survivors(c.ok) + " | " + recoveries(c.ok) + " |"
+		}
 		if !path.Balancer {
 			row += " n/a (softirq) |"
 		} else {
@@ -318,6 +332,29 @@ func (r *Report) workloadTable(p func(string, ...any), wl harness.Workload) {
 		p("")
 		p("Failed: %s", f)
 	}
+}
+
+// survivors is the keep-alive connections that survived the flood,
+// "n of m" per repeat.
+func survivors(ss []harness.Sample) string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, fmt.Sprintf("%d/%d", s.KASurvived, s.KATotal))
+	}
+	return strings.Join(out, ", ")
+}
+
+// recoveries is the recovery time of each repeat, "> wait" for none.
+func recoveries(ss []harness.Sample) string {
+	var out []string
+	for _, s := range ss {
+		if s.Recovered {
+			out = append(out, fmt.Sprintf("%.1f", s.Recovery.Seconds()))
+		} else {
+			out = append(out, fmt.Sprintf("> %.0f", harness.FloodAfter.Seconds()))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func firstLine(s string) string {

@@ -141,3 +141,31 @@ func TestWrite(t *testing.T) {
 		t.Errorf("chart is %v", r)
 	}
 }
+
+// TestFloodTable: the flood workload's row has its own columns, and the
+// kernel path is n/a.
+func TestFloodTable(t *testing.T) {
+	r := sampleReport()
+	r.Workloads = []harness.Workload{mustWorkload("flood")}
+	r.Samples = []harness.Sample{
+		{Path: "kernel", Workload: "flood", Skipped: "n/a: no VIP"},
+		{Path: "uvs-afpacket", Workload: "flood", Value: 95, Sent: 300000, Work: 0.3, CPU: 3 * time.Second, CPUKnown: true,
+			KASurvived: 19, KATotal: 20, Recovery: 1500 * time.Millisecond, Recovered: true},
+		{Path: "nftables", Workload: "flood", Value: 100, Sent: 299000, Work: 0.299, KASurvived: 20, KATotal: 20},
+	}
+	var b bytes.Buffer
+	if err := r.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, want := range []string{
+		"| kernel routing (no balancing) | n/a |",
+		"| UVS NAT, --io afpacket | 95.00 | — | 0.95 | — | 300000 | 19/20 | 1.5 | 10.00 |",
+		"| nftables DNAT (numgen inc) | 100.0 | — | 1.00 | — | 299000 | 20/20 | > 30 | n/a (softirq) |",
+		"SYN flood: TCP SYNs",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q\n%s", want, md)
+		}
+	}
+}

@@ -32,18 +32,23 @@ func run() int {
 	for _, p := range harness.Paths {
 		names = append(names, p.Name)
 	}
-	var wnames []string
+	var wnames, defaults []string
 	for _, w := range harness.Workloads {
 		wnames = append(wnames, w.Name)
+	}
+	for _, w := range harness.DefaultWorkloads() {
+		defaults = append(defaults, w.Name)
 	}
 	duration := flag.Duration("duration", 4*time.Second, "length of each run (whole seconds)")
 	repeat := flag.Int("repeat", 3, "runs of each workload through each path")
 	paths := flag.String("paths", strings.Join(names, ","), "paths to measure, in order")
-	workloads := flag.String("workloads", strings.Join(wnames, ","), "workloads to run, in order")
+	workloads := flag.String("workloads", strings.Join(defaults, ","), "workloads to run, in order (also: flood, a SYN flood of -flood-duration per path, left out of the default set for its length)")
 	out := flag.String("out", "", "results directory (default: bench/results of the repository)")
 	udpFlows := flag.Int("udp-flows", 8, "UDP workload: client sockets (flows)")
 	udpSize := flag.Int("udp-size", 64, "UDP workload: payload bytes")
 	udpCount := flag.Int64("udp-count", 20_000_000, "UDP workload: datagrams at most per run")
+	floodRate := flag.Float64("flood-rate", harness.DefaultFloodRate, "flood workload: SYN/s (0: unpaced)")
+	floodDuration := flag.Duration("flood-duration", harness.DefaultFloodDuration, "flood workload: length of the flood (1s to 60s)")
 	noInstall := flag.Bool("no-install", false, "fail instead of installing missing peers with apt-get")
 	cleanup := flag.Bool("cleanup", false, "remove namespaces a killed run left behind (uvsbench-*) and exit")
 	flag.Parse()
@@ -60,7 +65,8 @@ func run() int {
 		}
 		return 0
 	}
-	opts := harness.Options{Duration: *duration, Repeat: *repeat, UDPFlows: *udpFlows, UDPSize: *udpSize, UDPCount: *udpCount, Log: log}
+	opts := harness.Options{Duration: *duration, Repeat: *repeat, UDPFlows: *udpFlows, UDPSize: *udpSize, UDPCount: *udpCount,
+		FloodRate: *floodRate, FloodDuration: *floodDuration, Log: log}
 	for _, n := range split(*paths) {
 		p, ok := harness.PathByName(n)
 		if !ok {
@@ -76,6 +82,10 @@ func run() int {
 			return 2
 		}
 		opts.Workloads = append(opts.Workloads, w)
+	}
+	if *floodRate < 0 || *floodDuration < time.Second || *floodDuration > time.Minute {
+		log.Error("need -flood-rate >= 0 and -flood-duration from 1s to 1m")
+		return 2
 	}
 	if *duration < time.Second || *repeat < 1 || len(opts.Paths) == 0 || len(opts.Workloads) == 0 {
 		log.Error("need -duration >= 1s, -repeat >= 1, a path and a workload")
@@ -151,7 +161,7 @@ func run() int {
 		Machine:   report.DetectMachine(),
 		Date:      start,
 		Command:   strings.TrimSpace("go run ./bench/cmd/compare " + strings.Join(os.Args[1:], " ")),
-		Settings:  fmt.Sprintf("%v per run, %d repeat(s), wrk -t2 -c32, UDP %d flows × %d-byte payloads (at most %d datagrams per run); total time %v", *duration, *repeat, *udpFlows, *udpSize, *udpCount, time.Since(start).Round(time.Second)),
+		Settings:  settings(opts, *duration, *repeat, *udpFlows, *udpSize, *udpCount, time.Since(start)),
 		Paths:     opts.Paths,
 		Workloads: opts.Workloads,
 		Samples:   samples,
@@ -166,6 +176,22 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// settings is the report's line of settings.
+func settings(o harness.Options, duration time.Duration, repeat, flows, size int, count int64, total time.Duration) string {
+	s := fmt.Sprintf("%v per run, %d repeat(s), wrk -t2 -c32, UDP %d flows × %d-byte payloads (at most %d datagrams per run)", duration, repeat, flows, size, count)
+	for _, w := range o.Workloads {
+		if w.Flood {
+			c := harness.FloodConfig(&o)
+			rate := "unpaced"
+			if c.Rate > 0 {
+				rate = fmt.Sprintf("%.0f SYN/s", c.Rate)
+			}
+			s += fmt.Sprintf(", SYN flood %s for %v (at most %d SYNs)", rate, c.Duration, c.Count)
+		}
+	}
+	return s + fmt.Sprintf("; total time %v", total.Round(time.Second))
 }
 
 // prefix names the command's namespaces; tests use others.

@@ -28,9 +28,9 @@ import (
 	"syscall"
 	"time"
 
+	"uvs/bench/floodmeasure"
 	"uvs/bench/harness"
 	"uvs/bench/report"
-	"uvs/lab"
 	"uvs/testbed"
 )
 
@@ -51,21 +51,21 @@ func run() int {
 	for _, p := range paths {
 		names = append(names, p.name)
 	}
-	var c config
+	c := config{Config: floodmeasure.Config{Wait10: true}}
 	pathList := flag.String("paths", "uvs-afpacket,nftables", "paths to measure, in order: "+strings.Join(names, ","))
-	flag.Float64Var(&c.rate, "rate", 30000, "flood rate, SYN/s (0: unpaced, as fast as the machine sends)")
-	flag.DurationVar(&c.duration, "duration", 30*time.Second, "flood length (at most 60s)")
-	flag.Int64Var(&c.count, "count", 0, "SYNs at most (0: rate × duration, or 100 000 000 unpaced)")
+	flag.Float64Var(&c.Rate, "rate", 30000, "flood rate, SYN/s (0: unpaced, as fast as the machine sends)")
+	flag.DurationVar(&c.Duration, "duration", 30*time.Second, "flood length (at most 60s)")
+	flag.Int64Var(&c.Count, "count", 0, "SYNs at most (0: rate × duration, or 100 000 000 unpaced)")
 	flag.IntVar(&c.capacity, "capacity", 0, "UVS: `director run --capacity N` (0: the director's default)")
-	flag.IntVar(&c.senders, "senders", 1, "flood sockets, each sending from its own goroutine")
+	flag.IntVar(&c.Senders, "senders", 1, "flood sockets, each sending from its own goroutine")
 	sources := flag.String("sources", "198.19.0.0/16", "forged source prefix (inside 198.18.0.0/15, apart from the lab's subnets)")
-	flag.IntVar(&c.keepalive, "keepalive", 20, "established keep-alive connections, each a request every -ka-interval")
-	flag.DurationVar(&c.kaInterval, "ka-interval", 100*time.Millisecond, "keep-alive: time between one connection's requests")
-	flag.DurationVar(&c.kaTimeout, "ka-timeout", 5*time.Second, "keep-alive: a request not answered in this time kills the connection")
-	flag.Float64Var(&c.newRate, "new-rate", 20, "legitimate new connections per second (one request each)")
-	flag.DurationVar(&c.newTimeout, "new-timeout", 2*time.Second, "a new connection's request not answered in this time failed")
-	flag.DurationVar(&c.pre, "pre", 5*time.Second, "legitimate traffic before the flood")
-	flag.DurationVar(&c.after, "after", 90*time.Second, "at most this long after the flood, waiting for new connections to succeed again (at least 10s: RSS is read 10 s after)")
+	flag.IntVar(&c.Keepalive, "keepalive", 20, "established keep-alive connections, each a request every -ka-interval")
+	flag.DurationVar(&c.KAInterval, "ka-interval", 100*time.Millisecond, "keep-alive: time between one connection's requests")
+	flag.DurationVar(&c.KATimeout, "ka-timeout", 5*time.Second, "keep-alive: a request not answered in this time kills the connection")
+	flag.Float64Var(&c.NewRate, "new-rate", 20, "legitimate new connections per second (one request each)")
+	flag.DurationVar(&c.NewTimeout, "new-timeout", 2*time.Second, "a new connection's request not answered in this time failed")
+	flag.DurationVar(&c.Pre, "pre", 5*time.Second, "legitimate traffic before the flood")
+	flag.DurationVar(&c.After, "after", 90*time.Second, "at most this long after the flood, waiting for new connections to succeed again (at least 10s: RSS is read 10 s after)")
 	rev := flag.String("rev", "", "build the director from this git `REVISION` (git archive) instead of the working tree, e.g. to measure the code before a change")
 	out := flag.String("out", "", "results directory (default: bench/results of the repository)")
 	noInstall := flag.Bool("no-install", false, "fail instead of installing missing peers with apt-get")
@@ -85,11 +85,11 @@ func run() int {
 		return 0
 	}
 	var err error
-	if c.sources, err = netip.ParsePrefix(*sources); err != nil {
+	if c.Sources, err = netip.ParsePrefix(*sources); err != nil {
 		log.Error("-sources", "err", err)
 		return 2
 	}
-	c.sources = c.sources.Masked()
+	c.Sources = c.Sources.Masked()
 	for _, n := range strings.Split(*pathList, ",") {
 		n = strings.TrimSpace(n)
 		if n == "" {
@@ -107,10 +107,10 @@ func run() int {
 			return 2
 		}
 	}
-	if c.count == 0 {
-		c.count = 100_000_000
-		if c.rate > 0 {
-			c.count = int64(c.rate * c.duration.Seconds())
+	if c.Count == 0 {
+		c.Count = 100_000_000
+		if c.Rate > 0 {
+			c.Count = int64(c.Rate * c.Duration.Seconds())
 		}
 	}
 	if err := c.check(); err != nil {
@@ -168,10 +168,10 @@ func run() int {
 			log.Warn("interrupted: writing no results")
 			return 130
 		}
-		if r.err != "" {
-			log.Error("path failed", "path", p.name, "err", r.err)
+		if r.Err != "" {
+			log.Error("path failed", "path", p.name, "err", r.Err)
 		} else {
-			log.Info("path done", "path", p.name, "new-conn during flood", pct(r.during), "keep-alive survived", fmt.Sprintf("%d/%d", r.kaSurvived, c.keepalive), "recovery", r.recoveryText())
+			log.Info("path done", "path", p.name, "new-conn during flood", floodmeasure.Pct(r.During), "keep-alive survived", fmt.Sprintf("%d/%d", r.KASurvived, c.Keepalive), "recovery", r.RecoveryText())
 		}
 		results = append(results, r)
 	}
@@ -196,7 +196,7 @@ func run() int {
 	}
 	fmt.Printf("results: %s\n\n%s", file, b.String())
 	for _, r := range results {
-		if r.err != "" {
+		if r.Err != "" {
 			return 1
 		}
 	}
@@ -205,16 +205,11 @@ func run() int {
 
 // config is one invocation's settings.
 type config struct {
-	paths                             []struct{ name, label string }
-	rate                              float64
-	duration, pre, after              time.Duration
-	count                             int64
-	capacity, senders, keepalive      int
-	kaInterval, kaTimeout, newTimeout time.Duration
-	newRate                           float64
-	sources                           netip.Prefix
-	director                          string
-	built                             string // what the director was built from
+	floodmeasure.Config
+	paths    []struct{ name, label string }
+	capacity int
+	director string
+	built    string // what the director was built from
 }
 
 // source is the directory to build the director in: the repository's
@@ -264,51 +259,14 @@ func source(ctx context.Context, root, tmp, rev string) (dir, built string, err 
 	return dir, "revision " + desc + " (git archive)", nil
 }
 
-// The lab's own subnets: the forged sources must stay clear of them.
-var labNets = []netip.Prefix{
-	netip.MustParsePrefix("198.18.0.0/24"), // client — director
-	netip.MustParsePrefix("198.18.1.0/24"), // director — real servers
-	netip.MustParsePrefix("198.18.2.0/24"), // client — return router
-}
-
 func (c *config) check() error {
 	switch {
 	case len(c.paths) == 0:
 		return errors.New("no path")
-	case c.duration < time.Second || c.duration > 60*time.Second:
-		return fmt.Errorf("-duration %v: want 1s to 60s", c.duration)
-	case c.rate < 0:
-		return fmt.Errorf("-rate %v: want 0 (unpaced) or more", c.rate)
-	case c.count <= 0:
-		return fmt.Errorf("-count %d: want 1 or more", c.count)
 	case c.capacity < 0:
 		return fmt.Errorf("-capacity %d: want 0 (default) or more", c.capacity)
-	case c.senders < 1 || c.senders > 16:
-		return fmt.Errorf("-senders %d: want 1 to 16", c.senders)
-	case c.keepalive < 0 || c.keepalive > 1000:
-		return fmt.Errorf("-keepalive %d: want 0 to 1000", c.keepalive)
-	case c.kaInterval < 10*time.Millisecond || c.kaTimeout < 100*time.Millisecond:
-		return errors.New("-ka-interval at least 10ms, -ka-timeout at least 100ms")
-	case c.newRate <= 0 || c.newRate > 1000:
-		return fmt.Errorf("-new-rate %v: want more than 0, at most 1000", c.newRate)
-	case c.newTimeout < 100*time.Millisecond:
-		return errors.New("-new-timeout at least 100ms")
-	case c.pre < time.Second || c.pre > time.Minute:
-		return fmt.Errorf("-pre %v: want 1s to 1m", c.pre)
-	case c.after < 10*time.Second || c.after > 3*time.Minute:
-		return fmt.Errorf("-after %v: want 10s to 3m", c.after)
-	case !c.sources.IsValid() || !c.sources.Addr().Is4():
-		return errors.New("-sources: want an IPv4 prefix")
 	}
-	for _, n := range labNets {
-		if c.sources.Overlaps(n) {
-			return fmt.Errorf("-sources %v overlaps the lab's subnet %v", c.sources, n)
-		}
-	}
-	if c.sources.Contains(netip.MustParseAddr(lab.ClientIP)) {
-		return fmt.Errorf("-sources %v holds the client's address", c.sources)
-	}
-	return nil
+	return c.Config.Check()
 }
 
 // repoRoot is the directory holding the uvs module's go.mod, found from the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"uvs/bench/floodmeasure"
 	"uvs/bench/harness"
 	"uvs/lab"
 	"uvs/testbed"
@@ -24,22 +24,9 @@ var metricsAddr = net.JoinHostPort(lab.DirOuterIP, "9100")
 
 // active is a set-up path.
 type active struct {
-	probe probe
+	probe floodmeasure.Probe
 	stop  func() error
 	logs  func() string
-}
-
-// probe reads the balancer's state.
-type probe interface {
-	// table is the number of entries in its connection table.
-	table() (int64, error)
-	// drops are its drop counters by reason (cumulative).
-	drops() (map[string]float64, error)
-	// rss is its resident memory and peak (VmRSS, VmHWM) in kB; ok is
-	// false for a kernel path.
-	rss() (cur, peak int64, ok bool)
-	// tableName says what table() counts.
-	tableName() string
 }
 
 // startPath sets up path name in t's director namespace.
@@ -92,7 +79,7 @@ type uvsProbe struct {
 	pid int
 }
 
-func (p *uvsProbe) tableName() string { return "uvs_connections" }
+func (p *uvsProbe) TableName() string { return "uvs_connections" }
 
 func (p *uvsProbe) scrape() (map[string]float64, error) {
 	resp, err := p.hc.Get("http://" + metricsAddr + "/metrics")
@@ -118,7 +105,7 @@ func (p *uvsProbe) scrape() (map[string]float64, error) {
 	return m, sc.Err()
 }
 
-func (p *uvsProbe) table() (int64, error) {
+func (p *uvsProbe) Table() (int64, error) {
 	m, err := p.scrape()
 	if err != nil {
 		return 0, err
@@ -130,7 +117,7 @@ func (p *uvsProbe) table() (int64, error) {
 	return int64(v), nil
 }
 
-func (p *uvsProbe) drops() (map[string]float64, error) {
+func (p *uvsProbe) Drops() (map[string]float64, error) {
 	m, err := p.scrape()
 	if err != nil {
 		return nil, err
@@ -144,7 +131,7 @@ func (p *uvsProbe) drops() (map[string]float64, error) {
 	return out, nil
 }
 
-func (p *uvsProbe) rss() (cur, peak int64, ok bool) {
+func (p *uvsProbe) RSS() (cur, peak int64, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
 	if err != nil {
 		return 0, 0, false
@@ -199,7 +186,7 @@ func startNftables(t *harness.Topo) (*active, error) {
 // nftProbe reads the director namespace's conntrack.
 type nftProbe struct{ h *testbed.Host }
 
-func (p *nftProbe) tableName() string { return "nf_conntrack_count" }
+func (p *nftProbe) TableName() string { return "nf_conntrack_count" }
 
 // read reads a file as the director namespace sees it (/proc/sys/net and
 // /proc/thread-self/net answer for the reading thread's namespace).
@@ -213,7 +200,7 @@ func (p *nftProbe) read(path string) ([]byte, error) {
 	return b, err
 }
 
-func (p *nftProbe) table() (int64, error) {
+func (p *nftProbe) Table() (int64, error) {
 	b, err := p.read("/proc/sys/net/netfilter/nf_conntrack_count")
 	if err != nil {
 		return 0, err
@@ -224,7 +211,7 @@ func (p *nftProbe) table() (int64, error) {
 // drops sums conntrack's per-CPU statistics that mean a packet or an
 // entry was lost: drop (no room, nothing to evict), early_drop (an
 // unreplied entry evicted to make room), insert_failed, invalid.
-func (p *nftProbe) drops() (map[string]float64, error) {
+func (p *nftProbe) Drops() (map[string]float64, error) {
 	b, err := p.read("/proc/thread-self/net/stat/nf_conntrack")
 	if err != nil {
 		return nil, err
@@ -252,38 +239,4 @@ func (p *nftProbe) drops() (map[string]float64, error) {
 	return out, nil
 }
 
-func (p *nftProbe) rss() (int64, int64, bool) { return 0, 0, false }
-
-// get fetches the small file from the VIP on a new connection from the
-// client.
-func get(ctx context.Context, hc *http.Client) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+harness.VIP+harness.SmallFile, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	return nil
-}
-
-// waitService fetches from the VIP until it answers or limit passes.
-func waitService(ctx context.Context, h *testbed.Host, limit time.Duration) error {
-	hc := h.HTTPClient()
-	hc.Timeout = time.Second
-	var err error
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
-		if err = get(ctx, hc); err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("the service does not answer within %v: %v", limit, err)
-}
+func (p *nftProbe) RSS() (int64, int64, bool) { return 0, 0, false }

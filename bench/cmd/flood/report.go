@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"uvs/bench/floodmeasure"
 	"uvs/bench/report"
 )
 
@@ -38,8 +39,8 @@ func (rp *floodReport) markdown(w io.Writer) {
 	}
 	p(". Total time %v.\n\n", rp.total)
 	rate := "unpaced (as fast as the machine sends)"
-	if c.rate > 0 {
-		rate = fmt.Sprintf("paced at %.0f SYN/s", c.rate)
+	if c.Rate > 0 {
+		rate = fmt.Sprintf("paced at %.0f SYN/s", c.Rate)
 	}
 	capText := fmt.Sprintf("the director's default --capacity (%d)", defaultCapacity)
 	if c.capacity > 0 {
@@ -48,18 +49,18 @@ func (rp *floodReport) markdown(w io.Writer) {
 	p("- **Flood:** TCP SYNs to %s:80 from sources drawn at random from %s (random ports and sequence numbers), "+
 		"%s, for %v (at most %d SYNs), from %d AF_PACKET socket(s) on the client's eth0 straight to the director's MAC (`bench/synflood`). "+
 		"The real servers answer them; the director routes those SYN-ACKs back through the client, which drops them.\n",
-		"198.18.0.1", c.sources, rate, c.duration, c.count, c.senders)
+		"198.18.0.1", c.Sources, rate, c.Duration, c.Count, c.Senders)
 	p("- **UVS:** %s; the director built from %s.\n", capText, c.built)
 	p("- **Legitimate clients** (from the client's own address, for the whole measurement: %v before the flood, the flood, and after it): "+
 		"%d established keep-alive connections, each a request every %v (a connection that errs, is reset or waits %v for an answer is dead); "+
 		"%.0f new connections per second, one request each, %v timeout. All fetch a 612-byte file from nginx.\n",
-		c.pre, c.keepalive, c.kaInterval, c.kaTimeout, c.newRate, c.newTimeout)
-	p("- **Recovery** is the time from the end of the flood to the first of %d new connections in a row that all succeed (measured up to %v after the flood).\n\n", recoveryRun, c.after)
+		c.Pre, c.Keepalive, c.KAInterval, c.KATimeout, c.NewRate, c.NewTimeout)
+	p("- **Recovery** is the time from the end of the flood to the first of %d new connections in a row that all succeed (measured up to %v after the flood).\n\n", floodmeasure.RecoveryRun, c.After)
 
 	p("| path | SYNs sent | flood ÷ table capacity per half-open lifetime (60 s) | new connections served during the flood | after the flood | recovery | keep-alive connections surviving | table before / peak / end of flood / +10 s | balancer RSS before / peak / +10 s |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rp.results {
-		if r.err != "" {
+		if r.Err != "" {
 			p("| %s | **failed** | | | | | | | |\n", r.label)
 			continue
 		}
@@ -69,11 +70,11 @@ func (rp *floodReport) markdown(w io.Writer) {
 			if capa == 0 {
 				capa = defaultCapacity
 			}
-			ratio = fmt.Sprintf("%.1f ×", r.flood.Rate()*halfOpen.Seconds()/float64(capa))
+			ratio = fmt.Sprintf("%.1f ×", r.Flood.Rate()*halfOpen.Seconds()/float64(capa))
 		}
 		p("| %s | %d (%.0f/s) | %s | %s | %s | %s | %d / %d | %s | %s |\n",
-			r.label, r.flood.Sent, r.flood.Rate(), ratio, pct(r.during), pct(r.post), r.recoveryText(),
-			r.kaSurvived, r.kaTotal, tableText(r), rssText(r))
+			r.label, r.Flood.Sent, r.Flood.Rate(), ratio, floodmeasure.Pct(r.During), floodmeasure.Pct(r.Post), r.RecoveryText(),
+			r.KASurvived, r.KATotal, tableText(r), rssText(r))
 	}
 	p("\n")
 	for _, r := range rp.results {
@@ -82,37 +83,37 @@ func (rp *floodReport) markdown(w io.Writer) {
 }
 
 func tableText(r *result) string {
-	v := func(s snapshot) string {
-		if !s.tableOK {
+	v := func(s floodmeasure.Snapshot) string {
+		if !s.TableOK {
 			return "?"
 		}
-		return fmt.Sprint(s.table)
+		return fmt.Sprint(s.Table)
 	}
 	after := "?"
-	if r.hasAfter10 {
-		after = v(r.after10)
+	if r.HasAfter10 {
+		after = v(r.After10)
 	}
-	return fmt.Sprintf("%s / %d / %s / %s", v(r.before), r.peakTable, v(r.atEnd), after)
+	return fmt.Sprintf("%s / %d / %s / %s", v(r.Before), r.PeakTable, v(r.AtEnd), after)
 }
 
 func mb(kb int64) string { return fmt.Sprintf("%.0f MB", float64(kb)/1024) }
 
 func rssText(r *result) string {
-	if !r.before.rssOK {
+	if !r.Before.RSSOK {
 		return "n/a (kernel)"
 	}
 	after := "?"
-	if r.hasAfter10 && r.after10.rssOK {
-		after = mb(r.after10.rss)
+	if r.HasAfter10 && r.After10.RSSOK {
+		after = mb(r.After10.RSS)
 	}
-	return fmt.Sprintf("%s / %s (VmHWM %s) / %s", mb(r.before.rss), mb(r.peakRSS), mb(r.final.hwm), after)
+	return fmt.Sprintf("%s / %s (VmHWM %s) / %s", mb(r.Before.RSS), mb(r.PeakRSS), mb(r.Final.HWM), after)
 }
 
 // delta is what each drop counter added from a to b.
-func delta(a, b snapshot) map[string]float64 {
+func delta(a, b floodmeasure.Snapshot) map[string]float64 {
 	out := map[string]float64{}
-	for k, v := range b.drops {
-		if d := v - a.drops[k]; d != 0 {
+	for k, v := range b.Drops {
+		if d := v - a.Drops[k]; d != 0 {
 			out[k] = d
 		}
 	}
@@ -122,26 +123,26 @@ func delta(a, b snapshot) map[string]float64 {
 func (rp *floodReport) detail(w io.Writer, r *result) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## %s\n\n", r.label)
-	if r.err != "" {
-		p("Failed: `%s`\n\n", strings.ReplaceAll(firstLines(r.err, 8), "`", "'"))
+	if r.Err != "" {
+		p("Failed: `%s`\n\n", strings.ReplaceAll(firstLines(r.Err, 8), "`", "'"))
 		return
 	}
-	p("- Flood: %d SYNs sent in %.1f s (%.0f/s)", r.flood.Sent, r.flood.Elapsed.Seconds(), r.flood.Rate())
-	if r.flood.Refused > 0 {
-		p(", %d refused by the client's socket", r.flood.Refused)
+	p("- Flood: %d SYNs sent in %.1f s (%.0f/s)", r.Flood.Sent, r.Flood.Elapsed.Seconds(), r.Flood.Rate())
+	if r.Flood.Refused > 0 {
+		p(", %d refused by the client's socket", r.Flood.Refused)
 	}
-	if r.floodErr != "" {
-		p("; error: %s", r.floodErr)
+	if r.FloodErr != "" {
+		p("; error: %s", r.FloodErr)
 	}
 	p(".\n")
-	p("- New connections: before the flood %s, during %s, after %s; recovery %s", pct(r.pre), pct(r.during), pct(r.post), r.recoveryText())
-	if r.lastFail >= 0 {
-		p(", last failure %.1f s after the flood", r.lastFail.Seconds())
+	p("- New connections: before the flood %s, during %s, after %s; recovery %s", floodmeasure.Pct(r.Pre), floodmeasure.Pct(r.During), floodmeasure.Pct(r.Post), r.RecoveryText())
+	if r.LastFail >= 0 {
+		p(", last failure %.1f s after the flood", r.LastFail.Seconds())
 	}
 	p(".")
-	if len(r.errKinds) > 0 {
+	if len(r.ErrKinds) > 0 {
 		var ks []string
-		for k, n := range r.errKinds {
+		for k, n := range r.ErrKinds {
 			ks = append(ks, fmt.Sprintf("%s %d", k, n))
 		}
 		slices.Sort(ks)
@@ -149,25 +150,25 @@ func (rp *floodReport) detail(w io.Writer, r *result) {
 	}
 	p("\n")
 	var maxLat time.Duration
-	for _, k := range r.ka {
-		maxLat = max(maxLat, k.maxLat)
+	for _, k := range r.KA {
+		maxLat = max(maxLat, k.MaxLat)
 	}
-	p("- Keep-alive: %d of %d connections served every request (%d requests served in all; slowest answer on a surviving connection %v).", r.kaSurvived, r.kaTotal, r.kaServed, maxLat.Round(time.Millisecond))
+	p("- Keep-alive: %d of %d connections served every request (%d requests served in all; slowest answer on a surviving connection %v).", r.KASurvived, r.KATotal, r.KAServed, maxLat.Round(time.Millisecond))
 	var dead []string
-	for i, k := range r.ka {
-		if k.err != "" {
-			dead = append(dead, fmt.Sprintf("#%d at %+.1f s (%s)", i+1, k.endedAt.Sub(r.floodStart).Seconds(), errKind(k.err)))
+	for i, k := range r.KA {
+		if k.Err != "" {
+			dead = append(dead, fmt.Sprintf("#%d at %+.1f s (%s)", i+1, k.EndedAt.Sub(r.FloodStart).Seconds(), floodmeasure.ErrKind(k.Err)))
 		}
 	}
 	if len(dead) > 0 {
 		p(" Died (time from the flood's start): %s.", strings.Join(dead, ", "))
 	}
 	p("\n")
-	p("- %s: before %s, peak %d, end of flood %s, 10 s after %s, at the end %s.\n", r.tableName, tableOr(r.before), r.peakTable, tableOr(r.atEnd), tableOr(r.after10), tableOr(r.final))
-	if r.before.rssOK {
-		p("- Balancer memory (VmRSS): before %s, sampled peak %s, VmHWM %s, 10 s after %s, at the end %s.\n", mb(r.before.rss), mb(r.peakRSS), mb(r.final.hwm), mb(r.after10.rss), mb(r.final.rss))
+	p("- %s: before %s, peak %d, end of flood %s, 10 s after %s, at the end %s.\n", r.TableName, tableOr(r.Before), r.PeakTable, tableOr(r.AtEnd), tableOr(r.After10), tableOr(r.Final))
+	if r.Before.RSSOK {
+		p("- Balancer memory (VmRSS): before %s, sampled peak %s, VmHWM %s, 10 s after %s, at the end %s.\n", mb(r.Before.RSS), mb(r.PeakRSS), mb(r.Final.HWM), mb(r.After10.RSS), mb(r.Final.RSS))
 	}
-	during, all := delta(r.before, r.atEnd), delta(r.before, r.final)
+	during, all := delta(r.Before, r.AtEnd), delta(r.Before, r.Final)
 	if len(all) > 0 {
 		var keys []string
 		for k := range all {
@@ -185,11 +186,11 @@ func (rp *floodReport) detail(w io.Writer, r *result) {
 	p("\n")
 }
 
-func tableOr(s snapshot) string {
-	if !s.tableOK {
+func tableOr(s floodmeasure.Snapshot) string {
+	if !s.TableOK {
 		return "?"
 	}
-	return fmt.Sprint(s.table)
+	return fmt.Sprint(s.Table)
 }
 
 // timeline is the run in 5-second steps from the flood's start.
@@ -197,7 +198,7 @@ func (rp *floodReport) timeline(w io.Writer, r *result) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	const step = 5 * time.Second
 	// The two drop reasons that grew most, as columns.
-	all := delta(r.before, r.final)
+	all := delta(r.Before, r.Final)
 	var reasons []string
 	for k := range all {
 		reasons = append(reasons, k)
@@ -214,8 +215,8 @@ func (rp *floodReport) timeline(w io.Writer, r *result) {
 	if len(reasons) > 2 {
 		reasons = reasons[:2]
 	}
-	p("\n<details><summary>timeline (5 s steps; t from the flood's start, which lasted %.1f s)</summary>\n\n", r.floodEnd.Sub(r.floodStart).Seconds())
-	p("| t (s) | new connections served | %s (last) | RSS (last) |", r.tableName)
+	p("\n<details><summary>timeline (5 s steps; t from the flood's start, which lasted %.1f s)</summary>\n\n", r.FloodEnd.Sub(r.FloodStart).Seconds())
+	p("| t (s) | new connections served | %s (last) | RSS (last) |", r.TableName)
 	for _, k := range reasons {
 		p(" %s (added) |", k)
 	}
@@ -224,48 +225,48 @@ func (rp *floodReport) timeline(w io.Writer, r *result) {
 		p("---:|")
 	}
 	p("\n")
-	first := -int(math.Floor(float64(r.floodStart.Sub(r.start)) / float64(step)))
-	last := int(math.Ceil(float64(r.end.Sub(r.floodStart)) / float64(step)))
-	prev := r.before
-	if len(r.samples) > 0 {
-		prev = r.samples[0]
+	first := -int(math.Floor(float64(r.FloodStart.Sub(r.Start)) / float64(step)))
+	last := int(math.Ceil(float64(r.End.Sub(r.FloodStart)) / float64(step)))
+	prev := r.Before
+	if len(r.Samples) > 0 {
+		prev = r.Samples[0]
 	}
 	for i := first; i < last; i++ {
-		from := r.floodStart.Add(time.Duration(i) * step)
+		from := r.FloodStart.Add(time.Duration(i) * step)
 		to := from.Add(step)
-		var nc ratio
-		for _, a := range r.attempts {
-			if !a.start.Before(from) && a.start.Before(to) {
-				nc.total++
-				if a.err == "" {
-					nc.ok++
+		var nc floodmeasure.Ratio
+		for _, a := range r.Attempts {
+			if !a.Start.Before(from) && a.Start.Before(to) {
+				nc.Total++
+				if a.Err == "" {
+					nc.OK++
 				}
 			}
 		}
-		var cur *snapshot
-		for j := range r.samples {
-			s := &r.samples[j]
-			if !s.at.Before(from) && s.at.Before(to) {
+		var cur *floodmeasure.Snapshot
+		for j := range r.Samples {
+			s := &r.Samples[j]
+			if !s.At.Before(from) && s.At.Before(to) {
 				cur = s
 			}
 		}
 		tbl, rss := "", ""
 		if cur != nil {
 			tbl = tableOr(*cur)
-			if cur.rssOK {
-				rss = mb(cur.rss)
+			if cur.RSSOK {
+				rss = mb(cur.RSS)
 			}
 		}
-		p("| %+d | %d/%d | %s | %s |", i*int(step/time.Second), nc.ok, nc.total, tbl, rss)
+		p("| %+d | %d/%d | %s | %s |", i*int(step/time.Second), nc.OK, nc.Total, tbl, rss)
 		for _, k := range reasons {
-			if cur != nil && cur.drops != nil && prev.drops != nil {
-				p(" %.0f |", cur.drops[k]-prev.drops[k])
+			if cur != nil && cur.Drops != nil && prev.Drops != nil {
+				p(" %.0f |", cur.Drops[k]-prev.Drops[k])
 			} else {
 				p(" |")
 			}
 		}
 		p("\n")
-		if cur != nil && cur.drops != nil {
+		if cur != nil && cur.Drops != nil {
 			prev = *cur
 		}
 	}
