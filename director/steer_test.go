@@ -22,30 +22,7 @@ import (
 // queue number, for every client port; and the connections must spread
 // over both queues.
 func TestSteeringKeepsConnectionsOnOneQueue(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	if err := testbed.Available(); err != nil {
-		t.Skip(err)
-	}
-	bed, err := testbed.New("uvsst")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bed.Close() })
-	x, err := bed.Host("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := bed.Host("y")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range [][2]string{{"x0", "y0"}, {"x1", "y1"}} {
-		if err := bed.Link(x, l[0], y, l[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	x, y := steerHosts(t, "uvsst")
 	cases := []struct {
 		name            string
 		client, vip, rs netip.Addr
@@ -272,30 +249,7 @@ func TestSteeringAddresses(t *testing.T) {
 // has the SYN bit where a TCP header's would be is ordinary. The same
 // after the receiving interfaces went down and up.
 func TestSteeringGivesSYNsTheirQueues(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	if err := testbed.Available(); err != nil {
-		t.Skip(err)
-	}
-	bed, err := testbed.New("uvssy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bed.Close() })
-	x, err := bed.Host("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := bed.Host("y")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range [][2]string{{"x0", "y0"}, {"x1", "y1"}} {
-		if err := bed.Link(x, l[0], y, l[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	x, y := steerHosts(t, "uvssy")
 	// The real servers, 198.18.1.2 and 2001:2:0:1::2, and another of each.
 	v4 := []uint32{0xc6120102, 0xc6130102}
 	v6 := [][4]uint32{{0x20010002, 1, 0, 2}, {0x20010002, 0, 1, 2}}
@@ -554,4 +508,34 @@ func watchQueues(in [2][]*link.AFPacket, key func(frame []byte, reply bool) (uin
 		}
 	}
 	return mu, seen, wg
+}
+
+// steerHosts makes two hosts in a new bed named after prefix, x and y,
+// joined by two veth pairs x0-y0 and x1-y1 (the director's two ports, and
+// the wire their packets come in on); it skips without root.
+func steerHosts(t *testing.T, prefix string) (x, y *testbed.Host) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if err := testbed.Available(); err != nil {
+		t.Skip(err)
+	}
+	bed, err := testbed.New(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bed.Close() })
+	if x, err = bed.Host("x"); err != nil {
+		t.Fatal(err)
+	}
+	if y, err = bed.Host("y"); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range [][2]string{{"x0", "y0"}, {"x1", "y1"}} {
+		if err := bed.Link(x, l[0], y, l[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return x, y
 }
