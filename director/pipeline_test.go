@@ -512,6 +512,25 @@ func etherWorker(tb testing.TB, d *Director, w *worker) *snapshot {
 
 var rsMAC = [6]byte{2, 0, 0, 0, 0, 2}
 
+// etherWorkerFwd is testWorkerFwd on an Ethernet port with the connection
+// from client port 40000 made and rs1's next hop known (etherWorker).
+func etherWorkerFwd(tb testing.TB, fwd service.Fwd) (*Director, *worker, *snapshot) {
+	tb.Helper()
+	d, w := testWorkerFwd(tb, 0, fwd)
+	return d, w, etherWorker(tb, d, w)
+}
+
+// handleOne runs frame pkt through the worker and returns the one frame
+// it writes.
+func handleOne(tb testing.TB, w *worker, pkt []byte) []byte {
+	tb.Helper()
+	out := handle(w, frameBuf(pkt))
+	if len(out) != 1 {
+		tb.Fatalf("%d frames out, want 1", len(out))
+	}
+	return out[0]
+}
+
 func etherFrame(flags uint8, payload int) []byte {
 	return packettest.Frame{Ether: true, Src: client, Dst: vip, TTL: 64, Proto: packettest.TCP,
 		SrcPort: 40000, DstPort: 80, TCPFlags: flags, Payload: make([]byte, payload)}.Bytes()
@@ -520,14 +539,9 @@ func etherFrame(flags uint8, payload int) []byte {
 // TestPipelineDR: a DR packet leaves with the real server's MAC, the IP
 // packet as it came but for the TTL, and is counted in, never out.
 func TestPipelineDR(t *testing.T) {
-	d, w := testWorkerFwd(t, 0, service.FwdRoute)
-	etherWorker(t, d, w)
+	d, w, _ := etherWorkerFwd(t, service.FwdRoute)
 	in := etherFrame(packet.TCPAck, 100)
-	out := handle(w, frameBuf(in))
-	if len(out) != 1 {
-		t.Fatalf("%d frames out, want 1", len(out))
-	}
-	f := out[0]
+	f := handleOne(t, w, in)
 	if [6]byte(f[0:6]) != rsMAC || [6]byte(f[6:12]) != w.in.mac {
 		t.Errorf("MACs %x -> %x, want %x -> %x", f[6:12], f[0:6], w.in.mac, rsMAC)
 	}
@@ -555,14 +569,9 @@ func TestPipelineDR(t *testing.T) {
 // TestPipelineTunnel: a tunnelled packet leaves wrapped in IPIP to the
 // real server, the client's packet inside it whole (TTL decremented).
 func TestPipelineTunnel(t *testing.T) {
-	d, w := testWorkerFwd(t, 0, service.FwdTunnel)
-	etherWorker(t, d, w)
+	_, w, _ := etherWorkerFwd(t, service.FwdTunnel)
 	in := etherFrame(packet.TCPAck, 100)
-	out := handle(w, frameBuf(in))
-	if len(out) != 1 {
-		t.Fatalf("%d frames out, want 1", len(out))
-	}
-	f := out[0]
+	f := handleOne(t, w, in)
 	if [6]byte(f[0:6]) != rsMAC || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
 		t.Fatalf("Ethernet header %x", f[:14])
 	}
@@ -588,19 +597,16 @@ func TestPipelineTunnel(t *testing.T) {
 		t.Errorf("inner checksums: %v", err)
 	}
 	// Too big once wrapped: "fragmentation needed" with 1480, to the client.
-	out = handle(w, frameBuf(packettest.Frame{Ether: true, Src: client, Dst: vip, TTL: 64, Proto: packettest.TCP,
-		SrcPort: 40000, DstPort: 80, TCPFlags: packet.TCPAck, DontFragment: true, Payload: make([]byte, 1500-40)}.Bytes()))
-	if len(out) != 1 {
-		t.Fatalf("too big: %d frames out, want 1", len(out))
-	}
-	p.Decode(out[0], true)
+	icmp := handleOne(t, w, packettest.Frame{Ether: true, Src: client, Dst: vip, TTL: 64, Proto: packettest.TCP,
+		SrcPort: 40000, DstPort: 80, TCPFlags: packet.TCPAck, DontFragment: true, Payload: make([]byte, 1500-40)}.Bytes())
+	p.Decode(icmp, true)
 	if dst, _ := netip.AddrFromSlice(p.Dst()); p.Proto != packet.ProtoICMP || dst != client ||
 		p.ICMPType != packet.ICMPUnreachable || p.ICMPCode != packet.ICMPCodeFragNeeded ||
-		binary.BigEndian.Uint16(out[0][p.L4+6:]) != 1480 {
-		t.Errorf("too big: answered %x", out[0])
+		binary.BigEndian.Uint16(icmp[p.L4+6:]) != 1480 {
+		t.Errorf("too big: answered %x", icmp)
 	}
 	// It quotes the packet as it came, TTL included (as a router does).
-	if ttl := out[0][p.L4+8+8]; ttl != 64 {
+	if ttl := icmp[p.L4+8+8]; ttl != 64 {
 		t.Errorf("too big: the quoted packet has TTL %d, want 64 as sent", ttl)
 	}
 }
@@ -614,14 +620,10 @@ func BenchmarkEstablishedDR(b *testing.B) { benchEstablishedFwd(b, service.FwdRo
 func BenchmarkEstablishedTunnel(b *testing.B) { benchEstablishedFwd(b, service.FwdTunnel) }
 
 func benchEstablishedFwd(b *testing.B, fwd service.Fwd) {
-	d, w := testWorkerFwd(b, 0, fwd)
-	s := etherWorker(b, d, w)
+	_, w, s := etherWorkerFwd(b, fwd)
 	pkt := etherFrame(packet.TCPAck, 100)
-	buf := frameBuf(pkt)
-	if out := handle(w, buf); len(out) != 1 {
-		b.Fatalf("%d frames out, want 1", len(out))
-	}
-	benchFrame(b, w, s, pkt, buf)
+	handleOne(b, w, pkt)
+	benchFrame(b, w, s, pkt, frameBuf(pkt))
 }
 
 // countingHost is fakeHost counting its closes, and checking that no rule
