@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -40,18 +39,13 @@ func TestMain(m *testing.M) {
 		if os.Geteuid() != 0 {
 			return m.Run() // the tests skip themselves
 		}
-		dir, err := os.MkdirTemp("", "uvse2e-bin-")
+		bin, remove, err := lab.BuildDirector("../cmd/director")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		binary = filepath.Join(dir, "director")
-		out, err := exec.Command("go", "build", "-o", binary, "../cmd/director").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build director: %v\n%s", err, out)
-			return 1
-		}
+		defer remove()
+		binary = bin
 		return m.Run()
 	}()
 	os.Exit(code)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -34,18 +33,13 @@ func TestMain(m *testing.M) {
 		}
 		_ = testbed.Cleanup(testPrefix) // what a killed run left
 		defer testbed.Cleanup(testPrefix)
-		dir, err := os.MkdirTemp("", "uvslabt-bin-")
+		bin, remove, err := BuildDirector("../cmd/director")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		binary = filepath.Join(dir, "director")
-		out, err := exec.Command("go", "build", "-o", binary, "../cmd/director").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build director: %v\n%s", err, out)
-			return 1
-		}
+		defer remove()
+		binary = bin
 		return m.Run()
 	}()
 	os.Exit(code)

@@ -36,6 +36,7 @@ import (
 
 	"uvs/forward/tun"
 	"uvs/hostconf"
+	"uvs/lab"
 	"uvs/packet"
 	"uvs/testbed"
 )
@@ -47,18 +48,13 @@ func TestMain(m *testing.M) {
 		if testbed.Available() != nil {
 			return m.Run()
 		}
-		dir, err := os.MkdirTemp("", "uvsrstest-bin-")
+		bin, remove, err := lab.BuildDirector("../cmd/director")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		os.Chmod(dir, 0o755) // TestFlags runs it as nobody too
-		directorBin = filepath.Join(dir, "director")
-		if out, err := exec.Command("go", "build", "-o", directorBin, "../cmd/director").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build director: %v\n%s", err, out)
-			return 1
-		}
+		defer remove()
+		directorBin = bin
 		return m.Run()
 	}()
 	os.Exit(code)

@@ -28,17 +28,13 @@ func TestMain(m *testing.M) {
 		if os.Geteuid() != 0 {
 			return m.Run()
 		}
-		dir, err := os.MkdirTemp("", "uvsbenchtest-bin-")
+		bin, remove, err := lab.BuildDirector("../../cmd/director")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		directorBin = filepath.Join(dir, "director")
-		if out, err := exec.Command("go", "build", "-o", directorBin, "../../cmd/director").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build director: %v\n%s", err, out)
-			return 1
-		}
+		defer remove()
+		directorBin = bin
 		return m.Run()
 	}()
 	os.Exit(code)
