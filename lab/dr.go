@@ -88,10 +88,6 @@ func buildDRLab(s *session, title string, ports ...drPort) (*drLab, error) {
 	s.say("#   route add -host %s dev eth0:1", DRVIP)
 	s.say("# is today's")
 	s.say("#   ip addr add %s/32 dev eth0 label eth0:1", DRVIP)
-	s.say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
-	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		return nil, err
-	}
 	if err := s.startDirector(n.Director); err != nil {
 		return nil, err
 	}

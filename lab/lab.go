@@ -236,10 +236,6 @@ func NAT(ctx context.Context, o Options) (err error) {
 	s.say("#   rs2       %-10s eth0 %s/24, default via %s, serves \"welcome realserver 2\"", n.RS[1].Name, RS2IP, DirInnerIP)
 
 	s.say("\n# on the director:")
-	s.say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
-	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		return err
-	}
 	if err := s.startDirector(n.Director); err != nil {
 		return err
 	}

@@ -103,8 +103,14 @@ func (s *session) serve(h *testbed.Host, addr, body string, cfg *tls.Config) err
 	return nil
 }
 
-// startDirector types `director run` in h and waits for it.
+// startDirector types the ip_forward line and `director run` in h, and
+// waits for the director.
 func (s *session) startDirector(h *testbed.Host) error {
+	// The tutorial's first line on the director, for every model.
+	s.say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
+	if err := h.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
 	s.say("$ director run --io %s &", s.o.IO)
 	d, err := StartDirector(h, s.o.Binary, s.dir, "--io", s.o.IO)
 	if err != nil {

@@ -78,10 +78,6 @@ func TUN(ctx context.Context, o Options) (err error) {
 	}
 
 	s.say("\n# on the director: the VIP on eth0 (done while building the lab)")
-	s.say("$ echo 1 > /proc/sys/net/ipv4/ip_forward")
-	if err := n.Director.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-		return err
-	}
 	if err := s.startDirector(n.Director); err != nil {
 		return err
 	}
