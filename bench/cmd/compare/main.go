@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -95,19 +94,9 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if missing := harness.MissingPeers(); len(missing) > 0 {
-		if *noInstall {
-			log.Error("missing peers", "peers", fmt.Sprint(missing))
-			return 1
-		}
-		if err := harness.InstallPeers(ctx, missing, log); err != nil {
-			log.Error("install peers", "err", err)
-			return 1
-		}
-	}
-	root, err := repoRoot()
+	root, err := harness.Prepare(ctx, *noInstall, log)
 	if err != nil {
-		log.Error("find the repository", "err", err)
+		log.Error("prepare", "err", err)
 		return 1
 	}
 	if *out == "" {
@@ -119,12 +108,9 @@ func run() int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	opts.Director = filepath.Join(tmp, "director")
 	log.Info("building the director")
-	build := exec.CommandContext(ctx, "go", "build", "-o", opts.Director, "./cmd/director")
-	build.Dir = root
-	if b, err := build.CombinedOutput(); err != nil {
-		log.Error("build director", "err", err, "output", string(b))
+	if opts.Director, err = harness.BuildDirector(ctx, root, tmp); err != nil {
+		log.Error("build", "err", err)
 		return 1
 	}
 
@@ -210,24 +196,4 @@ func split(s string) []string {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
-}
-
-// repoRoot is the directory holding the uvs module's go.mod, found from the
-// working directory upwards.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 64 {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module uvs\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("not inside the uvs module (no go.mod saying \"module uvs\" above the working directory)")
 }

@@ -120,19 +120,9 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if missing := harness.MissingPeers(); len(missing) > 0 {
-		if *noInstall {
-			log.Error("missing peers", "peers", fmt.Sprint(missing))
-			return 1
-		}
-		if err := harness.InstallPeers(ctx, missing, log); err != nil {
-			log.Error("install peers", "err", err)
-			return 1
-		}
-	}
-	root, err := repoRoot()
+	root, err := harness.Prepare(ctx, *noInstall, log)
 	if err != nil {
-		log.Error("find the repository", "err", err)
+		log.Error("prepare", "err", err)
 		return 1
 	}
 	if *out == "" {
@@ -144,7 +134,6 @@ func run() int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	c.director = filepath.Join(tmp, "director")
 	src, built, err := source(ctx, root, tmp, *rev)
 	if err != nil {
 		log.Error("director source", "err", err)
@@ -152,10 +141,8 @@ func run() int {
 	}
 	c.built = built
 	log.Info("building the director", "from", built)
-	build := exec.CommandContext(ctx, "go", "build", "-o", c.director, "./cmd/director")
-	build.Dir = src
-	if b, err := build.CombinedOutput(); err != nil {
-		log.Error("build director", "err", err, "output", string(b))
+	if c.director, err = harness.BuildDirector(ctx, src, tmp); err != nil {
+		log.Error("build", "err", err)
 		return 1
 	}
 
@@ -267,24 +254,4 @@ func (c *config) check() error {
 		return fmt.Errorf("-capacity %d: want 0 (default) or more", c.capacity)
 	}
 	return c.Config.Check()
-}
-
-// repoRoot is the directory holding the uvs module's go.mod, found from the
-// working directory upwards.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 64 {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module uvs\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("not inside the uvs module (no go.mod saying \"module uvs\" above the working directory)")
 }

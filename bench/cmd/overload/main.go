@@ -132,10 +132,12 @@ func run() int {
 	}
 	defer os.RemoveAll(tmp)
 	if c.director == "" {
-		c.director = filepath.Join(tmp, "director")
-		b := exec.CommandContext(ctx, "go", "build", "-o", c.director, "./cmd/director")
-		if o, err := b.CombinedOutput(); err != nil {
-			log.Error("build director", "err", err, "output", string(o))
+		root, err := harness.RepoRoot()
+		if err == nil {
+			c.director, err = harness.BuildDirector(ctx, root, tmp)
+		}
+		if err != nil {
+			log.Error("build", "err", err)
 			return 1
 		}
 	}
