@@ -34,6 +34,7 @@ import (
 	"uvs/ipvsadm"
 	"uvs/lab"
 	"uvs/metrics"
+	"uvs/sdnotify"
 	"uvs/service"
 )
 
@@ -60,6 +61,8 @@ func directorMain(args []string, stdout, stderr io.Writer) int {
 		return labMain(rest)
 	case "realserver":
 		return realserverMain(rest)
+	case "install":
+		return installMain(rest, stdout, stderr)
 	case "version", "--version", "-version", "-V":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -80,6 +83,7 @@ func usage(w io.Writer) {
   director ipvsadm ARGS...     (or through a symlink named ipvsadm)
   director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]
   director realserver [--dr] --vip VIP[,...] [--from DIRECTOR[,...]] [--gue-port P] [--name DEV]
+  director install [--prefix DIR] [--unit-dir DIR] [--etc-dir DIR] [--dry-run]
   director version
 
 director run --help, director lab --help and director realserver --help explain their flags;
@@ -350,23 +354,37 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		log.Info("serving pprof", "addr", pprofLn.Addr().String())
 	}
 	log.Info("director running", "io", cfg.IO, "socket", o.socket)
+	// Under systemd (Type=notify): started, reloading and ready again
+	// (whatever the reload's outcome: the rules in force are served),
+	// stopping.
+	notify := func(err error) {
+		if err != nil {
+			log.Warn("systemd notification", "err", err)
+		}
+	}
+	notify(sdnotify.Ready())
 
 	for s := range sig {
 		if s != syscall.SIGHUP {
+			notify(sdnotify.Stopping())
 			log.Info("stopping", "signal", s.String())
 			return 0
 		}
+		notify(sdnotify.Reloading())
+		status := "reload refused (see the log): the previous rules stay"
 		if o.rules == "" {
 			log.Warn("SIGHUP without --rules: nothing to reload")
-			continue
-		}
-		if c := loadRulesFile(o.rules, log); c != nil {
+			status = "SIGHUP without --rules: nothing to reload"
+		} else if c := loadRulesFile(o.rules, log); c != nil {
 			if err := d.Replace(c); err != nil {
 				log.Error("reload rules: kept the current table", "file", o.rules, "err", err)
 			} else {
 				log.Info("rules reloaded", "file", o.rules, "services", len(c.Services))
+				status = fmt.Sprintf("rules reloaded from %s: %d services", o.rules, len(c.Services))
 			}
 		}
+		notify(sdnotify.Status(status))
+		notify(sdnotify.Ready())
 	}
 	return 0
 }
