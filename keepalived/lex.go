@@ -62,47 +62,47 @@ func (l *lexer) file(src source, stack []source, from Pos) error {
 		return errorf(from, "include %s: %v", src.show, unwrapPath(err))
 	}
 	stack = append(stack, src)
-	lines := strings.Split(string(data), "\n")
-	for i, line := range lines {
+	for i, line := range strings.Split(string(data), "\n") {
 		pos := Pos{File: src.show, Line: i + 1}
-		toks, err := splitLine(strings.TrimSuffix(line, "\r"), pos)
+		line = strings.TrimSuffix(line, "\r")
+		// keepalived finds includes in whole lines, before anything else
+		// (keepalived.conf(5)), so the name may hold braces.
+		if words := strings.Fields(stripComment(line)); len(words) > 0 && isInclude(words[0]) {
+			if len(words) == 1 {
+				return errorf(pos, "%s: missing file name", words[0])
+			}
+			if len(words) > 2 {
+				l.warn(pos, fmt.Sprintf("%s: extra argument %q ignored", words[0], words[2]))
+			}
+			if err := l.include(strings.Trim(words[1], `"`), pos, src, stack); err != nil {
+				return err
+			}
+			continue
+		}
+		toks, err := splitLine(line, pos)
 		if err != nil {
 			return err
 		}
-		if err := l.line(toks, src, stack); err != nil {
-			return err
-		}
+		l.toks = append(l.toks, toks...)
 	}
 	return nil
 }
 
-// line appends one line's tokens, handling the include statements in it.
-func (l *lexer) line(toks []token, src source, stack []source) error {
-	for i := 0; i < len(toks); i++ {
-		t := toks[i]
-		// A statement starts a line or follows a brace.
-		start := i == 0 || toks[i-1].isOpen() || toks[i-1].isClose()
-		if !start || t.quoted || !isInclude(t.text) {
-			l.toks = append(l.toks, t)
-			continue
+// stripComment drops a comment from a line: from the first '#' or '!'
+// outside double quotes.
+func stripComment(line string) string {
+	in := false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '"':
+			in = !in
+		case c == '\\' && in:
+			i++
+		case (c == '#' || c == '!') && !in:
+			return line[:i]
 		}
-		j := i + 1
-		for j < len(toks) && !toks[j].isOpen() && !toks[j].isClose() {
-			j++
-		}
-		args := toks[i+1 : j]
-		if len(args) == 0 {
-			return errorf(t.pos, "%s: missing file name", t.text)
-		}
-		if len(args) > 1 {
-			l.warn(t.pos, fmt.Sprintf("%s: extra arguments after %q ignored", t.text, args[0].text))
-		}
-		if err := l.include(args[0].text, t.pos, src, stack); err != nil {
-			return err
-		}
-		i = j - 1
 	}
-	return nil
+	return line
 }
 
 // isInclude reports whether w is include or one of its variants. The
@@ -254,8 +254,11 @@ func expandBraces(p string) []string {
 }
 
 // splitLine splits one line into tokens. keepalived.conf(5): '#' and '!'
-// start a comment anywhere in a line; " and ' quote, the quotes are removed
-// and the text between them kept whole, with shell-like backslash escapes.
+// start a comment anywhere in a line; quotes are removed and the text
+// between them kept whole, with shell-like backslash escapes. The page
+// names " and ' as quotes, but keepalived 2.2.7 --config-test keeps single
+// quotes ("lvs_sched 'rr'" is "Invalid lvs_scheduler ''rr''"): they only
+// group a script's parameters, so they are left in the text for that.
 func splitLine(line string, pos Pos) ([]token, error) {
 	var toks []token
 	var cur strings.Builder
@@ -278,7 +281,7 @@ func splitLine(line string, pos Pos) ([]token, error) {
 		case c == '{' || c == '}':
 			emit()
 			toks = append(toks, token{text: string(c), pos: pos, first: len(toks) == 0})
-		case c == '"' || c == '\'':
+		case c == '"':
 			end := i + 1
 			for ; end < len(line) && line[end] != c; end++ {
 				if line[end] == '\\' {
@@ -286,7 +289,7 @@ func splitLine(line string, pos Pos) ([]token, error) {
 				}
 			}
 			if end >= len(line) {
-				return nil, errorf(pos, "unterminated %c quote", c)
+				return nil, errorf(pos, "unterminated quote")
 			}
 			cur.WriteString(unescape(line[i+1 : end]))
 			in, quoted = true, true
