@@ -1,0 +1,46 @@
+// Package healthcheck runs keepalived's checkers against real servers and
+// says when one goes down or comes back: what `director run --keepalived`
+// uses to take dead real servers out and put them back.
+//
+// Check makes one attempt of one checker (TCP_CHECK, HTTP_GET, SSL_GET,
+// MISC_CHECK, DNS_CHECK). A Monitor runs the checkers of many targets on
+// keepalived's schedule and calls back on each change; its Collector exports
+// the state to Prometheus.
+//
+// # keepalived's semantics
+//
+// Facts are from keepalived.conf(5) of keepalived 2.2.7 (Debian's package)
+// and keepalived's ChangeLog (/usr/share/doc/keepalived/changelog.gz, up to
+// 2.0.20); each is quoted where the code relies on it. Briefly:
+//
+//   - A real server is up only while all its checkers are up (Monitor.update).
+//   - An up checker that fails is retried retry times, delay_before_retry
+//     apart, and goes down at the retry+1st failure in a row; a down checker
+//     is not retried; one success brings it up, without waiting for
+//     delay_loop (Monitor.record).
+//   - Attempts repeat every delay_loop, a checker's own overriding the real
+//     server's and the virtual server's (the parser resolves which; Spec
+//     holds the one in force). The first is delayed by a random time up to
+//     warmup, which defaults to delay_loop (Defaults, warmup).
+//   - alpha starts a real server down (Monitor.Set).
+//   - Defaults: delay_loop 60 s, connect_timeout 5 s, retry 1 (DNS_CHECK 3,
+//     MISC_CHECK 0), delay_before_retry 1 s (HTTP_GET and SSL_GET 3 s,
+//     DNS_CHECK delay_loop), misc_timeout delay_loop, HTTP status 200-299,
+//     DNS type SOA and name "." (Defaults).
+//   - MISC_CHECK runs misc_path split at unquoted blanks, without a shell;
+//     on misc_timeout it gets SIGTERM, then SIGKILL; misc_dynamic maps exit
+//     status 0 to up, 1 to down, 2-255 to up with weight status − 2
+//     (checkMisc).
+//   - SSL_GET verifies no certificate and sends SNI only with enable_sni
+//     (getURL).
+//
+// # Not done
+//
+// keepalived's SMTP_CHECK, UDP_CHECK, PING_CHECK, BFD_CHECK and FILE_CHECK;
+// HTTP_GET's regex, http_protocol (requests are HTTP/1.1 with
+// "Connection: close"; keepalived's default is 1.0) and its slow recovery
+// without fast_recovery (every attempt here fetches all urls); bind_port,
+// bind_if and fwmark on checker sockets; MISC_CHECK's user; SSL_GET's
+// client certificate and CA (the SSL block); per-checker alpha; smtp_alert
+// and notify scripts (the caller gets the events).
+package healthcheck
