@@ -257,7 +257,7 @@ func expandBraces(p string) []string {
 // start a comment anywhere in a line; quotes are removed and the text
 // between them kept whole, with shell-like backslash escapes. The page
 // names " and ' as quotes, but keepalived 2.2.7 --config-test keeps single
-// quotes ("lvs_sched 'rr'" is "Invalid lvs_scheduler ''rr''"): they only
+// quotes (it calls "lvs_sched 'rr'" an invalid scheduler): they only
 // group a script's parameters, so they are left in the text for that.
 func splitLine(line string, pos Pos) ([]token, error) {
 	var toks []token
