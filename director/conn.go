@@ -50,6 +50,12 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	c := &w.c
 	st := d.reg.Get(c.Dest)
 	v := s.svc(c.Svc)
+	if v != nil && v.mark && dir == conntrack.Orig && w.in.ether && !w.in.markIn {
+		// A firewall-mark connection's client packet as the interface
+		// saw it, before netfilter: the kernel marks its own copy and
+		// hands that over through the mark port (marks.go).
+		return
+	}
 	if st == nil || st.Gone() || v == nil {
 		// The real server or its service was deleted: its connections
 		// stop, as in IPVS (expire_nodest_conn=0): their packets are
@@ -89,7 +95,15 @@ func (w *worker) ttlOK() bool {
 func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	d := w.d
 	p := &w.p
-	v := s.service(p.Proto, w.tp.Dst, p.DstPort)
+	// The mark first, as IPVS looks up a firewall-mark service before an
+	// address one.
+	var v *vsvc
+	if w.mark != 0 {
+		v = s.byMark[markKey{w.mark, p.IPVersion == 6}]
+	}
+	if v == nil {
+		v = s.service(p.Proto, w.tp.Dst, p.DstPort)
+	}
 	if v == nil {
 		if !w.in.ether && w.fragMax > 0 && !s.natReply(p.Proto, w.tp.Src, p.SrcPort) {
 			// Diverted as fragments to a VIP or from a NAT real server,

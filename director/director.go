@@ -419,14 +419,28 @@ func (d *Director) forgetServices(c *service.Config) {
 func (d *Director) Conns() []service.Conn {
 	var out []service.Conn
 	d.ct.Walk(func(c *conntrack.Conn, expires time.Duration) bool {
-		out = append(out, service.Conn{
+		sc := service.Conn{
 			Proto:   c.Proto,
 			State:   c.State.String(),
 			Expires: expires,
 			Client:  netip.AddrPortFrom(c.Client.Netip(), c.CPort),
 			Virtual: netip.AddrPortFrom(c.VAddr.Netip(), c.VPort),
 			Dest:    netip.AddrPortFrom(c.DAddr.Netip(), c.DPort),
-		})
+		}
+		if c.FWMark != 0 {
+			// A firewall-mark template: IPVS keeps it with protocol 0
+			// (IP) and the mark in the first word of the virtual address.
+			sc.Proto = 0
+			m := [4]byte{byte(c.FWMark >> 24), byte(c.FWMark >> 16), byte(c.FWMark >> 8), byte(c.FWMark)}
+			if c.Client.Netip().Unmap().Is4() {
+				sc.Virtual = netip.AddrPortFrom(netip.AddrFrom4(m), 0)
+			} else {
+				var a [16]byte
+				copy(a[:], m[:])
+				sc.Virtual = netip.AddrPortFrom(netip.AddrFrom16(a), 0)
+			}
+		}
+		out = append(out, sc)
 		return true
 	})
 	return out

@@ -27,6 +27,18 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		d.drops[r].Add(1)
 		return
 	}
+	w.mark = 0
+	if w.in.markIn {
+		// A packet the host's rules marked, duplicated to the mark's
+		// macvlan (marks.go): the mark is in the destination MAC. What
+		// else comes this way (the macvlans' own IPv6 chatter) is not
+		// the director's.
+		mk, ok := markFromMAC(p.Buf[p.L2:])
+		if !ok || p.IPVersion == 0 || p.EtherType == packet.EtherTypeARP {
+			return
+		}
+		w.mark = mk
+	}
 	switch {
 	case p.EtherType == packet.EtherTypeARP:
 		w.arp(s)

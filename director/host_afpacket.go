@@ -36,6 +36,7 @@ type afpHost struct {
 	sets  divertTable             // the table's sets and rules
 	local map[conntrack.Addr]bool // the namespace's own addresses
 	prog  []bpf.RawInstruction    // the fanout program installed (affine workers)
+	marks *markHost               // firewall-mark services (marks.go)
 }
 
 func openAFPacketHost(d *Director) (hostBackend, error) {
@@ -58,12 +59,20 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	h.nft = nft
+	marks, markLink, err := openMarkHost(d)
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	h.marks = marks
+	links = append(links, markLink)
 	for _, l := range links {
 		pt, err := openAFPacketPort(l, d.queuesPerPort(len(links)), d.cfg, d.affine())
 		if err != nil {
 			h.close()
 			return nil, err
 		}
+		pt.markIn = l == markLink
 		pt.pos = len(h.ps)
 		h.ps = append(h.ps, pt)
 		d.log.Info("serving interface", "io", IOAFPacket, "name", pt.name, "queues", len(pt.queues), "vnet", pt.vnet)
@@ -101,6 +110,9 @@ func servedLinks(names []string) ([]netlink.Link, error) {
 			if len(l.Attrs().HardwareAddr) != 6 {
 				return nil, fmt.Errorf("interface %s has no Ethernet address; AF_PACKET mode serves Ethernet interfaces", n)
 			}
+			if isMarkLink(n) {
+				return nil, fmt.Errorf("interface %s is the director's own (firewall marks); it is served already", n)
+			}
 			out = append(out, l)
 		}
 		return out, nil
@@ -112,7 +124,7 @@ func servedLinks(names []string) ([]netlink.Link, error) {
 	var out []netlink.Link
 	for _, l := range all {
 		a := l.Attrs()
-		if a.Flags&net.FlagUp == 0 || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 || a.MasterIndex != 0 {
+		if a.Flags&net.FlagUp == 0 || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 || a.MasterIndex != 0 || isMarkLink(a.Name) {
 			continue
 		}
 		out = append(out, l)
@@ -176,7 +188,11 @@ func (h *afpHost) apply(s *snapshot) error {
 		}
 		prog = p
 	}
+	if err := h.marks.apply(s); err != nil {
+		return err
+	}
 	if err := h.nftApply(s); err != nil {
+		h.marks.revert()
 		return err
 	}
 	if prog != nil {
@@ -219,6 +235,11 @@ func (h *afpHost) close() error {
 		h.nft.CloseLasting()
 	}
 	h.closePorts()
+	if h.marks != nil {
+		if err := h.marks.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 

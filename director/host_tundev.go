@@ -71,6 +71,10 @@ type tundevHost struct {
 	// kernel resolve.
 	egress []*port
 	nb     *neighbours
+	// marks and markPt: firewall-mark services (marks.go), whose packets
+	// come through a packet socket.
+	marks  *markHost
+	markPt *port
 }
 
 const (
@@ -196,6 +200,16 @@ func openTundevHost(d *Director) (hb hostBackend, err error) {
 			h.egress = append(h.egress, ep)
 		}
 	}
+	marks, markLink, err := openMarkHost(d)
+	if err != nil {
+		return nil, err
+	}
+	h.marks = marks
+	if h.markPt, err = openAFPacketPort(markLink, d.queuesPerPort(1), d.cfg, false); err != nil {
+		return nil, err
+	}
+	h.markPt.markIn = true
+	h.markPt.pos = 1 + len(h.egress)
 	h.nb = newNeighbours(d)
 	h.nb.viaKernel = true
 	d.wg.Add(1)
@@ -204,7 +218,7 @@ func openTundevHost(d *Director) (hb hostBackend, err error) {
 	return h, nil
 }
 
-func (h *tundevHost) ports() []*port { return append([]*port{h.pt}, h.egress...) }
+func (h *tundevHost) ports() []*port { return append(append([]*port{h.pt}, h.egress...), h.markPt) }
 
 // removeLeftRules deletes the policy rules that look up the director's
 // table: a director killed outright leaves them (the ones a new start
@@ -250,7 +264,10 @@ func (h *tundevHost) addRule(key string, r netlink.Rule) error {
 
 // apply installs the rules of s, then removes the ones s no longer needs.
 func (h *tundevHost) apply(s *snapshot) error {
-	if err := h.nb.resolveAll(s, func(ds *service.Dest) bool { return ds.Fwd == service.FwdRoute }); err != nil {
+	// DR frames leave through the Ethernet interfaces, and so does every
+	// packet of a firewall-mark service (it comes in through the mark
+	// port, an Ethernet one): their next hops are the director's to know.
+	if err := h.nb.resolveAll(s, func(v *vsvc, ds *service.Dest) bool { return ds.Fwd == service.FwdRoute || v.mark }); err != nil {
 		return err
 	}
 	want := make(map[string]netlink.Rule)
@@ -304,7 +321,13 @@ func (h *tundevHost) apply(s *snapshot) error {
 		undoRules()
 		return err
 	}
+	if err := h.marks.apply(s); err != nil {
+		h.dropVIPs(newVIPs)
+		undoRules()
+		return err
+	}
 	if err := h.notrack(s); err != nil {
+		h.marks.revert()
 		h.dropVIPs(newVIPs)
 		undoRules()
 		return err
@@ -461,6 +484,16 @@ func (h *tundevHost) close() error {
 	}
 	for _, ep := range h.egress {
 		ep.dev.Close()
+	}
+	if h.markPt != nil {
+		for _, q := range h.markPt.queues {
+			q.Close()
+		}
+	}
+	if h.marks != nil {
+		if err := h.marks.close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

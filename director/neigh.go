@@ -89,16 +89,16 @@ func newNeighbours(d *Director) *neighbours {
 // (the resolver keeps asking, and a packet that needs one asks too):
 // otherwise every change would wait a second while one real server is
 // down. Each distinct address is routed once per change.
-func (nb *neighbours) resolveAll(s *snapshot, need func(*service.Dest) bool) error {
+func (nb *neighbours) resolveAll(s *snapshot, need func(*vsvc, *service.Dest) bool) error {
 	type key struct {
 		addr   netip.Addr
 		direct bool
 	}
 	byAddr := make(map[key]*nexthop)
 	var fresh []*nexthop // made by this change
-	for _, v := range s.byKey {
+	for _, v := range s.all {
 		for _, ds := range v.svc.Dests {
-			if need != nil && !need(ds) {
+			if need != nil && !need(v, ds) {
 				continue
 			}
 			k := key{ds.Addr, ds.Fwd == service.FwdRoute}

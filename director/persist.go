@@ -12,8 +12,14 @@ import (
 func (w *worker) persistent(v *vsvc) *service.Dest {
 	sv := v.svc
 	k := &w.tk
-	*k = conntrack.TemplateKey{Proto: sv.Proto, VAddr: w.tp.Dst, VPort: sv.Port}
-	k.Client = maskAddr(w.tp.Src, sv.Netmask, sv.Addr.Is4())
+	if v.mark {
+		// One template per client and mark, whatever the address and
+		// port, as IPVS keys firewall-mark templates.
+		*k = conntrack.TemplateKey{FWMark: sv.FWMark}
+	} else {
+		*k = conntrack.TemplateKey{Proto: sv.Proto, VAddr: w.tp.Dst, VPort: sv.Port}
+	}
+	k.Client = maskAddr(w.tp.Src, sv.Netmask, !sv.Key.Is6())
 	var tp conntrack.Template
 	if ref, ok := w.d.ct.LookupTemplate(k, &tp); ok {
 		for _, ds := range sv.Dests {

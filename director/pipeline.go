@@ -58,6 +58,9 @@ type port struct {
 	// egress ports are written, never read: with --io tun, the Ethernet
 	// interfaces DR frames leave by (their one queue sends only).
 	egress bool
+	// markIn is the firewall-mark port (marks.go): the kernel's marked
+	// packets, the mark in each frame's destination MAC.
+	markIn bool
 	// mtu is the interface's MTU, followed by the link watcher: what a
 	// packet (or each segment of a GSO packet) sent here may carry.
 	mtu atomic.Int32

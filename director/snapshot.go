@@ -14,7 +14,10 @@ import (
 type snapshot struct {
 	conf  *service.Config
 	byKey map[svcKey]*vsvc
-	byID  []*vsvc // by service ID (conntrack.Conn.Svc)
+	// byMark are the firewall-mark services (marks.go).
+	byMark map[markKey]*vsvc
+	all    []*vsvc // every service, in the configuration's order
+	byID   []*vsvc // by service ID (conntrack.Conn.Svc)
 	// vips are the virtual addresses, answered for in ARP/NDP.
 	vips map[conntrack.Addr]bool
 	// natRS are the NAT real servers' addresses, whose fragments the
@@ -43,9 +46,24 @@ type svcKey struct {
 	proto uint8
 }
 
+// markKey is a firewall-mark service's key: IPv4 and IPv6 services of one
+// mark are two services, as in IPVS.
+type markKey struct {
+	mark uint32
+	v6   bool
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // vsvc is a virtual service as the workers use it.
 type vsvc struct {
 	id    uint32
+	mark  bool // a firewall-mark service
 	svc   *service.Service
 	sched scheduler.Scheduler
 	dests []*service.Dest // by position, for templates
@@ -87,9 +105,10 @@ func (s *snapshot) svc(id uint32) *vsvc {
 // Called with d.mu held.
 func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot, error) {
 	s := &snapshot{
-		conf:  c,
-		byKey: make(map[svcKey]*vsvc),
-		vips:  make(map[conntrack.Addr]bool),
+		conf:   c,
+		byKey:  make(map[svcKey]*vsvc),
+		byMark: make(map[markKey]*vsvc),
+		vips:   make(map[conntrack.Addr]bool),
 	}
 	maxID := uint32(0)
 	s.svcFreeLeft = len(d.svcFree)
@@ -117,19 +136,29 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 				id = d.nextS
 			}
 		}
-		v := &vsvc{id: id, svc: sv, sched: se.s, dests: sv.Dests}
-		a := conntrack.AddrFrom(sv.Addr)
-		s.byKey[svcKey{a, sv.Port, sv.Proto}] = v
-		s.vips[a] = true
+		v := &vsvc{id: id, svc: sv, sched: se.s, dests: sv.Dests, mark: sv.IsFWMark()}
+		s.all = append(s.all, v)
+		if v.mark {
+			s.byMark[markKey{sv.FWMark, sv.V6}] = v
+		} else {
+			a := conntrack.AddrFrom(sv.Addr)
+			s.byKey[svcKey{a, sv.Port, sv.Proto}] = v
+			s.vips[a] = true
+		}
 		maxID = max(maxID, id)
 	}
 	s.byID = make([]*vsvc, maxID+1)
-	for _, v := range s.byKey {
+	for _, v := range s.all {
 		s.byID[v.id] = v
 	}
 	s.natRS = make(map[conntrack.Addr]bool)
 	s.natPorts = make(map[svcKey]bool)
-	for k, v := range s.byKey {
+	for _, v := range s.all {
+		// A firewall-mark service takes TCP and UDP alike.
+		protos := []uint8{v.svc.Proto}
+		if v.mark {
+			protos = []uint8{service.TCP, service.UDP}
+		}
 		for _, ds := range v.svc.Dests {
 			d.reg.Register(ds.DestState) // next hops are kept by ID
 			if ds.Fwd == service.FwdTunnel {
@@ -148,7 +177,9 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 				s.tunnels[id] = td
 			}
 			if ds.Fwd == service.FwdMasq {
-				s.addNAT(natServer{conntrack.AddrFrom(ds.Addr), ds.Port, k.proto})
+				for _, proto := range protos {
+					s.addNAT(natServer{conntrack.AddrFrom(ds.Addr), ds.Port, proto})
+				}
 			}
 		}
 	}
@@ -163,7 +194,7 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 // alone), thresholds and rate tracking. Called with d.mu held.
 func (d *Director) adopt(s *snapshot) {
 	d.svcFree = d.svcFree[:s.svcFreeLeft]
-	for _, v := range s.byKey {
+	for _, v := range s.all {
 		sv := v.svc
 		d.svcID[sv.Stats] = v.id
 		d.scheds[sv.Stats] = schedEntry{sv.Scheduler, sv.Flags, v.sched}
@@ -179,9 +210,6 @@ func (d *Director) adopt(s *snapshot) {
 // check refuses what this director cannot do yet, with a message that
 // says so, rather than accepting rules it would not honour.
 func (d *Director) check(sv *service.Service) error {
-	if sv.IsFWMark() {
-		return fmt.Errorf("firewall-mark service %s: %w by this director yet", sv.Key, ErrUnsupported)
-	}
 	if sv.PE != "" {
 		return fmt.Errorf("persistence engine %q: %w", sv.PE, ErrUnsupported)
 	}
@@ -195,7 +223,7 @@ func (d *Director) check(sv *service.Service) error {
 		default:
 			return fmt.Errorf("real server %s: forwarding method %s: %w", netip.AddrPortFrom(ds.Addr, ds.Port), ds.Fwd, ErrUnsupported)
 		}
-		if ds.Addr.Is4() != sv.Addr.Is4() {
+		if ds.Addr.Is4() == sv.Key.Is6() {
 			return fmt.Errorf("real server %s: address family differs from service %s", ds.Addr, sv.Key)
 		}
 	}

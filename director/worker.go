@@ -55,6 +55,7 @@ type worker struct {
 	vh   link.VnetHdr
 	tk   conntrack.TemplateKey
 	tmpl conntrack.TemplateRef // the template pick used, if any
+	mark uint32                // the current packet's firewall mark (marks.go), 0 for none
 }
 
 func (d *Director) startWorkers() error {

@@ -346,8 +346,11 @@ func (r *runner) listConns(c *command, w io.Writer) {
 	var b strings.Builder
 	for _, cn := range conns {
 		proto := "TCP"
-		if cn.Proto == service.UDP {
+		switch cn.Proto {
+		case service.UDP:
 			proto = "UDP"
+		case 0:
+			proto = "IP" // a firewall-mark service's persistence template
 		}
 		secs := int64(cn.Expires.Seconds())
 		if secs < 0 {

@@ -17,7 +17,7 @@ import (
 )
 
 // Names are the labs Run knows, in the order of the tutorial.
-var Names = []string{"nat", "dr", "ssl", "pcc", "tun"}
+var Names = []string{"nat", "dr", "ssl", "pcc", "fwmark", "tun"}
 
 // Run runs the lab called name (one of Names).
 func Run(ctx context.Context, name string, o Options) error {
@@ -30,6 +30,8 @@ func Run(ctx context.Context, name string, o Options) error {
 		return SSL(ctx, o)
 	case "pcc":
 		return PCC(ctx, o)
+	case "fwmark":
+		return FWMark(ctx, o)
 	case "tun":
 		return TUN(ctx, o)
 	}

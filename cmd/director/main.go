@@ -3,7 +3,7 @@
 //
 //	director run [flags]        run the director in the foreground
 //	director ipvsadm ARGS...    talk to a running director, ipvsadm style
-//	director lab NAME [flags]   build an LVS lab (nat, dr, ssl, pcc, tun) in namespaces and show it working
+//	director lab NAME [flags]   build an LVS lab (nat, dr, ssl, pcc, fwmark, tun) in namespaces and show it working
 //	director realserver [flags] the real-server side of LVS-DR and LVS-TUN
 //	director version            print the version
 //
@@ -81,7 +81,7 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   director run %s
   director ipvsadm ARGS...     (or through a symlink named ipvsadm)
-  director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]
+  director lab nat|dr|ssl|pcc|fwmark|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]
   director realserver [--dr] --vip VIP[,...] [--from DIRECTOR[,...]] [--gue-port P] [--name DEV]
   director install [--prefix DIR] [--unit-dir DIR] [--etc-dir DIR] [--dry-run]
   director version
@@ -443,7 +443,7 @@ func ipvsadmMain(args []string) int {
 	return resp.Code
 }
 
-const labUsage = "usage: director lab nat|dr|ssl|pcc|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]"
+const labUsage = "usage: director lab nat|dr|ssl|pcc|fwmark|tun [--keep] [--trace] [--io afpacket|tun] [--tun-type ipip|gue|gre] [--tun-port P]"
 
 func labMain(args []string) int {
 	if len(args) == 0 || !slices.Contains(lab.Names, args[0]) {
