@@ -280,6 +280,45 @@ func TestPCC(t *testing.T) {
 	traceLines(t, out)
 }
 
+// TestFWMark is the tutorial's example 5 with its own lines: iptables
+// marks 80 and 443, one persistent mark service over DR real servers.
+func TestFWMark(t *testing.T) {
+	for _, io := range []string{"afpacket", "tun"} {
+		t.Run(io, func(t *testing.T) {
+			out := runLab(t, "fwmark", Options{IO: io})
+			for _, want := range []string{
+				"$ iptables -t mangle -A PREROUTING -i eth0 -p tcp -d 198.18.0.100 --dport 80 -j MARK --set-mark 20\n",
+				"$ iptables -t mangle -A PREROUTING -i eth0 -p tcp -d 198.18.0.100 --dport 443 -j MARK --set-mark 20\n",
+				"$ ipvsadm -A -f 20 -s wlc -p 1200\n",
+				"$ ipvsadm -a -f 20 -r 198.18.0.11 -g -w 3\n",
+				"$ ipvsadm -a -f 20 -r 198.18.0.12 -g -w 2\n",
+				"FWM  20 wlc persistent 1200\n",
+				"curl http://198.18.0.100:8080/: connection refused\n",
+			} {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			a := answers(out)
+			if len(a) != 6 {
+				t.Fatalf("%d answers, want 6:\n%s", len(a), out)
+			}
+			if !same(a[:4]) || !same(a[4:]) {
+				t.Errorf("answers %q: want the first four (ports 80 and 443) from one server, the last two from one server:\n%s", a, out)
+			}
+			rs := map[string]string{"realserver 1": "198.18.0.11", "realserver 2": "198.18.0.12"}[a[0]]
+			tmpl := `(?m)^IP  \d\d:\d\d  (NONE|ASSURED) +198\.18\.0\.2:0 +0\.0\.0\.20:0 +` + regexp.QuoteMeta(rs) + `:0$`
+			if !regexp.MustCompile(tmpl).MatchString(out) {
+				t.Errorf("no firewall-mark template to %s in the connection listing:\n%s", rs, out)
+			}
+			// Replies went from the real servers to the client directly.
+			if !regexp.MustCompile(`(?m)^FWM  20 +\d+ +\d+ +0 +\d+ +0$`).MatchString(out) {
+				t.Errorf("stats show packets out through the director:\n%s", out)
+			}
+		})
+	}
+}
+
 func TestTUN(t *testing.T) {
 	if binary != "" {
 		if out, _ := exec.Command(binary, "realserver", "--help").CombinedOutput(); strings.Contains(string(out), "unknown command") {
