@@ -302,7 +302,7 @@ func TestErrors(t *testing.T) {
 		{"virtual_server without block", map[string]string{"keepalived.conf": "virtual_server 198.18.0.1 80\n"}, "keepalived.conf:1: virtual_server: missing '{'"},
 		{"bad real server address", map[string]string{"keepalived.conf": vs("real_server 198.18.1.300 80 {\n}")}, `keepalived.conf:5: real_server: "198.18.1.300" is not an IP address`},
 		{"bad virtual server address", map[string]string{"keepalived.conf": "virtual_server www.example.com 80 {\n}\n"}, `keepalived.conf:1: virtual_server: "www.example.com" is not an IP address`},
-		{"address with zone", map[string]string{"keepalived.conf": vs("sorry_server fe80::1%eth0 80")}, `keepalived.conf:5: sorry_server: "fe80::1%eth0" is not an IP address`},
+		{"address with zone", map[string]string{"keepalived.conf": vs("sorry_server 2001:2::1%eth0 80")}, `keepalived.conf:5: sorry_server: "2001:2::1%eth0" is not an IP address`},
 		{"bad connect_ip", map[string]string{"keepalived.conf": rs("TCP_CHECK {\nconnect_ip 198.18.9\n}")}, `keepalived.conf:7: connect_ip: "198.18.9" is not an IP address`},
 		{"bad port", map[string]string{"keepalived.conf": "virtual_server 198.18.0.1 http {\n}\n"}, `keepalived.conf:1: port: "http" is not a whole number`},
 		{"port out of range", map[string]string{"keepalived.conf": vs("real_server 198.18.1.2 65536 {\n}")}, `keepalived.conf:5: port: 65536 is out of range [0, 65535]`},

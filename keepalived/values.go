@@ -193,9 +193,9 @@ func parseAddr(s stmt, v string) (netip.Addr, error) {
 // the table, and a typo like /8 should not make sixteen million.
 const maxRange = 256
 
-// parseRange reads a group's address or address range. keepalived.conf(5):
-// "192.168.200.1-10" (the last part; hex for IPv6), "192.168.200.250-
-// 192.168.201.10" and "192.168.202.8/29". keepalived --config-test: the
+// parseRange reads a group's address or address range, in the three forms
+// keepalived.conf(5) gives: "198.18.0.1-10" (the last part; hex for IPv6),
+// "198.18.0.250-198.18.1.10" and "198.18.2.8/29". keepalived --config-test: the
 // short form's end must be above its start, the long form's not below;
 // "/n" must have no host bits ("Address mask bits not empty").
 func parseRange(v string) (first, last netip.Addr, err error) {
@@ -272,7 +272,8 @@ func parseRange(v string) (first, last netip.Addr, err error) {
 
 // inetAton reads an IPv4 netmask as inet_aton(3) does, which is how
 // keepalived and ipvsadm read persistence_granularity: "a.b.c.d", "a.b.c",
-// "a.b" or "a", each part decimal, 0x hex or 0 octal, so "24" is 0.0.0.24.
+// "a.b" or "a", each part decimal, 0x hex or 0 octal, so "24" is the mask
+// 24 (not a /24) and "0xffffff00" is a /24.
 func inetAton(v string) (uint32, bool) {
 	parts := strings.Split(v, ".")
 	if len(parts) > 4 {
