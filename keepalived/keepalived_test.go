@@ -121,7 +121,7 @@ func TestKeepalivedAgrees(t *testing.T) {
 				t.Errorf("Parse accepted it")
 			}
 			code, out := configTest(t, bin, path)
-			if code != tt.code || !regexp.MustCompile("(?m)" + tt.out).MatchString(out) {
+			if code != tt.code || !regexp.MustCompile("(?m)"+tt.out).MatchString(out) {
 				t.Errorf("keepalived --config-test: exit %d, want %d; output should match %q:\n%s", code, tt.code, tt.out, out)
 			}
 		})
