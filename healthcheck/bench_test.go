@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"testing"
@@ -23,7 +24,9 @@ import (
 // binary again, started in the director namespace), so that getrusage sees
 // the monitor and nothing else: not the listeners, not the test. It reports
 // CPU seconds per check and per second of wall time. It runs once, for
-// HC_BENCH_SECONDS (10 by default) after a settling second:
+// HC_BENCH_SECONDS (10 by default) after a settling second; with
+// HC_BENCH_CPUPROFILE=FILE the monitor process writes a CPU profile of
+// those seconds. The figures are in doc.go.
 //
 //	go test -run '^$' -bench MonitorTCP1000 -benchtime 1x ./healthcheck/
 func BenchmarkMonitorTCP1000(b *testing.B) {
@@ -114,6 +117,12 @@ func benchChild() int {
 		m.Set(Target{Service: service.Key{Proto: service.TCP, Addr: vip, Port: port}, Addr: s.Addr.Addr(), Port: port}, []Spec{s}, true)
 	}
 	time.Sleep(time.Second + 500*time.Millisecond) // the warmups are over
+	if p := os.Getenv("HC_BENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	c0, _ := m.counts()
 	u0, s0 := rusage()
 	start := time.Now()

@@ -34,6 +34,21 @@
 //   - SSL_GET verifies no certificate and sends SNI only with enable_sni
 //     (getURL).
 //
+// # Cost
+//
+// A checker between attempts is a runtime timer and a few hundred bytes: no
+// goroutine. An attempt runs on a goroutine of its own while it lasts.
+// BenchmarkMonitorTCP1000 runs 1000 TCP_CHECK targets with delay_loop 1 s
+// against listeners in another namespace (veth), in a process of its own,
+// and reads getrusage over 10 s: about 1000 checks per second cost 150-200
+// µs of CPU each (user 60-95 µs, system 80-110 µs), that is 0.15-0.2 CPU
+// seconds per second, 15-20 % of one core, with 2-7 goroutines and 20 MiB
+// RSS (2-core machine, shared, load average 2-3). The system time includes
+// kernel work of both ends of each handshake, which veth runs in the
+// sender's context; across a real link the server's share is not the
+// director's. Every few seconds for thousands of targets is a fraction of
+// that: 5000 targets every 5 s is the same 1000 checks per second.
+//
 // # Not done
 //
 // keepalived's SMTP_CHECK, UDP_CHECK, PING_CHECK, BFD_CHECK and FILE_CHECK;
