@@ -59,14 +59,14 @@ const MaxBody = 1 << 20
 // four ranges.
 type StatusRange struct{ Lo, Hi int }
 
-// DefaultStatus is what a url without status_code accepts: "Default is
+// defaultStatus is what a url without status_code accepts: "Default is
 // 200-299" (keepalived.conf(5)).
-var DefaultStatus = []StatusRange{{200, 299}}
+var defaultStatus = []StatusRange{{200, 299}}
 
 // URL is one url block of HTTP_GET or SSL_GET.
 type URL struct {
 	Path        string        // path and query, e.g. "/" or "/health?full=1"
-	StatusCodes []StatusRange // accepted status codes; nil means DefaultStatus
+	StatusCodes []StatusRange // accepted status codes; nil means 200-299
 	Digest      string        // MD5 of the body as 32 hex digits (genhash's); "" is not checked
 	VirtualHost string        // Host header for this url; "" takes Spec.VirtualHost
 }
@@ -259,7 +259,7 @@ func (u *URL) validate() error {
 func (u *URL) accepts(c int) bool {
 	codes := u.StatusCodes
 	if len(codes) == 0 {
-		codes = DefaultStatus
+		codes = defaultStatus
 	}
 	for _, r := range codes {
 		if r.Lo <= c && c <= r.Hi {
@@ -271,7 +271,7 @@ func (u *URL) accepts(c int) bool {
 
 func formatStatus(codes []StatusRange) string {
 	if len(codes) == 0 {
-		codes = DefaultStatus
+		codes = defaultStatus
 	}
 	var b strings.Builder
 	for i, r := range codes {
