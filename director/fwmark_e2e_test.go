@@ -32,7 +32,7 @@ func (e *env) mark(t *testing.T, cmd string, args ...string) {
 
 // server is a real server's name from an answer ("rs1-8080" is rs1).
 func server(answer string) string {
-	return strings.SplitN(strings.TrimSuffix(strings.Fields(answer+" ")[0], ":"), "-", 2)[0]
+	return strings.SplitN(strings.TrimSuffix(strings.Fields(answer + " ")[0], ":"), "-", 2)[0]
 }
 
 // echoConn opens a connection to addr (an echo port) and returns it with
