@@ -32,11 +32,12 @@ const (
 // keepalived does: an include is replaced by the included files' text, so a
 // block may even continue across files.
 type lexer struct {
-	fsys  fs.FS
-	toks  []token
-	root  string // "/" when fsys is the whole file system, for names shown
-	warn  func(Pos, string)
-	files int
+	fsys   fs.FS
+	toks   []token
+	root   string // "/" when fsys is the whole file system, for names shown
+	warn   func(Pos, string)
+	files  int
+	params map[string]bool // $NAME=VALUE definitions seen, by name
 }
 
 // source is a file being read: its name in fsys and the name to show.
@@ -62,9 +63,22 @@ func (l *lexer) file(src source, stack []source, from Pos) error {
 		return errorf(from, "include %s: %v", src.show, unwrapPath(err))
 	}
 	stack = append(stack, src)
+	continued := false // the previous line was a definition ending in '\'
 	for i, line := range strings.Split(string(data), "\n") {
 		pos := Pos{File: src.show, Line: i + 1}
 		line = strings.TrimSuffix(line, "\r")
+		if name, ok := definition(line); ok || continued {
+			// keepalived.conf(5), "Parameter substitution": $NAME=VALUE,
+			// continued on the next line after a '\'. The values are not
+			// kept: a use of one in the LVS part is an error (see
+			// substitutes), elsewhere it does not matter.
+			if ok {
+				l.params[name] = true
+				l.warn(pos, fmt.Sprintf("$%s: parameter definition not handled, skipped", name))
+			}
+			continued = strings.HasSuffix(line, "\\")
+			continue
+		}
 		// keepalived finds includes in whole lines, before anything else
 		// (keepalived.conf(5)), so the name may hold braces.
 		if words := strings.Fields(stripComment(line)); len(words) > 0 && isInclude(words[0]) {
@@ -86,6 +100,27 @@ func (l *lexer) file(src source, stack []source, from Pos) error {
 		l.toks = append(l.toks, toks...)
 	}
 	return nil
+}
+
+// definition reports whether line defines a parameter, "$NAME=VALUE"
+// with only whitespace before the '$', and returns the name.
+func definition(line string) (string, bool) {
+	rest, ok := strings.CutPrefix(strings.TrimLeft(line, " \t"), "$")
+	if !ok {
+		return "", false
+	}
+	name, _, ok := strings.Cut(rest, "=")
+	return name, ok && paramName(name) == len(name) && name != ""
+}
+
+// paramName is the length of the parameter name s starts with: letters,
+// digits and '_', not starting with a digit.
+func paramName(s string) int {
+	n := 0
+	for n < len(s) && (s[n] == '_' || s[n] >= 'a' && s[n] <= 'z' || s[n] >= 'A' && s[n] <= 'Z' || n > 0 && s[n] >= '0' && s[n] <= '9') {
+		n++
+	}
+	return n
 }
 
 // stripComment drops a comment from a line: from the first '#' or '!'
@@ -135,6 +170,9 @@ func (l *lexer) include(pattern string, at Pos, src source, stack []source) erro
 	var matches []string
 	wild := false
 	alts := expandBraces(name)
+	if alts == nil {
+		return errorf(at, "include %s: more than %d names in its braces", pattern, maxAlternatives)
+	}
 	for _, p := range alts {
 		if strings.ContainsAny(p, "*?[") {
 			wild = true
@@ -218,8 +256,13 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// maxAlternatives bounds a brace expansion ("{a,b}{c,d}..." doubles with
+// each pair of braces).
+const maxAlternatives = 1000
+
 // expandBraces expands csh-style braces, "a{b,c{d,e}}f" into abf, acdf,
 // acef, as glob(3) with GLOB_BRACE does. An unmatched brace is literal.
+// It returns nil if there would be more than maxAlternatives names.
 func expandBraces(p string) []string {
 	open := strings.IndexByte(p, '{')
 	if open < 0 {
@@ -236,18 +279,27 @@ func expandBraces(p string) []string {
 				from = i + 1
 			}
 		case '}':
-			if depth--; depth == 0 {
-				alts = append(alts, p[from:i])
-				var out []string
-				for _, rest := range expandBraces(p[i+1:]) {
-					for _, a := range alts {
-						for _, e := range expandBraces(a) {
-							out = append(out, p[:open]+e+rest)
-						}
+			if depth--; depth > 0 {
+				continue
+			}
+			alts = append(alts, p[from:i])
+			rests := expandBraces(p[i+1:])
+			if rests == nil {
+				return nil
+			}
+			var out []string
+			for _, a := range alts {
+				as := expandBraces(a)
+				if as == nil || len(out)+len(as)*len(rests) > maxAlternatives {
+					return nil
+				}
+				for _, e := range as {
+					for _, rest := range rests {
+						out = append(out, p[:open]+e+rest)
 					}
 				}
-				return out
 			}
+			return out
 		}
 	}
 	return []string{p}
@@ -278,6 +330,15 @@ func splitLine(line string, pos Pos) ([]token, error) {
 		case c == '#' || c == '!':
 			emit()
 			return toks, nil
+		case c == '{' && strings.HasSuffix(cur.String(), "$"):
+			// "${NAME}" is a parameter, not a block: keep it in the word
+			// so that the parser can refuse it.
+			end := strings.IndexByte(line[i:], '}')
+			if end < 0 {
+				end = len(line) - i - 1
+			}
+			cur.WriteString(line[i : i+end+1])
+			i += end
 		case c == '{' || c == '}':
 			emit()
 			toks = append(toks, token{text: string(c), pos: pos, first: len(toks) == 0})

@@ -13,21 +13,22 @@ import (
 // its arguments up to the end of the line or a brace, and optionally a
 // block in braces, which may open on the next line.
 type parser struct {
-	toks  []token
-	i     int
-	warns []Warning
-	once  map[string]bool // unknown keywords reported, by block and keyword
-	f     *File
-	vss   []*vsDraft
+	toks   []token
+	i      int
+	warns  []Warning
+	once   map[string]bool // unknown keywords reported, by block and keyword
+	f      *File
+	vss    []*vsDraft
+	params map[string]bool // parameters defined ($NAME=VALUE)
 }
 
 func parse(fsys fs.FS, name, show, root string) (*File, []Warning, error) {
 	p := &parser{once: map[string]bool{}, f: &File{Groups: map[string]*Group{}}}
-	l := &lexer{fsys: fsys, root: root, warn: p.warn}
+	l := &lexer{fsys: fsys, root: root, warn: p.warn, params: map[string]bool{}}
 	if err := l.file(source{name: name, show: show}, nil, Pos{}); err != nil {
 		return nil, nil, err
 	}
-	p.toks = l.toks
+	p.toks, p.params = l.toks, l.params
 	if err := p.top(); err != nil {
 		return nil, nil, err
 	}
@@ -124,6 +125,19 @@ func (p *parser) lineHasBrace(i int) bool {
 	return false
 }
 
+// substitutes reports whether keepalived would replace part of text with
+// a parameter's value: "${NAME}", "$NAME" for a NAME defined, or a name
+// starting with '_' (keepalived's own, such as $_INSTANCE).
+func (p *parser) substitutes(text string) bool {
+	for i := strings.IndexByte(text, '$'); i >= 0; i = strings.IndexByte(text, '$') {
+		text = text[i+1:]
+		if n := paramName(text); strings.HasPrefix(text, "{") || n > 0 && (p.params[text[:n]] || text[0] == '_') {
+			return true
+		}
+	}
+	return false
+}
+
 // conditional reports whether t starts a line of keepalived's conditional
 // configuration ("@id ...", "@^id ...") or a sequence or list block
 // ("~SEQ(...)"), which need a config-id or expansion this package does
@@ -140,7 +154,7 @@ func (p *parser) unknown(in string, s stmt) error {
 		// Inside an LVS block, or around one, skipping would change the
 		// services.
 		return errorf(s.pos(), "%s: conditional configuration is not supported", s.name())
-	case strings.Contains(s.name(), "$") && in != "":
+	case in != "" && p.substitutes(s.name()):
 		return errorf(s.pos(), "%s: parameter substitution is not supported", s.name())
 	}
 	if k := in + "\x00" + s.name(); !p.once[k] {
@@ -169,7 +183,7 @@ func (p *parser) args(s stmt, min, max int) ([]string, error) {
 	}
 	out := make([]string, len(s.args))
 	for i, a := range s.args {
-		if strings.Contains(a.text, "$") {
+		if p.substitutes(a.text) {
 			// keepalived would substitute a $PARAMETER defined elsewhere.
 			return nil, errorf(s.pos(), "%s: %q: parameter substitution is not supported", s.name(), a.text)
 		}

@@ -182,6 +182,7 @@ func TestKeywords(t *testing.T) {
 			c := check0(f)
 			return []any{c.Misc, c.MiscTimeout, c.MiscDynamic}
 		}, []any{Script{Command: "/bin/check.sh 'a b'", User: "nobody", Group: "nogroup"}, 5 * time.Second, true}},
+		{"a '$' that is no parameter", rs("MISC_CHECK {\nmisc_path \"/bin/sh -c 'exit $?'\"\n}"), func(f *File) any { return check0(f).Misc.Command }, "/bin/sh -c 'exit $?'"},
 		{"misc_path unquoted with parameters", rs("MISC_CHECK {\nmisc_path /bin/check.sh -p 80\n}"), func(f *File) any { return check0(f).Misc.Command }, "/bin/check.sh -p 80"},
 
 		// DNS_CHECK.
@@ -369,7 +370,10 @@ func TestErrors(t *testing.T) {
 		{"conditional line in a virtual server", map[string]string{"keepalived.conf": vs("@main lvs_sched wrr")}, "keepalived.conf:5: @main: conditional configuration is not supported"},
 		{"conditional virtual server", map[string]string{"keepalived.conf": "@backup virtual_server 198.18.0.1 80 {\n}\n"}, "keepalived.conf:1: @backup: conditional configuration is not supported"},
 		{"conditional brace in a skipped section", map[string]string{"keepalived.conf": "vrrp_instance VI {\n@main track_script {\nchk\n}\n}\n"}, "keepalived.conf:2: @main: conditional configuration is not supported"},
-		{"parameter substitution", map[string]string{"keepalived.conf": vs("lvs_sched $SCHED")}, `keepalived.conf:5: lvs_sched: "$SCHED": parameter substitution is not supported`},
+		{"parameter substitution", map[string]string{"keepalived.conf": "$SCHED=wrr\n" + vs("lvs_sched $SCHED")}, `keepalived.conf:6: lvs_sched: "$SCHED": parameter substitution is not supported`},
+		{"parameter in braces", map[string]string{"keepalived.conf": vs("virtualhost ${HOST}.example.com")}, `keepalived.conf:5: virtualhost: "${HOST}.example.com": parameter substitution is not supported`},
+		{"keepalived's own parameter", map[string]string{"keepalived.conf": vs("virtualhost $_INSTANCE")}, `keepalived.conf:5: virtualhost: "$_INSTANCE": parameter substitution is not supported`},
+		{"parameter as a keyword", map[string]string{"keepalived.conf": "$RS=real_server 198.18.1.2 80 { }\n" + vs("$RS")}, "keepalived.conf:6: $RS: parameter substitution is not supported"},
 
 		// Includes.
 		{"missing include", map[string]string{"keepalived.conf": "include nothere.conf\n"}, "keepalived.conf:1: include nothere.conf: no such file"},
@@ -434,6 +438,7 @@ func TestWarnings(t *testing.T) {
 		{"nb_get_retry outside HTTP", map[string]string{"keepalived.conf": rs("TCP_CHECK {\nnb_get_retry 2\n}")}, []string{"keepalived.conf:7: TCP_CHECK: nb_get_retry: not handled, skipped"}},
 		{"glob matching nothing", map[string]string{"keepalived.conf": "include conf.d/*.conf\n" + vs("")}, []string{"keepalived.conf:1: include conf.d/*.conf: no file matches"}},
 		{"conditional line outside LVS", map[string]string{"keepalived.conf": "@main net_namespace blue\n" + vs("")}, []string{"keepalived.conf:1: @main: not handled, skipped"}},
+		{"parameter definition", map[string]string{"keepalived.conf": "$X=1 \\\n 2\n" + vs("")}, []string{"keepalived.conf:1: $X: parameter definition not handled, skipped"}},
 		{"include's extra argument", map[string]string{"keepalived.conf": "include a.conf b.conf\n", "a.conf": vs("")}, []string{`keepalived.conf:1: include: extra argument "b.conf" ignored`}},
 	}
 	for _, tt := range tests {
