@@ -38,7 +38,7 @@ func TestTCPCheck(t *testing.T) {
 	v4 := newTCPServer(t, l.srv, ap(srvIP, 7001))
 	newTCPServer(t, l.srv, ap(srvIP6, 7001))
 
-	spec := Spec{Kind: TCPCheck, Addr: ap(srvIP, 7001), ConnectTimeout: time.Second}
+	spec := Spec{Kind: TCPCheck, Addr: ap(srvIP, 7001), ConnectTimeout: 5 * time.Second}
 	wantResult(t, "listening", l.attempt(t, spec), true, "TCP_CHECK connected to 198.18.0.2:7001")
 	v4.wait(t, 1)
 
@@ -394,7 +394,7 @@ func TestDNSCheck(t *testing.T) {
 	newDNSResponder(t, l, ap(srvIP6, 5353))
 
 	dns := func(typ, name string) Spec {
-		return Spec{Kind: DNSCheck, Addr: ap(srvIP, 5353), ConnectTimeout: 300 * time.Millisecond, DNSType: typ, DNSName: name}
+		return Spec{Kind: DNSCheck, Addr: ap(srvIP, 5353), ConnectTimeout: 5 * time.Second, DNSType: typ, DNSName: name}
 	}
 	wantResult(t, "defaults", l.attempt(t, dns("", "")), true, "SOA .: answered, NOERROR")
 	if q := d.question(); q.Type != dnsmessage.TypeSOA || q.Name.String() != "." || q.Class != dnsmessage.ClassINET {
@@ -417,7 +417,11 @@ func TestDNSCheck(t *testing.T) {
 		{"query.uvs.test", false, "no answer within 300ms"},
 		{"otherq.uvs.test", false, "no answer within 300ms"},
 	} {
-		wantResult(t, c.name, l.attempt(t, dns("AAAA", c.name)), c.up, c.reason)
+		s := dns("AAAA", c.name)
+		if !c.up {
+			s.ConnectTimeout = 300 * time.Millisecond
+		}
+		wantResult(t, c.name, l.attempt(t, s), c.up, c.reason)
 	}
 
 	s6 := dns("TXT", "uvs.test")

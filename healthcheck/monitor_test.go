@@ -184,7 +184,7 @@ func TestMonitorAllMustPass(t *testing.T) {
 	m, events := l.monitor(t)
 	tg := realServer(9002)
 	m.Set(tg, []Spec{
-		{Kind: TCPCheck, Addr: ap(srvIP, 9002), DelayLoop: 100 * time.Millisecond, ConnectTimeout: time.Second},
+		{Kind: TCPCheck, Addr: ap(srvIP, 9002), DelayLoop: 100 * time.Millisecond, ConnectTimeout: 5 * time.Second},
 		{Kind: MiscCheck, MiscPath: script, DelayLoop: 100 * time.Millisecond, MiscTimeout: 5 * time.Second},
 	}, true)
 	noEvent(t, events, 300*time.Millisecond)
@@ -275,16 +275,17 @@ func TestMonitorReplace(t *testing.T) {
 	newTCPServer(t, l.srv, ap(srvIP, 9006))
 	m, events := l.monitor(t)
 	tg := realServer(9006)
-	misc := Spec{Kind: MiscCheck, MiscPath: script, DelayLoop: 100 * time.Millisecond}
+	misc := Spec{Kind: MiscCheck, MiscPath: script, DelayLoop: 100 * time.Millisecond, MiscTimeout: 5 * time.Second}
 	tcp := Spec{Kind: TCPCheck, Addr: ap(srvIP, 9006), DelayLoop: 100 * time.Millisecond}
 	m.Set(tg, []Spec{misc}, true)
 	wantEvent(t, waitEvent(t, events), tg, false, -1, "exit status 1")
 
-	// The same checker, its defaults spelled out: nothing changes, and
+	// The same checker written differently (connect_timeout's default
+	// spelled out, a negative retry that counts as 0): nothing changes, and
 	// startUp is not looked at (a reset to up would be followed by a
 	// down event at the next failure).
 	same := misc
-	same.ConnectTimeout, same.MiscTimeout = DefaultConnectTimeout, misc.DelayLoop
+	same.ConnectTimeout, same.Retry = DefaultConnectTimeout, -1
 	m.Set(tg, []Spec{same}, true)
 	wantState(t, m, tg, false, true)
 	noEvent(t, events, 3*misc.DelayLoop)
@@ -311,7 +312,7 @@ func TestMonitorDynamicWeight(t *testing.T) {
 	script := writeScript(t, dir, "state.sh", `exit "$(cat `+state.path+`)"`)
 	m, events := l.monitor(t)
 	tg := realServer(9007)
-	m.Set(tg, []Spec{{Kind: MiscCheck, MiscPath: script, MiscDynamic: true, DelayLoop: 100 * time.Millisecond}}, true)
+	m.Set(tg, []Spec{{Kind: MiscCheck, MiscPath: script, MiscDynamic: true, DelayLoop: 100 * time.Millisecond, MiscTimeout: 5 * time.Second}}, true)
 	wantEvent(t, waitEvent(t, events), tg, true, 10, "exit status 12, weight 10")
 	state.set(t, "22")
 	wantEvent(t, waitEvent(t, events), tg, true, 20, "weight 20")
