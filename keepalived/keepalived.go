@@ -14,6 +14,13 @@
 // virtual server is the default for its real servers, a real server's is
 // the default for its checkers, and what nobody gave is keepalived's
 // documented default. The model holds the resolved values.
+//
+// Not supported, with an error: protocol SCTP (the director has none),
+// conditional configuration ("@id" lines) where it touches the LVS part,
+// parameter substitution ("$NAME", "${NAME}") in the LVS part. Skipped
+// with a warning: every other section, the checkers SMTP_CHECK,
+// UDP_CHECK, PING_CHECK, BFD_CHECK and FILE_CHECK, and keywords such as
+// smtp_alert, ha_suspend, snmp_name, http_protocol and regex.
 package keepalived
 
 import (
