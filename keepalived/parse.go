@@ -208,13 +208,16 @@ func (p *parser) arg(s stmt) (string, error) {
 // flag reads a keyword with an optional <BOOL>: bare means on.
 func (p *parser) flag(s stmt) (bool, error) {
 	a, err := p.args(s, 0, 1)
-	if err != nil || len(a) == 0 {
-		return err == nil, err
+	switch {
+	case err != nil:
+		return false, err
+	case len(a) == 0:
+		return true, nil
 	}
 	return parseBool(s, a[0])
 }
 
-// block checks that s opens a block.
+// needBlock checks that s opens a block.
 func needBlock(s stmt) error {
 	if !s.block {
 		return errorf(s.pos(), "%s: missing '{'", s.name())
