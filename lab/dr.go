@@ -232,28 +232,39 @@ func PCC(ctx context.Context, o Options) (err error) {
 	s.say("# new connection of that client to that server for 1200 s after its last one (its state is")
 	s.say("# NONE until a connection through it is established, ASSURED after)")
 
+	if err := l.secondClient(urls, bodies[0], "wlc: the other server had no connections"); err != nil {
+		return err
+	}
+	return s.finish(l.hosts()...)
+}
+
+// secondClient adds PCCClient2 to the client, fetches urls from it and
+// says whether it stuck to one server, and whether that is not first's
+// (why: what made the scheduler pick the other).
+func (l *drLab) secondClient(urls []string, first, why string) error {
+	s := l.session
 	s.say("\n# a second client address on the client, %s, is another client for persistence:", PCCClient2)
 	s.say("$ ip addr add %s/24 dev eth0", PCCClient2)
 	if err := l.n.Client.Addr("eth0", PCCClient2+"/24"); err != nil {
 		return err
 	}
-	fs = fs[:0]
+	var fs []fetch
 	for _, u := range urls {
 		fs = append(fs, fetch{url: u, from: PCCClient2})
 	}
-	bodies2, err := s.fetchAll(l.n.Client, fs, nil, 0)
+	bodies, err := s.fetchAll(l.n.Client, fs, nil, 0)
 	if err != nil {
 		return err
 	}
 	switch {
-	case !same(bodies2):
+	case !same(bodies):
 		s.say("# the answers to %s came from more than one real server", PCCClient2)
-	case bodies2[0] != bodies[0]:
-		s.say("# %s was scheduled anew (wlc: the other server had no connections) and sticks to its server too", PCCClient2)
+	case bodies[0] != first:
+		s.say("# %s was scheduled anew (%s) and sticks to its server too", PCCClient2, why)
 	default:
 		s.say("# %s was scheduled anew, to the same server, and sticks to it too", PCCClient2)
 	}
-	return s.finish(l.hosts()...)
+	return nil
 }
 
 // selfSigned makes a certificate for ip, valid for a day, and its key.

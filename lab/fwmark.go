@@ -68,28 +68,9 @@ func FWMark(ctx context.Context, o Options) (err error) {
 	}
 	s.say("# the entry with port 0 is the template: the client and the mark (20), whatever the port")
 
-	s.say("\n# a second client address on the client, %s, is another client for persistence:", PCCClient2)
-	s.say("$ ip addr add %s/24 dev eth0", PCCClient2)
-	if err := l.n.Client.Addr("eth0", PCCClient2+"/24"); err != nil {
+	if err := l.secondClient(urls, bodies[0], "wlc: the other server had fewer connections for its weight"); err != nil {
 		return err
 	}
-	fs = fs[:0]
-	for _, u := range urls {
-		fs = append(fs, fetch{url: u, from: PCCClient2})
-	}
-	bodies2, err := s.fetchAll(l.n.Client, fs, nil, 0)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !same(bodies2):
-		s.say("# the answers to %s came from more than one real server", PCCClient2)
-	case bodies2[0] != bodies[0]:
-		s.say("# %s was scheduled anew (wlc: the other server had fewer connections for its weight) and sticks to it", PCCClient2)
-	default:
-		s.say("# %s was scheduled anew, to the same server, and sticks to it too", PCCClient2)
-	}
-
 	s.say("\n# port 8080 is not marked: no service takes it, and the director's own host answers (a reset)")
 	if _, err := get(ctx, client(l.n.Client, ""), "http://"+DRVIP+":8080/"); err == nil {
 		return fmt.Errorf("port 8080 was served; nothing marks it")
