@@ -34,7 +34,7 @@ func (w *worker) frame(s *snapshot, buf []byte) {
 		// else comes this way (the macvlans' own IPv6 chatter) is not
 		// the director's.
 		mk, ok := markFromMAC(p.Buf[p.L2:])
-		if !ok || p.IPVersion == 0 || p.EtherType == packet.EtherTypeARP {
+		if !ok || p.IPVersion == 0 {
 			return
 		}
 		w.mark = mk

@@ -75,7 +75,6 @@ type markHost struct {
 	d     *Director
 	veth  netlink.Link
 	macv  map[uint32]netlink.Link // by mark
-	fams  map[uint32][2]bool      // the families each mark's rules cover
 	nft   *nftables.Conn
 	tbl   [2]*nftables.Table // IPv4, IPv6
 	chain [2]*nftables.Chain
@@ -84,7 +83,7 @@ type markHost struct {
 // openMarkHost makes the veth pair, after removing what a director killed
 // outright left; the director reads the returned link (markDirSide).
 func openMarkHost(d *Director) (_ *markHost, dirSide netlink.Link, err error) {
-	m := &markHost{d: d, macv: make(map[uint32]netlink.Link), fams: make(map[uint32][2]bool)}
+	m := &markHost{d: d, macv: make(map[uint32]netlink.Link)}
 	removeLeftMarks()
 	defer func() {
 		if err != nil {
@@ -108,11 +107,12 @@ func openMarkHost(d *Director) (_ *markHost, dirSide netlink.Link, err error) {
 		return nil, nil, fmt.Errorf("veth %s mtu: %w", markDirSide, err)
 	}
 	// Neither side is an IP interface: no addresses, no IPv6 chatter.
-	for _, n := range []string{markHostSide, markDirSide} {
+	for _, l := range []netlink.Link{host, peer} {
+		n := l.Attrs().Name
 		if err := writeSysctl("net/ipv6/conf/"+n+"/disable_ipv6", "1"); err != nil {
 			return nil, nil, err
 		}
-		if err := netlink.LinkSetUp(map[string]netlink.Link{markHostSide: host, markDirSide: peer}[n]); err != nil {
+		if err := netlink.LinkSetUp(l); err != nil {
 			return nil, nil, fmt.Errorf("veth %s up: %w", n, err)
 		}
 	}
@@ -204,7 +204,6 @@ func (m *markHost) apply(s *snapshot) error {
 			delete(m.macv, mk)
 		}
 	}
-	m.fams = want
 	return nil
 }
 
