@@ -50,10 +50,7 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	c := &w.c
 	st := d.reg.Get(c.Dest)
 	v := s.svc(c.Svc)
-	if v != nil && v.mark && dir == conntrack.Orig && w.in.ether && !w.in.markIn {
-		// A firewall-mark connection's client packet as the interface
-		// saw it, before netfilter: the kernel marks its own copy and
-		// hands that over through the mark port (marks.go).
+	if dir == conntrack.Orig && w.in.ether && !w.in.markIn && s.marks[b2i(p.IPVersion == 6)] && w.kernelCopies(s, v) {
 		return
 	}
 	if st == nil || st.Gone() || v == nil {
@@ -80,6 +77,33 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	w.xmit(s, c, dir, buf, partial, false)
 }
 
+// opens reports whether the current packet is one that may open a
+// connection: a TCP SYN or any UDP datagram. With firewall-mark services
+// of its family, such a packet to an address service passes the AF_PACKET
+// ingress drop, and the kernel hands it over through the mark port
+// (marks.go).
+func (w *worker) opens() bool {
+	p := &w.p
+	return p.Proto == service.UDP || p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn
+}
+
+// kernelCopies reports whether the kernel hands the director its own copy
+// of the current packet, a client's packet of connection service v read
+// before netfilter, through the mark port (marks.go): so this copy is not
+// the one to forward. It does for a packet that may open a connection, to
+// an address service; for any packet of a firewall-mark connection whose
+// address and port no address service covers (the host's rule marks it,
+// or, once the rule is gone, the learned-destination rule sends it on
+// unmarked). The rest the ingress drop keeps from the kernel.
+func (w *worker) kernelCopies(s *snapshot, v *vsvc) bool {
+	p := &w.p
+	covered := s.service(p.Proto, w.tp.Dst, p.DstPort) != nil
+	if covered {
+		return w.opens()
+	}
+	return v != nil && v.mark
+}
+
 // ttlOK drops a packet whose TTL or hop limit would run out here: every
 // forwarding method decrements it, as IPVS does for a packet it sends on
 // to another host (DR and TUN included; for TUN, the inner packet's).
@@ -95,6 +119,12 @@ func (w *worker) ttlOK() bool {
 func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	d := w.d
 	p := &w.p
+	if w.in.ether && !w.in.markIn && s.marks[b2i(p.IPVersion == 6)] && w.opens() {
+		// May be marked: the kernel's copy, after the host's mark rules,
+		// comes through the mark port, with its mark or with none
+		// (marks.go). This one, from before netfilter, cannot tell.
+		return
+	}
 	// The mark first, as IPVS looks up a firewall-mark service before an
 	// address one.
 	var v *vsvc
@@ -175,6 +205,9 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	}
 	dest.Stats.AddConn(w.id)
 	v.svc.Stats.AddConn(w.id)
+	if v.mark {
+		d.learned(p.Proto, w.tp.Dst, p.DstPort)
+	}
 	if !w.ttlOK() {
 		return
 	}

@@ -78,8 +78,11 @@ type Director struct {
 	cfg Config
 	log *slog.Logger
 
-	mu    sync.Mutex // serialises control-plane changes
-	conf  *service.Config
+	mu   sync.Mutex // serialises control-plane changes
+	conf *service.Config
+	// learn takes the destinations of new firewall-mark connections
+	// (marks.go); set before the workers start.
+	learn chan<- svcKey
 	snap  atomic.Pointer[snapshot]
 	svcID map[*service.Stats]uint32 // stable service IDs across snapshots
 	nextS uint32

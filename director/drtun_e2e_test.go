@@ -395,6 +395,25 @@ func testTUN(t *testing.T, mode string) {
 			}
 		})
 	}
+	// Tunnelling servers of a firewall-mark service: TCP 80 and UDP 53
+	// marked by the host's rules; port 0 servers take the packet's port.
+	t.Run("fwmark", func(t *testing.T) {
+		for _, proto := range []string{"tcp", "udp"} {
+			port := map[string]string{"tcp": "80", "udp": "53"}[proto]
+			args := []string{"-t", "mangle", "-A", "PREROUTING", "-p", proto, "-d", lab.TUNVIP, "--dport", port, "-j", "MARK", "--set-mark", "30"}
+			if out, err := e.director.Exec("iptables", args...); err != nil {
+				t.Fatalf("iptables: %v\n%s", err, out)
+			}
+		}
+		e.ipvsadm(t, "-A", "-f", "30", "-s", "rr")
+		e.ipvsadm(t, "-a", "-f", "30", "-r", lab.TUNRSIP(0), "-i")
+		e.ipvsadm(t, "-a", "-f", "30", "-r", lab.TUNRSIP(1), "-i")
+		e.roundRobin(t, lab.TUNVIP, lab.TUNClientIP)
+		e.udp(t, lab.TUNVIP)
+		if lst := e.ipvsadm(t, "-L", "-n", "-f", "30"); !strings.Contains(lst, "Tunnel") {
+			t.Errorf("listing does not show Tunnel:\n%s", lst)
+		}
+	})
 }
 
 // TestTUNPathMTU lowers the MTU of the real servers' network below what

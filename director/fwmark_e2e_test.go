@@ -224,9 +224,9 @@ func testFWMark(t *testing.T, mode string) {
 }
 
 // TestFWMarkPrecedence: a packet both a mark service and an address
-// service match. IPVS looks up the mark first; with --io tun so does the
-// director. With --io afpacket the address service's packets are taken at
-// the interface, before netfilter marks them (README, "Firewall marks").
+// service match goes to the mark service, as IPVS looks up the mark
+// first, with either backend; a datagram to an address service that no
+// rule marks is balanced once, not once per copy the director sees.
 func TestFWMarkPrecedence(t *testing.T) {
 	for _, mode := range []string{"afpacket", "tun"} {
 		t.Run(mode, func(t *testing.T) {
@@ -235,18 +235,121 @@ func TestFWMarkPrecedence(t *testing.T) {
 			vip := lab.DirOuterIP
 			e.ipvsadm(t, "-A", "-t", vip+":80", "-s", "rr")
 			e.ipvsadm(t, "-a", "-t", vip+":80", "-r", lab.RS1IP, "-m")
+			e.ipvsadm(t, "-A", "-u", vip+":53", "-s", "rr")
+			e.ipvsadm(t, "-a", "-u", vip+":53", "-r", lab.RS1IP, "-m")
 			e.mark(t, "iptables", "-t", "mangle", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "-d", vip, "--dport", "80", "-j", "MARK", "--set-mark", "20")
 			e.ipvsadm(t, "-A", "-f", "20", "-s", "rr")
 			e.ipvsadm(t, "-a", "-f", "20", "-r", lab.RS2IP, "-m")
-			want := "rs2" // the mark service's
-			if mode == "afpacket" {
-				want = "rs1"
-			}
 			for i := range 3 {
 				body, _, err := e.get("http://" + vip + "/")
-				if err != nil || server(body) != want {
-					t.Fatalf("request %d: %q %v, want %s", i+1, body, err, want)
+				if err != nil || server(body) != "rs2" {
+					t.Fatalf("request %d: %q %v, want rs2 (the mark service's)", i+1, body, err)
 				}
+			}
+			// UDP 53, not marked: the address service's, each datagram
+			// answered once.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := e.n.Client.Dial(ctx, "udp", net.JoinHostPort(vip, "53"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 512)
+			for i := range 20 {
+				msg := fmt.Sprintf("q%d", i)
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				if _, err := c.Write([]byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				n, err := c.Read(buf)
+				if got := string(buf[:n]); err != nil || !strings.HasPrefix(got, "rs1 "+msg+" ") {
+					t.Fatalf("datagram %d: answer %q %v, want %q…", i+1, got, err, "rs1 "+msg)
+				}
+			}
+			c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil {
+				t.Fatalf("an answer too many: %q (a datagram balanced twice)", buf[:n])
+			}
+		})
+	}
+}
+
+// TestFWMarkRuleDeleted: deleting the rule that marked an established
+// connection keeps the connection on its server, as IPVS finds it by its
+// entry; new connections are then what the remaining rules make them.
+func TestFWMarkRuleDeleted(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, mode)
+			e.start()
+			t.Cleanup(func() {
+				if t.Failed() {
+					out, _ := e.n.Director.Exec("nft", "list", "ruleset")
+					t.Logf("director's ruleset:\n%s", out)
+				}
+			})
+			vip := lab.DirOuterIP
+			// TCP 7000 has an address service too (rs1); UDP 53 has none.
+			e.ipvsadm(t, "-A", "-t", vip+":7000", "-s", "rr")
+			e.ipvsadm(t, "-a", "-t", vip+":7000", "-r", lab.RS1IP, "-m")
+			rules := [][]string{
+				{"-p", "tcp", "-d", vip, "--dport", "7000", "-j", "MARK", "--set-mark", "20"},
+				{"-p", "udp", "-d", vip, "--dport", "53", "-j", "MARK", "--set-mark", "20"},
+			}
+			for _, r := range rules {
+				e.mark(t, "iptables", append([]string{"-t", "mangle", "-A", "PREROUTING", "-i", "eth0"}, r...)...)
+			}
+			e.ipvsadm(t, "-A", "-f", "20", "-s", "rr")
+			e.ipvsadm(t, "-a", "-f", "20", "-r", lab.RS2IP, "-m")
+
+			c, r, name, err := e.echoConn(t, net.JoinHostPort(vip, "7000"))
+			if err != nil || name != "rs2" {
+				t.Fatalf("TCP 7000, marked: %q %v, want rs2", name, err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			u, err := e.n.Client.Dial(ctx, "udp", net.JoinHostPort(vip, "53"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			ask := func(msg string) (string, error) {
+				u.SetDeadline(time.Now().Add(3 * time.Second))
+				if _, err := u.Write([]byte(msg)); err != nil {
+					return "", err
+				}
+				buf := make([]byte, 512)
+				n, err := u.Read(buf)
+				return string(buf[:n]), err
+			}
+			if got, err := ask("before"); err != nil || server(got) != "rs2" {
+				t.Fatalf("UDP 53, marked: %q %v, want rs2", got, err)
+			}
+			for _, r := range rules {
+				e.mark(t, "iptables", append([]string{"-t", "mangle", "-D", "PREROUTING", "-i", "eth0"}, r...)...)
+			}
+			for i := range 3 {
+				msg := fmt.Sprintf("after %d", i)
+				if got, err := echo(c, r, msg); err != nil || got != "rs2: "+msg {
+					t.Fatalf("the held TCP connection after the rule went: %q %v", got, err)
+				}
+				if got, err := ask(msg); err != nil || server(got) != "rs2" {
+					t.Fatalf("the UDP flow after the rule went: %q %v, want rs2", got, err)
+				}
+			}
+			// New connections: TCP 7000 is the address service's, UDP 53
+			// nobody's.
+			for i := range 3 {
+				c2, _, got, err := e.echoConn(t, net.JoinHostPort(vip, "7000"))
+				if err != nil || got != "rs1" {
+					t.Fatalf("new connection %d to 7000: %q %v, want rs1", i+1, got, err)
+				}
+				c2.Close()
+			}
+			if ans, err := udpAsk(e.n.Client, net.JoinHostPort(vip, "53"), "new"); err == nil {
+				t.Fatalf("UDP 53 is marked by nothing now, yet %q answered", ans)
 			}
 		})
 	}

@@ -59,7 +59,7 @@ func openAFPacketHost(d *Director) (hostBackend, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	h.nft = nft
-	marks, markLink, err := openMarkHost(d)
+	marks, markLink, err := openMarkHost(d, true)
 	if err != nil {
 		h.close()
 		return nil, err
@@ -289,6 +289,7 @@ func (h *afpHost) nftApply(s *snapshot) error {
 		}
 		return out
 	}
+	h.sets.pass = s.marks
 	err := h.sets.install(h.nft, divertElements(s, h.local), chains, nil, &expr.Verdict{Kind: expr.VerdictDrop})
 	if err != nil {
 		return fmt.Errorf("install nftables ingress rules (table netdev %s): %w", h.table.Name, err)

@@ -200,7 +200,7 @@ func openTundevHost(d *Director) (hb hostBackend, err error) {
 			h.egress = append(h.egress, ep)
 		}
 	}
-	marks, markLink, err := openMarkHost(d)
+	marks, markLink, err := openMarkHost(d, false)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +267,12 @@ func (h *tundevHost) apply(s *snapshot) error {
 	// DR frames leave through the Ethernet interfaces, and so does every
 	// packet of a firewall-mark service (it comes in through the mark
 	// port, an Ethernet one): their next hops are the director's to know.
-	if err := h.nb.resolveAll(s, func(v *vsvc, ds *service.Dest) bool { return ds.Fwd == service.FwdRoute || v.mark }); err != nil {
+	if err := h.nb.resolveAll(s, func(v *vsvc, ds *service.Dest) bool {
+		// Through the mark port come firewall-mark connections, and
+		// address services' connections to the destinations of earlier
+		// ones (marks.go): the director sends those on itself.
+		return ds.Fwd == service.FwdRoute || v.mark || s.marks[b2i(v.svc.Addr.Is6())]
+	}); err != nil {
 		return err
 	}
 	want := make(map[string]netlink.Rule)

@@ -7,12 +7,16 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"uvs/conntrack"
 )
 
 // Firewall-mark services (ipvsadm -A -f MARK). The mark is what the host's
@@ -40,6 +44,15 @@ import (
 // sent back to the mark's MAC: the macvlan receives it and the kernel
 // routes it to the client (forwarding is turned on for the macvlans
 // alone; IPv6 needs the host's forwarding on).
+//
+// Two more rules per family once it has a mark service, after those:
+// a packet to a learned destination (a firewall-mark connection's VIP,
+// protocol and port) goes to uvsmm0 unmarked, so that a connection
+// outlives the rule that marked it; and, AF_PACKET only, so does a TCP
+// SYN or UDP datagram to an address service that no rule marked: the
+// ingress drop lets those through (passRules), and the director takes
+// the kernel's copy rather than the interface's (worker.kernelCopies),
+// so that the mark service comes first, as in IPVS.
 //
 // What dup costs: a copy of each marked packet (pskb_copy) and a route
 // lookup; it decrements the TTL (the director decrements it again, as a
@@ -74,16 +87,35 @@ func markFromMAC(mac []byte) (uint32, bool) {
 type markHost struct {
 	d     *Director
 	veth  netlink.Link
-	macv  map[uint32]netlink.Link // by mark
+	macv  map[uint32]netlink.Link // by mark; 0 is the one for packets the rules did not mark
 	nft   *nftables.Conn
 	tbl   [2]*nftables.Table // IPv4, IPv6
 	chain [2]*nftables.Chain
+	// addrSvc: the packet sockets read before netfilter (AF_PACKET), so
+	// packets that may open a connection to an address service come
+	// through the kernel too, marked or not (svc, svcAny).
+	addrSvc bool
+	svc     [2]*nftables.Set // VIP . proto . port of the address services
+	svcAny  [2]*nftables.Set // VIP . proto of the port-zero ones
+	// learned holds the VIP . proto . port of firewall-mark connections,
+	// so that their packets still reach the director once the rule that
+	// marked them is gone (learnLoop).
+	learned [2]*nftables.Set
+	learn   chan svcKey
+	done    chan struct{}
+	mu      sync.Mutex // apply and learnLoop share nft
 }
+
+// learnTTL is how long a learned destination stays without a new
+// connection to it: the longest idle time of a default TCP connection,
+// twice over.
+const learnTTL = 2 * 900 * time.Second
 
 // openMarkHost makes the veth pair, after removing what a director killed
 // outright left; the director reads the returned link (markDirSide).
-func openMarkHost(d *Director) (_ *markHost, dirSide netlink.Link, err error) {
-	m := &markHost{d: d, macv: make(map[uint32]netlink.Link)}
+func openMarkHost(d *Director, addrSvc bool) (_ *markHost, dirSide netlink.Link, err error) {
+	m := &markHost{d: d, macv: make(map[uint32]netlink.Link), addrSvc: addrSvc,
+		learn: make(chan svcKey, 1024), done: make(chan struct{})}
 	removeLeftMarks()
 	defer func() {
 		if err != nil {
@@ -123,11 +155,82 @@ func openMarkHost(d *Director) (_ *markHost, dirSide netlink.Link, err error) {
 		m.tbl[i] = m.nft.AddTable(&nftables.Table{Family: fam, Name: markTable})
 		m.chain[i] = m.nft.AddChain(&nftables.Chain{Name: "pre", Table: m.tbl[i], Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: markPriority})
+		key, noPort := concat4, concat4NoPort
+		if i == 1 {
+			key, noPort = concat6, concat6NoPort
+		}
+		for _, st := range []struct {
+			p    **nftables.Set
+			name string
+			key  nftables.SetDatatype
+			ttl  bool
+		}{{&m.svc[i], "svc", key, false}, {&m.svcAny[i], "svcany", noPort, false}, {&m.learned[i], "learned", key, true}} {
+			*st.p = &nftables.Set{Table: m.tbl[i], Name: st.name, KeyType: st.key, Concatenation: true,
+				HasTimeout: st.ttl, Timeout: learnTTL}
+			if err := m.nft.AddSet(*st.p, nil); err != nil {
+				return nil, nil, fmt.Errorf("nftables set %s %s: %w", markTable, st.name, err)
+			}
+		}
 	}
 	if err := m.nft.Flush(); err != nil {
 		return nil, nil, fmt.Errorf("add nftables tables %s: %w", markTable, err)
 	}
+	d.learn = m.learn
+	go m.learnLoop()
 	return m, peer, nil
+}
+
+// learned notes that a firewall-mark connection was made to proto, addr
+// and port. It never blocks the worker: when the loop is behind, the
+// destination is learned at its next connection.
+func (d *Director) learned(proto uint8, addr conntrack.Addr, port uint16) {
+	if d.learn == nil {
+		return
+	}
+	select {
+	case d.learn <- svcKey{addr, port, proto}:
+	default:
+	}
+}
+
+// learnLoop adds the destinations of new firewall-mark connections to the
+// learned sets, once per half of learnTTL each, so that one whose
+// connections keep coming never times out.
+func (m *markHost) learnLoop() {
+	seen := make(map[svcKey]time.Time)
+	tick := time.NewTicker(learnTTL / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case now := <-tick.C:
+			for k, t := range seen {
+				if now.Sub(t) >= learnTTL/2 {
+					delete(seen, k)
+				}
+			}
+		case k := <-m.learn:
+			if _, ok := seen[k]; ok {
+				continue
+			}
+			fam := 0
+			if !k.addr.Netip().Is4() {
+				fam = 1
+			}
+			m.mu.Lock()
+			err := m.nft.SetAddElements(m.learned[fam], []nftables.SetElement{{Key: setKey(k.addr, k.proto, true, k.port), Timeout: learnTTL}})
+			if err == nil {
+				err = m.nft.Flush()
+			}
+			m.mu.Unlock()
+			if err != nil {
+				m.d.log.Warn("learn a firewall-mark destination", "addr", k.addr.Netip(), "port", k.port, "err", err)
+				continue
+			}
+			seen[k] = time.Now()
+		}
+	}
 }
 
 // removeLeftMarks deletes the links and tables a director killed outright
@@ -154,11 +257,16 @@ func isMarkLink(name string) bool { return strings.HasPrefix(name, markPrefix) }
 // apply gives every mark of s's services a macvlan and a rule per family,
 // then removes what s no longer needs. On error the rules are as before.
 func (m *markHost) apply(s *snapshot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	want := make(map[uint32][2]bool)
 	for k := range s.byMark {
 		f := want[k.mark]
 		f[b2i(k.v6)] = true
 		want[k.mark] = f
+	}
+	if len(want) > 0 {
+		want[0] = s.marks // what the rules did not mark
 	}
 	var made []uint32
 	undo := func() {
@@ -189,7 +297,56 @@ func (m *markHost) apply(s *snapshot) error {
 		}
 		slices.Sort(marks)
 		for _, mk := range marks {
+			if mk == 0 {
+				continue
+			}
 			m.nft.AddRule(&nftables.Rule{Table: m.tbl[i], Chain: m.chain[i], Exprs: dupRule(mk, m.macv[mk].Attrs().Index, i == 1)})
+		}
+		m.nft.FlushSet(m.svc[i])
+		m.nft.FlushSet(m.svcAny[i])
+		if !s.marks[i] {
+			continue
+		}
+		// Not marked with a service's mark: through uvsmm0, if a
+		// firewall-mark connection's, or, AF_PACKET, one that may open a
+		// connection to an address service.
+		v6 := i == 1
+		unmarked := m.macv[0].Attrs().Index
+		m.nft.AddRule(&nftables.Rule{Table: m.tbl[i], Chain: m.chain[i],
+			Exprs: append(markTuple(m.learned[i], v6, true), dupTo(unmarked, v6)...)})
+		if !m.addrSvc {
+			continue
+		}
+		var els, any []nftables.SetElement
+		for k, v := range s.byKey {
+			if k.addr.Netip().Is4() == v6 {
+				continue
+			}
+			if v.svc.Port == 0 {
+				any = append(any, nftables.SetElement{Key: setKey(k.addr, k.proto, false, 0)})
+			} else {
+				els = append(els, nftables.SetElement{Key: setKey(k.addr, k.proto, true, k.port)})
+			}
+		}
+		for _, f := range []struct {
+			set *nftables.Set
+			els []nftables.SetElement
+		}{{m.svc[i], els}, {m.svcAny[i], any}} {
+			if err := m.fill(f.set, f.els); err != nil {
+				undo()
+				return err
+			}
+		}
+		for _, set := range []struct {
+			s    *nftables.Set
+			port bool
+		}{{m.svc[i], true}, {m.svcAny[i], false}} {
+			syn := append(tcpSYN(), markTuple(set.s, v6, set.port)...)
+			udp := append([]expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmpEq([]byte{unix.IPPROTO_UDP})},
+				markTuple(set.s, v6, set.port)...)
+			for _, r := range [][]expr.Any{syn, udp} {
+				m.nft.AddRule(&nftables.Rule{Table: m.tbl[i], Chain: m.chain[i], Exprs: append(r, dupTo(unmarked, v6)...)})
+			}
 		}
 	}
 	if err := m.nft.Flush(); err != nil {
@@ -267,10 +424,60 @@ func (m *markHost) prepare(l netlink.Link) error {
 // address the lookup does not find local: a link-local one (the macvlan has
 // its link-local address, which IPv6 routing through it needs).
 func dupRule(mark uint32, ifindex int, v6 bool) []expr.Any {
-	e := []expr.Any{
+	return append([]expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(mark)},
+	}, dupTo(ifindex, v6)...)
+}
+
+// fill adds els to set, in batches that fit a netlink message; all but
+// the last are sent at once (a table of thousands of services is not
+// swapped in one transaction).
+func (m *markHost) fill(set *nftables.Set, els []nftables.SetElement) error {
+	for len(els) > 0 {
+		n := min(len(els), elemsPerBatch)
+		if err := m.nft.SetAddElements(set, els[:n]); err != nil {
+			return fmt.Errorf("nftables set %s %s: %w", markTable, set.Name, err)
+		}
+		if els = els[n:]; len(els) > 0 {
+			if err := m.nft.Flush(); err != nil {
+				return fmt.Errorf("fill nftables set %s %s: %w", markTable, set.Name, err)
+			}
+		}
 	}
+	return nil
+}
+
+// markTuple loads daddr . l4proto [. dport] and looks it up in set.
+func markTuple(set *nftables.Set, v6, port bool) []expr.Any {
+	daddr, alen := uint32(16), uint32(4)
+	if v6 {
+		daddr, alen = 24, 16
+	}
+	e := []expr.Any{
+		&expr.Payload{DestRegister: reg32, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: alen},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32 + alen/4},
+	}
+	if port {
+		e = append(e, &expr.Payload{DestRegister: reg32 + alen/4 + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	}
+	return append(e, &expr.Lookup{SourceRegister: reg32, SetName: set.Name, SetID: set.ID})
+}
+
+// tcpSYN matches a TCP segment with SYN and without ACK.
+func tcpSYN() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		cmpEq([]byte{unix.IPPROTO_TCP}),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
+		cmpEq([]byte{0x02}),
+	}
+}
+
+// dupTo is "dup to … device DEV drop" (dupRule).
+func dupTo(ifindex int, v6 bool) []expr.Any {
+	var e []expr.Any
 	if v6 {
 		e = append(e, &expr.Immediate{Register: 1, Data: net.ParseIP("fe80::1").To16()})
 	} else {
@@ -284,6 +491,13 @@ func dupRule(mark uint32, ifindex int, v6 bool) []expr.Any {
 
 // close removes the tables and the links.
 func (m *markHost) close() error {
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var errs []error
 	if m.nft != nil {
 		for _, t := range m.tbl {

@@ -135,6 +135,10 @@ type divertTable struct {
 	// a NAT real server with a service's protocol (TUN: a policy rule
 	// on the mark sends them to the director).
 	mark uint32
+	// pass, by family, lets a TCP SYN or a UDP datagram to an address
+	// service through to the host's rules, which may mark it (AF_PACKET
+	// with firewall-mark services: marks.go).
+	pass [2]bool
 }
 
 // install makes the table's chains hold, in order, the rules in first and
@@ -194,6 +198,9 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 		c.AddTable(dt.table)
 		c.FlushTable(t)
 		for _, ch := range chains(t) {
+			for _, r := range passRules(byName, dt.pass) {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(r, &expr.Verdict{Kind: expr.VerdictAccept})})
+			}
 			for _, r := range rules {
 				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(slices.Clone(r), v)})
 			}
@@ -283,6 +290,27 @@ func divertRules(sets map[string]*nftables.Set, frags bool) [][]expr.Any {
 			// cannot be told from its own traffic through the host;
 			// the first fragment of a reply meets the rules above.
 			rules = append(rules, append(tuple(daddr, -1, setSvcProto), fragMatch(v6)...))
+		}
+	}
+	return rules
+}
+
+// passRules match, for the families pass names, a TCP SYN or a UDP
+// datagram to an address service.
+func passRules(sets map[string]*nftables.Set, pass [2]bool) [][]expr.Any {
+	var rules [][]expr.Any
+	for fam, v6 := range []bool{false, true} {
+		if !pass[fam] {
+			continue
+		}
+		for _, set := range []struct {
+			s    *nftables.Set
+			port bool
+		}{{sets[setSvc[fam].name], true}, {sets[setSvcAny[fam].name], false}} {
+			tuple := markTuple(set.s, v6, set.port)
+			rules = append(rules,
+				append(append(etherProto(v6), tcpSYN()...), tuple...),
+				append(append(etherProto(v6), l4(unix.IPPROTO_UDP)...), tuple...))
 		}
 	}
 	return rules

@@ -16,8 +16,12 @@ type snapshot struct {
 	byKey map[svcKey]*vsvc
 	// byMark are the firewall-mark services (marks.go).
 	byMark map[markKey]*vsvc
-	all    []*vsvc // every service, in the configuration's order
-	byID   []*vsvc // by service ID (conntrack.Conn.Svc)
+	// marks says, by family (0 IPv4, 1 IPv6), whether any firewall-mark
+	// service exists: then the AF_PACKET director takes new connections
+	// from the kernel's copy, after the host's mark rules ran (marks.go).
+	marks [2]bool
+	all   []*vsvc // every service, in the configuration's order
+	byID  []*vsvc // by service ID (conntrack.Conn.Svc)
 	// vips are the virtual addresses, answered for in ARP/NDP.
 	vips map[conntrack.Addr]bool
 	// natRS are the NAT real servers' addresses, whose fragments the
@@ -140,6 +144,7 @@ func (d *Director) compile(c *service.Config, drain []drainingServer) (*snapshot
 		s.all = append(s.all, v)
 		if v.mark {
 			s.byMark[markKey{sv.FWMark, sv.V6}] = v
+			s.marks[b2i(sv.V6)] = true
 		} else {
 			a := conntrack.AddrFrom(sv.Addr)
 			s.byKey[svcKey{a, sv.Port, sv.Proto}] = v
