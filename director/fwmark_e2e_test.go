@@ -240,10 +240,18 @@ func TestFWMarkPrecedence(t *testing.T) {
 			e.mark(t, "iptables", "-t", "mangle", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "-d", vip, "--dport", "80", "-j", "MARK", "--set-mark", "20")
 			e.ipvsadm(t, "-A", "-f", "20", "-s", "rr")
 			e.ipvsadm(t, "-a", "-f", "20", "-r", lab.RS2IP, "-m")
+			vip6 := "[" + lab.DirOuterIP6 + "]"
+			e.ipvsadm(t, "-A", "-t", vip6+":80", "-s", "rr")
+			e.ipvsadm(t, "-a", "-t", vip6+":80", "-r", lab.RS1IP6, "-m")
+			e.mark(t, "ip6tables", "-t", "mangle", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp", "-d", lab.DirOuterIP6, "--dport", "80", "-j", "MARK", "--set-mark", "20")
+			e.ipvsadm(t, "-A", "-f", "20", "-6", "-s", "rr")
+			e.ipvsadm(t, "-a", "-f", "20", "-6", "-r", lab.RS2IP6, "-m")
 			for i := range 3 {
-				body, _, err := e.get("http://" + vip + "/")
-				if err != nil || server(body) != "rs2" {
-					t.Fatalf("request %d: %q %v, want rs2 (the mark service's)", i+1, body, err)
+				for _, v := range []string{vip, vip6} {
+					body, _, err := e.get("http://" + v + "/")
+					if err != nil || server(body) != "rs2" {
+						t.Fatalf("request %d to %s: %q %v, want rs2 (the mark service's)", i+1, v, body, err)
+					}
 				}
 			}
 			// UDP 53, not marked: the address service's, each datagram
