@@ -150,10 +150,12 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 		}
 		return
 	}
-	if p.Proto == service.TCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn {
-		// Only a SYN opens a TCP connection; anything else for a
-		// connection we do not know is dropped (IPVS leaves it to the
-		// local stack, which would answer with a reset).
+	if p.Proto == service.TCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) != packet.TCPSyn &&
+		(!d.cfg.SloppyTCP || p.TCPFlags&packet.TCPRst != 0) {
+		// Only a SYN opens a TCP connection (with sloppy_tcp, anything
+		// but a RST); anything else for a connection we do not know is
+		// dropped (IPVS leaves it to the local stack, which would answer
+		// with a reset).
 		d.noConn.Add(1)
 		return
 	}

@@ -71,6 +71,13 @@ type Config struct {
 	// at a lower priority (steer.go, link.NewMultiPrio), so that a SYN
 	// flood does not crowd out established connections' packets.
 	AFPacketNoSYNQueues bool
+
+	// SloppyTCP is IPVS's sloppy_tcp: a TCP packet other than a SYN (or a
+	// RST) that belongs to no connection is scheduled like a SYN instead
+	// of dropped, so that a director that takes over a flow mid-way (ECMP
+	// moved it, or the director restarted) sends it on; with sh or mh,
+	// to the server it had.
+	SloppyTCP bool
 }
 
 // Director is a running load balancer.

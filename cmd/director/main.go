@@ -156,7 +156,7 @@ func versionString() string {
 type runOptions struct {
 	rules, io, socket, interfaces, logLevel, pprof, metrics string
 	workers, capacity                                       int
-	ring, blocking, affine, synQueues                       bool
+	ring, blocking, affine, synQueues, sloppyTCP            bool
 	spin                                                    time.Duration
 }
 
@@ -175,6 +175,7 @@ func runFlags() (*flag.FlagSet, *runOptions) {
 	fs.DurationVar(&o.spin, "afpacket-spin", 0, "afpacket: retry an empty socket this long (a `DURATION`, e.g. 20us) before waiting (experimental; burns CPU)")
 	fs.BoolVar(&o.affine, "afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
 	fs.BoolVar(&o.synQueues, "afpacket-syn-queues", true, "afpacket, affine workers: TCP packets with SYN set (new connections) get queues of their own, read after the others, so that a SYN flood does not crowd out established connections; =false shares the queues")
+	fs.BoolVar(&o.sloppyTCP, "sloppy-tcp", false, "IPVS's sloppy_tcp: a TCP packet of a connection the director does not know (other than a RST) is scheduled instead of dropped, so that with -s sh or mh a director taking a flow over mid-way sends it to the server it had")
 	fs.StringVar(&o.logLevel, "log-level", "info", "the log's `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's /debug/pprof on this `ADDR` (for profiling the data path)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this `ADDR`, e.g. :9100")
@@ -268,7 +269,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	cfg := director.Config{IO: o.io, Workers: o.workers, Capacity: o.capacity, AFPacketRing: o.ring,
 		StateDir:       filepath.Dir(o.socket),
 		AFPacketPoller: !o.blocking, AFPacketSpin: o.spin, AFPacketPerPort: !o.affine,
-		AFPacketNoSYNQueues: !o.synQueues, Logger: log}
+		AFPacketNoSYNQueues: !o.synQueues, SloppyTCP: o.sloppyTCP, Logger: log}
 	if o.interfaces != "" {
 		cfg.Interfaces = strings.Split(o.interfaces, ",")
 	}
