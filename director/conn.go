@@ -104,11 +104,29 @@ func (w *worker) kernelCopies(s *snapshot, v *vsvc) bool {
 	return v != nil && v.mark
 }
 
+// kernelHop is 1 when the kernel forwarded the current packet on its way
+// to the director, decrementing its TTL: into the TUN device, or as a
+// marked packet's copy (nft dup). The director gives that hop back (xmit),
+// so that, as in IPVS, the packet loses one hop across the director in
+// all. One the kernel will take on the way out is given back too
+// (outHop).
+func (w *worker) kernelHop() int {
+	if !w.in.ether || w.in.markIn {
+		return 1
+	}
+	return 0
+}
+
+// outHop reports whether the kernel forwards what the director sends
+// through pt, decrementing its TTL: the TUN device, or a marked
+// connection's reply sent to the mark's macvlan.
+func outHop(pt *port) bool { return !pt.ether || pt.markIn }
+
 // ttlOK drops a packet whose TTL or hop limit would run out here: every
 // forwarding method decrements it, as IPVS does for a packet it sends on
 // to another host (DR and TUN included; for TUN, the inner packet's).
 func (w *worker) ttlOK() bool {
-	if w.p.TTL() <= 1 {
+	if int(w.p.TTL())+w.kernelHop() <= 1 {
 		w.d.ttl.Add(1)
 		return false
 	}

@@ -18,6 +18,9 @@ import (
 // headroom first; partial says its L4 checksum is partial (virtio-net
 // NEEDS_CSUM).
 func (w *worker) xmit(s *snapshot, c *conntrack.Conn, dir conntrack.Dir, buf []byte, partial, icmp bool) {
+	if w.kernelHop() != 0 {
+		w.p.IncTTL()
+	}
 	switch service.Fwd(c.Fwd) {
 	case service.FwdRoute:
 		w.xmitDR(s, c, buf)
@@ -58,6 +61,9 @@ func (w *worker) xmitNAT(s *snapshot, c *conntrack.Conn, dir conntrack.Dir, buf 
 		nat.ICMPToClient(p, addrBytes(&c.VAddr, v4), c.VPort)
 	default:
 		nat.SNAT(p, addrBytes(&c.VAddr, v4), c.VPort, partial)
+	}
+	if outHop(pt) {
+		p.IncTTL()
 	}
 	w.forward(pt, mac, buf)
 }

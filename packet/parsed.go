@@ -504,6 +504,28 @@ func (p *Parsed) Ethernet() Ethernet {
 	return Ethernet(p.Buf[p.L2 : p.L2+EthernetLen])
 }
 
+// IncTTL adds one to the TTL or hop limit, updating the IPv4 header
+// checksum; 255 is left alone. The director uses it to give back a hop
+// that the kernel took from a packet it forwarded to or for the director
+// (director.worker.kernelHops).
+func (p *Parsed) IncTTL() {
+	b := p.Buf
+	if p.IPVersion == 6 {
+		if b[p.L3+7] < 255 {
+			b[p.L3+7]++
+		}
+		return
+	}
+	h := IPv4(b[p.L3:])
+	t := h.TTL()
+	if t == 255 {
+		return
+	}
+	proto := uint16(h.Protocol())
+	h.SetTTL(t + 1)
+	h.SetChecksum(UpdateChecksum16(h.Checksum(), uint16(t)<<8|proto, uint16(t+1)<<8|proto))
+}
+
 // DecTTL decrements the TTL or hop limit of the IP packet, as a router
 // forwarding it does, updating the IPv4 header checksum; a zero one is
 // left alone (the caller drops packets whose TTL would run out).
