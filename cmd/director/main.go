@@ -159,9 +159,9 @@ func versionString() string {
 // runOptions are `director run`'s flags.
 type runOptions struct {
 	rules, keepalived, io, socket, interfaces, logLevel, pprof, metrics string
-	workers, capacity                                       int
-	ring, blocking, affine, synQueues                       bool
-	spin                                                    time.Duration
+	workers, capacity                                                   int
+	ring, blocking, affine, synQueues                                   bool
+	spin                                                                time.Duration
 }
 
 // runFlags declares `director run`'s flags; usage shows every one.
