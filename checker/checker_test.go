@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"uvs/healthcheck"
+	"uvs/keepalived"
 	"uvs/service"
 )
 
@@ -635,5 +638,38 @@ virtual_server 198.18.0.100 81 {
 	v.reals[0].up, v.quorumUp = false, false
 	if got, want := show(v), "198.18.1.2:81 out, 198.18.1.9:81 1"; got != want {
 		t.Errorf("sorry_server_inhibit, quorum lost: %q, want %q", got, want)
+	}
+}
+
+// TestREADMEExample: the README's keepalived.conf parses (its global_defs
+// skipped with a warning, nothing else said) and can be run. keepalived
+// --config-test (2.2.7) accepts it too.
+func TestREADMEExample(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, text, ok := strings.Cut(string(b), "# /etc/keepalived/keepalived.conf\n")
+	if !ok {
+		t.Fatal("README: no keepalived.conf example")
+	}
+	text, _, _ = strings.Cut(text, "```")
+	path := filepath.Join(t.TempDir(), "keepalived.conf")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, warnings, err := keepalived.Parse(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0].Msg, "global_defs") {
+		t.Errorf("warnings %v, want one for global_defs", warnings)
+	}
+	if err := Check(f); err != nil {
+		t.Fatal(err)
+	}
+	vss, warns, err := build(f)
+	if err != nil || len(warns) > 0 || len(vss) != 2 || vss[0].vs.Sorry == nil {
+		t.Errorf("build: %d virtual servers, warnings %q, err %v", len(vss), warns, err)
 	}
 }
