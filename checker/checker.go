@@ -181,22 +181,24 @@ func (c *Checker) onEvent(ev healthcheck.Event) {
 	if ev.Up {
 		r.weight = ev.Weight
 	}
+	if r.up == wasUp && (!r.up || r.weight == wasWeight) {
+		return
+	}
+	// The quorum first, so that the log says what the table does.
+	gained, lost := quorumStep(v)
 	switch {
-	case ev.Up && !wasUp:
+	case r.up && !wasUp:
 		c.log.Info("keepalived: real server up: "+c.action(r), "service", serviceName(v.keys),
 			"server", r.rs.Addr.String(), "weight", r.weightNow(), "reason", ev.Reason)
 		c.run.start("notify_up", r.rs.NotifyUp)
-	case !ev.Up && wasUp:
+	case !r.up && wasUp:
 		c.log.Warn("keepalived: real server down: "+c.action(r), "service", serviceName(v.keys),
 			"server", r.rs.Addr.String(), "reason", ev.Reason)
 		c.run.start("notify_down", r.rs.NotifyDown)
-	case ev.Up && r.weight != wasWeight:
-		c.log.Info("keepalived: real server weight", "service", serviceName(v.keys),
-			"server", r.rs.Addr.String(), "weight", r.weightNow(), "reason", ev.Reason)
 	default:
-		return
+		c.log.Info("keepalived: real server weight: "+c.action(r), "service", serviceName(v.keys),
+			"server", r.rs.Addr.String(), "weight", r.weightNow(), "reason", ev.Reason)
 	}
-	gained, lost := quorumStep(v)
 	err := c.table.Update(func(cfg *service.Config) error { return syncVS(cfg, v, c.log) })
 	if err != nil {
 		c.tableErrors++
@@ -210,7 +212,7 @@ func (c *Checker) onEvent(ev healthcheck.Event) {
 func (c *Checker) action(r *real) string {
 	switch {
 	case !r.v.quorumUp && r.v.vs.Sorry != nil:
-		return "the sorry server serves"
+		return "the sorry server serves (quorum lost)"
 	case r.up:
 		return "in"
 	case r.rs.InhibitOnFailure:
