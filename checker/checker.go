@@ -42,7 +42,6 @@ const DefaultScriptTimeout = 30 * time.Second
 type Checker struct {
 	table Table
 	log   *slog.Logger
-	opt   Options
 	mon   *healthcheck.Monitor
 	run   *scripts
 
@@ -76,7 +75,7 @@ func New(t Table, f *keepalived.File, opt Options) (*Checker, error) {
 	if opt.ScriptTimeout <= 0 {
 		opt.ScriptTimeout = DefaultScriptTimeout
 	}
-	c := &Checker{table: t, log: opt.Log, opt: opt, byTarget: map[healthcheck.Target]*real{}, owned: map[service.Key]bool{}}
+	c := &Checker{table: t, log: opt.Log, byTarget: map[healthcheck.Target]*real{}, owned: map[service.Key]bool{}}
 	c.run = newScripts(opt.Do, opt.ScriptTimeout, opt.Log)
 	for _, w := range warnings {
 		c.log.Warn("keepalived: " + w)

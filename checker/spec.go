@@ -20,11 +20,10 @@ type virtual struct {
 	sorry []*service.Dest
 	reals []*real
 
-	quorumUp    bool
-	transUp     uint64 // quorum transitions
-	transDown   uint64
-	liveWeight  int
-	hasCheckers bool
+	quorumUp   bool
+	transUp    uint64 // quorum transitions
+	transDown  uint64
+	liveWeight int
 }
 
 // real is a real_server of a virtual server.
@@ -115,7 +114,6 @@ func build(f *keepalived.File) (vss []*virtual, warnings []string, err error) {
 				// A checker's own alpha starts it, and so its server, down.
 				alpha = alpha || ch.Alpha
 			}
-			v.hasCheckers = v.hasCheckers || len(rs.Checkers) > 0
 			r.start = !alpha
 			if alpha && len(rs.Checkers) == 0 {
 				warnings = append(warnings, fmt.Sprintf("%s: real_server %s: alpha without checkers: it never comes up", rs.Pos, rs.Addr))
