@@ -47,7 +47,7 @@ type Checker struct {
 
 	mu       sync.Mutex
 	vss      []*virtual
-	byTarget map[healthcheck.Target]*real
+	byTarget map[healthcheck.Target]*member
 	owned    map[service.Key]bool
 	closed   bool
 
@@ -75,7 +75,7 @@ func New(t Table, f *keepalived.File, opt Options) (*Checker, error) {
 	if opt.ScriptTimeout <= 0 {
 		opt.ScriptTimeout = DefaultScriptTimeout
 	}
-	c := &Checker{table: t, log: opt.Log, byTarget: map[healthcheck.Target]*real{}, owned: map[service.Key]bool{}}
+	c := &Checker{table: t, log: opt.Log, byTarget: map[healthcheck.Target]*member{}, owned: map[service.Key]bool{}}
 	c.run = newScripts(opt.Do, opt.ScriptTimeout, opt.Log)
 	for _, w := range warnings {
 		c.log.Warn("keepalived: " + w)
@@ -131,7 +131,7 @@ func New(t Table, f *keepalived.File, opt Options) (*Checker, error) {
 // commit makes vss the virtual servers in force. c.mu is held.
 func (c *Checker) commit(vss []*virtual) {
 	c.vss = vss
-	c.byTarget = map[healthcheck.Target]*real{}
+	c.byTarget = map[healthcheck.Target]*member{}
 	c.owned = map[service.Key]bool{}
 	for _, v := range vss {
 		for _, k := range v.keys {
@@ -208,7 +208,7 @@ func (c *Checker) onEvent(ev healthcheck.Event) {
 }
 
 // action says what the table does with r in its present state.
-func (c *Checker) action(r *real) string {
+func (c *Checker) action(r *member) string {
 	switch {
 	case !r.v.quorumUp && r.v.vs.Sorry != nil:
 		return "the sorry server serves (quorum lost)"

@@ -18,7 +18,7 @@ type virtual struct {
 	svcs []*service.Service
 	// sorry is the sorry server per key, nil when there is none.
 	sorry []*service.Dest
-	reals []*real
+	reals []*member
 
 	quorumUp   bool
 	transUp    uint64 // quorum transitions
@@ -26,8 +26,8 @@ type virtual struct {
 	liveWeight int
 }
 
-// real is a real_server of a virtual server.
-type real struct {
+// member is a real_server of a virtual server.
+type member struct {
 	v      *virtual
 	rs     *keepalived.RealServer
 	dests  []*service.Dest // per key of v, at the configured weight
@@ -40,7 +40,7 @@ type real struct {
 }
 
 // weightNow is the weight r serves with while up.
-func (r *real) weightNow() int {
+func (r *member) weightNow() int {
 	if r.weight >= 0 {
 		return r.weight
 	}
@@ -92,7 +92,7 @@ func build(f *keepalived.File) (vss []*virtual, warnings []string, err error) {
 			}
 		}
 		for _, rs := range vs.Reals {
-			r := &real{v: v, rs: rs, weight: -1}
+			r := &member{v: v, rs: rs, weight: -1}
 			for _, k := range keys {
 				d, err := keepalived.Dest(vs, k, rs)
 				if err != nil {
