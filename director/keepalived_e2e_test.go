@@ -577,6 +577,37 @@ virtual_server %s 80 {
 	if ans, err := echo(c, r, "still"); err != nil || ans != "rs1: still" {
 		t.Errorf("the held connection after a refused reload: %q, %v", ans, err)
 	}
+
+	// A service moves from the keepalived file to the rules file, then
+	// one the other way, each in one reload.
+	e.kaConf(t, "keepalived.conf", echoVS)
+	writeRules(fmt.Sprintf("-A -t %s:9000 -s rr\n-a -t %s:9000 -r %s:9000 -m -w 1\n-A -t %s:80 -s wlc\n-a -t %s:80 -r %s:80 -m -w 5\n", v, v, lab.RS1IP, v, v, lab.RS1IP))
+	if err := e.d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.kaWaitDests(t, v+":80", lab.RS1IP+":80 5")
+	e.kaWaitDests(t, v+":9000", lab.RS1IP+":9000 1")
+	nineK := fmt.Sprintf(`
+virtual_server %s 9000 {
+    lvs_sched rr
+    protocol TCP
+    real_server %s 9000 {
+        weight 7
+    }
+}
+`, v, lab.RS2IP)
+	e.kaConf(t, "keepalived.conf", echoVS+nineK)
+	writeRules(fmt.Sprintf("-A -t %s:80 -s wlc\n-a -t %s:80 -r %s:80 -m -w 5\n", v, v, lab.RS1IP))
+	if err := e.d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.kaWaitDests(t, v+":9000", lab.RS2IP+":9000 7")
+	if got := e.kaDests(t, v+":80"); got != lab.RS1IP+":80 5" {
+		t.Errorf("the rules file's service after the second move: %q", got)
+	}
+	if strings.Contains(e.d.Log(), "both have") {
+		t.Errorf("a move between the files was refused:\n%s", e.d.Log())
+	}
 }
 
 // heldEcho is an open connection to the echo service.

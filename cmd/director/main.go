@@ -412,32 +412,56 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		notify(sdnotify.Reloading())
-		var status []string
-		if o.rules == "" && o.keepalived == "" {
-			log.Warn("SIGHUP without --rules or --keepalived: nothing to reload")
-			status = append(status, "SIGHUP without --rules or --keepalived: nothing to reload")
-		}
-		if o.rules != "" {
-			status = append(status, reloadRules(d, o.rules, chk, log))
-		}
-		if o.keepalived != "" {
-			status = append(status, reloadKeepalived(chk, o.keepalived, log))
-		}
-		notify(sdnotify.Status(strings.Join(status, "; ")))
+		notify(sdnotify.Status(reload(d, o, chk, log)))
 		notify(sdnotify.Ready())
 	}
 	return 0
 }
 
-// reloadRules makes the table the rules file's, but for the services of
-// the keepalived file (chk, if not nil), which stay as they are; it
+// reload re-reads the rules file and the keepalived file (SIGHUP) and
 // returns the outcome for systemd's status line.
-func reloadRules(d *director.Director, path string, chk *checker.Checker, log *slog.Logger) string {
-	const refused = "reload refused (see the log): the previous rules stay"
-	c := loadRulesFile(path, log)
-	if c == nil {
-		return refused
+func reload(d *director.Director, o *runOptions, chk *checker.Checker, log *slog.Logger) string {
+	if o.rules == "" && o.keepalived == "" {
+		log.Warn("SIGHUP without --rules or --keepalived: nothing to reload")
+		return "SIGHUP without --rules or --keepalived: nothing to reload"
 	}
+	var rules *service.Config
+	rulesStatus := ""
+	if o.rules != "" {
+		if rules = loadRulesFile(o.rules, log); rules == nil {
+			rulesStatus = rulesRefused
+		}
+	}
+	// The rules go first, but after the keepalived file when they name one
+	// of its services: a service moved from the keepalived file to the
+	// rules file is gone from the one before the other has it.
+	rulesLast := rules != nil && chk != nil && sharedServices(rules, chk.Keys()) != nil
+	if rules != nil && !rulesLast {
+		rulesStatus = applyRules(d, o.rules, rules, chk, log)
+	}
+	kaStatus := ""
+	if o.keepalived != "" {
+		kaStatus = reloadKeepalived(chk, o.keepalived, log)
+	}
+	if rulesLast {
+		rulesStatus = applyRules(d, o.rules, rules, chk, log)
+	}
+	var status []string
+	for _, st := range []string{rulesStatus, kaStatus} {
+		if st != "" {
+			status = append(status, st)
+		}
+	}
+	return strings.Join(status, "; ")
+}
+
+// rulesRefused is systemd's status line for a rules file refused.
+const rulesRefused = "reload refused (see the log): the previous rules stay"
+
+// applyRules makes the table c, the rules file at path, but for the
+// services of the keepalived file (chk, if not nil), which stay as they
+// are; it returns the outcome for systemd's status line.
+func applyRules(d *director.Director, path string, c *service.Config, chk *checker.Checker, log *slog.Logger) string {
 	var owned []service.Key
 	if chk != nil {
 		// Read before Update: the checker edits the table with its own
@@ -446,7 +470,7 @@ func reloadRules(d *director.Director, path string, chk *checker.Checker, log *s
 	}
 	if err := sharedServices(c, owned); err != nil {
 		log.Error("rules file rejected, nothing applied", "file", path, "err", err)
-		return refused
+		return rulesRefused
 	}
 	err := d.Update(func(cur *service.Config) error {
 		want := c.Clone()
@@ -460,7 +484,7 @@ func reloadRules(d *director.Director, path string, chk *checker.Checker, log *s
 	})
 	if err != nil {
 		log.Error("reload rules: kept the current table", "file", path, "err", err)
-		return refused
+		return rulesRefused
 	}
 	log.Info("rules reloaded", "file", path, "services", len(c.Services))
 	return fmt.Sprintf("rules reloaded from %s: %d services", path, len(c.Services))
