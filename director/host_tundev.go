@@ -37,6 +37,9 @@ import (
 //     localPref);
 //   - rules per service (to VIP, protocol, port) and per NAT real server
 //     (from RIP, protocol, port; from RIP, ICMP), lookup tundevTable;
+//     before them (tundevOwnPref), what the nftables table marked as a
+//     NAT real server's packet to a host address (the host's own
+//     traffic, such as health checks) goes to localPref;
 //   - sysctls: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1,
 //     net.ipv4.conf.<tun>.rp_filter=0 and accept_local=1 (replies leave
 //     with the VIP, a local address, as source), and
@@ -87,6 +90,12 @@ const (
 	// match them: the kernel's policy routing sees no port in any
 	// fragment, the first included).
 	tundevMark = tundevTable
+	// tundevOwnMark marks what a NAT real server sends to an address of
+	// the host (its own traffic: health checks), and the rule at
+	// tundevOwnPref sends it past the director's rules, which divert by
+	// source, to the kernel's usual lookups.
+	tundevOwnMark = tundevTable + 1
+	tundevOwnPref = 85
 )
 
 func openTundevHost(d *Director) (hb hostBackend, err error) {
@@ -94,6 +103,7 @@ func openTundevHost(d *Director) (hb hostBackend, err error) {
 		table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "uvs"}}
 	h.sets.table = h.table
 	h.sets.mark = tundevMark
+	h.sets.own = tundevOwnMark
 	defer func() {
 		if err != nil {
 			h.close()
@@ -178,6 +188,12 @@ func openTundevHost(d *Director) (hb hostBackend, err error) {
 		mask := uint32(0xffffffff)
 		frag.Mask = &mask
 		if err := h.addRule("iif-frag-"+fmt.Sprint(fam), *frag); err != nil {
+			return nil, err
+		}
+		own := netlink.NewRule()
+		own.Family, own.Priority, own.Goto, own.Mark = fam, tundevOwnPref, localPref, tundevOwnMark
+		own.Mask = &mask
+		if err := h.addRule("iif-own-"+fmt.Sprint(fam), *own); err != nil {
 			return nil, err
 		}
 	}

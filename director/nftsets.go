@@ -139,6 +139,9 @@ type divertTable struct {
 	// service through to the host's rules, which may mark it (AF_PACKET
 	// with firewall-mark services: marks.go).
 	pass [2]bool
+	// own, when not 0, adds rules that set it as the packet mark on what a
+	// NAT real server sends to an address of the host (ownRules).
+	own uint32
 }
 
 // install makes the table's chains hold, in order, the rules in first and
@@ -209,6 +212,11 @@ func (dt *divertTable) install(c *nftables.Conn, e divertElems, chains func(*nft
 					c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 				}
 			}
+			if dt.own != 0 {
+				for _, r := range ownRules(byName, dt.own) {
+					c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+				}
+			}
 		}
 		for _, s := range old {
 			c.DelSet(s)
@@ -268,16 +276,20 @@ func divertRules(sets map[string]*nftables.Set, frags bool) [][]expr.Any {
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: alen},
 				&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 		}
+		// What a NAT real server sends to an address of the host is the
+		// host's own traffic (a health check's reply, an ssh session):
+		// a balanced reply goes to a client. The kernel keeps that.
 		rules = append(rules,
 			tuple(daddr, 2, setSvc),
 			tuple(daddr, -1, setSvcAny),
-			tuple(saddr, 0, setRS),
-			tuple(saddr, -1, setRSAny),
+			append(tuple(saddr, 0, setRS), toLocal(false)...),
+			append(tuple(saddr, -1, setRSAny), toLocal(false)...),
 			addr(daddr, setVIP),
 		)
 		for _, t := range types {
 			r := append(addr(saddr, setRSAddr), l4(icmp)...)
-			rules = append(rules, append(r, icmpType(), cmpEq([]byte{t})))
+			r = append(r, icmpType(), cmpEq([]byte{t}))
+			rules = append(rules, append(r, toLocal(false)...))
 		}
 		if frags {
 			// Every fragment to a VIP with a service of its protocol, the
@@ -312,6 +324,48 @@ func passRules(sets map[string]*nftables.Set, pass [2]bool) [][]expr.Any {
 				append(append(etherProto(v6), tcpSYN()...), tuple...),
 				append(append(etherProto(v6), l4(unix.IPPROTO_UDP)...), tuple...))
 		}
+	}
+	return rules
+}
+
+// rtnLocal is the route type of a host address (RTN_LOCAL), as the fib
+// expression gives it.
+const rtnLocal = 2
+
+// toLocal matches a packet to an address of the host (local true) or to
+// any other (local false), by a route lookup: it follows the host's
+// address changes without a rule change. nftables has fib in the netdev
+// ingress hook too.
+func toLocal(local bool) []expr.Any {
+	op := expr.CmpOpNeq
+	if local {
+		op = expr.CmpOpEq
+	}
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: op, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, rtnLocal)},
+	}
+}
+
+// ownRules set mark on what a NAT real server sends to an address of the
+// host (TUN: a policy rule on the mark keeps it from the director's rules,
+// which divert by source).
+func ownRules(sets map[string]*nftables.Set, mark uint32) [][]expr.Any {
+	var rules [][]expr.Any
+	for fam, v6 := range []bool{false, true} {
+		saddr, alen := uint32(12), uint32(4)
+		if v6 {
+			saddr, alen = 8, 16
+		}
+		s := sets[setRSAddr[fam].name]
+		r := append(etherProto(v6),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddr, Len: alen},
+			&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+		r = append(r, toLocal(true)...)
+		r = append(r,
+			&expr.Immediate{Register: 1, Data: binary.NativeEndian.AppendUint32(nil, mark)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+		rules = append(rules, r)
 	}
 	return rules
 }

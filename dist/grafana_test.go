@@ -7,30 +7,23 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"uvs/checker"
+	"uvs/keepalived"
 	"uvs/metrics"
 	"uvs/rate"
 	"uvs/service"
 )
-
-// healthcheckSeries are the series of package healthcheck, written at the
-// same time as this dashboard, whose "Health checks" row queries them
-// (labelled as node_ipvs_backend_*, plus to on the transitions and checker
-// on the durations, as healthcheck/metrics.go had them when this was written).
-// >>> KEEP IN STEP WITH PACKAGE healthcheck. Once the director serves them
-// >>> (metrics.Handler registers its collector), this test says so: then
-// >>> drop this list.
-var healthcheckSeries = map[string]string{
-	"uvs_healthcheck_up":                "gauge",     // 1 while a real server passes its checks, 0 when it fails
-	"uvs_healthcheck_transitions_total": "counter",   // times it went up or down
-	"uvs_healthcheck_duration_seconds":  "histogram", // how long one attempt of a checker took
-}
 
 // dashboard is the part of Grafana's dashboard model the test reads.
 type dashboard struct {
@@ -90,9 +83,11 @@ func (f fakeSource) Drops() map[string]uint64        { return map[string]uint64{
 func (f fakeSource) ConnCount() int                  { return 1 }
 
 // exported returns the series the director's metrics handler serves, by
-// name, with their types (its # TYPE lines), and those of the director's
-// own collector (node_ipvs_*, uvs_*), every one of which the fake source
-// makes it send.
+// name, with their types (its # TYPE lines), as `director run
+// --keepalived` serves them (with the health checks' collector), and
+// those of the director's own collector (node_ipvs_*, uvs_*) and of the
+// health checks' (uvs_healthcheck_*), every one of which the fakes make
+// them send.
 func exported(t *testing.T) (served, own map[string]string) {
 	t.Helper()
 	cfg := service.NewConfig()
@@ -104,15 +99,57 @@ func exported(t *testing.T) (served, own map[string]string) {
 		t.Fatal(err)
 	}
 	src := fakeSource{cfg}
+	chk := startChecker(t)
 
-	srv := httptest.NewServer(metrics.Handler(src))
+	srv := httptest.NewServer(metrics.Handler(src, chk.Collector()))
 	defer srv.Close()
+	// The check latency histogram has its first series after the first
+	// check, the scripts' counter after the first script.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		served = scrape(t, srv)
+		if served["uvs_healthcheck_duration_seconds"] != "" && served["uvs_healthcheck_scripts_total"] != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no uvs_healthcheck_duration_seconds or uvs_healthcheck_scripts_total 10 s after the checks started")
+		}
+	}
+
+	own = map[string]string{}
+	for _, c := range []prometheus.Collector{metrics.NewCollector(src), chk.Collector()} {
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(c)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			own[mf.GetName()] = strings.ToLower(mf.GetType().String())
+			n++
+		}
+		ch := make(chan *prometheus.Desc)
+		go func() { c.Describe(ch); close(ch) }()
+		described := 0
+		for range ch {
+			described++
+		}
+		if n != described {
+			t.Fatalf("a collector describes %d metrics and sent %d: the fakes miss some", described, n)
+		}
+	}
+	return served, own
+}
+
+// scrape returns the series srv serves, with their types.
+func scrape(t *testing.T, srv *httptest.Server) map[string]string {
+	t.Helper()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	served = map[string]string{}
+	served := map[string]string{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -123,28 +160,64 @@ func exported(t *testing.T) (served, own map[string]string) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return served
+}
 
-	c := metrics.NewCollector(src)
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
+// fakeTable is a rule table for the checker.
+type fakeTable struct {
+	mu  sync.Mutex
+	cfg *service.Config
+}
+
+func (f *fakeTable) Update(fn func(*service.Config) error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	next := f.cfg.Clone()
+	if err := fn(next); err != nil {
+		return err
+	}
+	f.cfg = next
+	return nil
+}
+
+// startChecker runs the health checks of a keepalived file whose one
+// check runs true(1): no traffic, and a check latency to show. The real
+// server starts down (alpha), so its coming up runs notify_up and
+// quorum_up (true too), and uvs_healthcheck_scripts_total has a series.
+func startChecker(t *testing.T) *checker.Checker {
+	t.Helper()
+	prog, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true(1):", err)
+	}
+	path := filepath.Join(t.TempDir(), "keepalived.conf")
+	conf := fmt.Sprintf(`virtual_server 198.18.0.100 80 {
+    protocol TCP
+    alpha
+    quorum_up %[1]s
+    quorum_down %[1]s
+    real_server 198.18.1.2 80 {
+        notify_up %[1]s
+        MISC_CHECK {
+            misc_path %[1]s
+            warmup 0
+        }
+    }
+}
+`, prog)
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := keepalived.Parse(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	own = map[string]string{}
-	for _, mf := range mfs {
-		own[mf.GetName()] = strings.ToLower(mf.GetType().String())
+	c, err := checker.New(&fakeTable{cfg: service.NewConfig()}, f, checker.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	ch := make(chan *prometheus.Desc)
-	go func() { c.Describe(ch); close(ch) }()
-	described := 0
-	for range ch {
-		described++
-	}
-	if len(own) != described {
-		t.Fatalf("the collector describes %d metrics and sent %d: the fake source misses some", described, len(own))
-	}
-	return served, own
+	t.Cleanup(c.Close)
+	return c
 }
 
 // seriesOf maps a name a query uses to the series it belongs to: itself,
@@ -166,8 +239,8 @@ func seriesOf(name string, types map[string]string) (string, bool) {
 // TestDashboard: uvs.json is a dashboard Grafana imports (a schema
 // version, a Prometheus data source variable that every panel uses,
 // panels with queries, on the grid), and every series its queries name is
-// one the director exports, or one of healthcheckSeries; every series
-// of the director's own collector has a panel.
+// one the director exports; every series of the director's own collector
+// and of the health checks' has a panel.
 func TestDashboard(t *testing.T) {
 	d := loadDashboard(t)
 	if d.SchemaVersion < 36 || d.Title == "" || d.UID == "" {
@@ -255,12 +328,6 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("the handler does not serve %s", name)
 		}
 	}
-	for name, typ := range healthcheckSeries {
-		if types[name] != "" {
-			t.Errorf("%s is in healthcheckSeries but the director's handler serves it: drop it from the list", name)
-		}
-		types[name] = typ
-	}
 
 	used := map[string]bool{}
 	for _, q := range queries {
@@ -280,11 +347,6 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	for name := range own {
-		if !used[name] {
-			t.Errorf("the dashboard shows nothing of %s", name)
-		}
-	}
-	for name := range healthcheckSeries {
 		if !used[name] {
 			t.Errorf("the dashboard shows nothing of %s", name)
 		}

@@ -15,7 +15,7 @@ import (
 type Result struct {
 	Up bool
 	// Weight is the weight a MISC_CHECK with misc_dynamic asks for (its
-	// exit status less 2, for 2-255); -1 otherwise, weight unchanged.
+	// exit status less 2, for 2-255); -1 otherwise: no dynamic weight.
 	Weight int
 	// Reason says why the attempt failed, or briefly what passed.
 	Reason string

@@ -29,8 +29,8 @@
 //     DNS type SOA and name "." (Defaults).
 //   - MISC_CHECK runs misc_path split at unquoted blanks, without a shell;
 //     on misc_timeout it gets SIGTERM, then SIGKILL; misc_dynamic maps exit
-//     status 0 to up, 1 to down, 2-255 to up with weight status − 2
-//     (checkMisc).
+//     status 0 to up at the configured weight, 1 to down, 2-255 to up with
+//     weight status − 2 (checkMisc).
 //   - SSL_GET verifies no certificate and sends SNI only with enable_sni
 //     (getURL).
 //

@@ -22,7 +22,7 @@ const miscGrace = time.Second
 // The program is started directly, not through a shell: keepalived.conf(5)
 // says of scripts with parameters that "unquoted spaces will separate the
 // parameters. If it is required for a parameter to contain a space, it
-// should be enclosed in single quotes", which splitArgs does. It runs in a
+// should be enclosed in single quotes", which SplitArgs does. It runs in a
 // process group of its own, with stdin, stdout and stderr on /dev/null, the
 // director's environment (keepalived documents none), and SIGTERM as its
 // parent-death signal ("All processes/scripts run by keepalived are run with
@@ -31,10 +31,12 @@ const miscGrace = time.Second
 // Exit status 0 is up; anything else, a signal or misc_timeout is down
 // ("LVS checker misc scripts that will cause a real server to be configured
 // down if they exit with a non-zero status"). With misc_dynamic: 0 is up
-// with the weight unchanged, 1 is down, 2-255 is up with weight status − 2
-// (keepalived.conf(5), MISC_CHECK).
+// at the configured weight, 1 is down, 2-255 is up with weight status − 2
+// (keepalived.conf(5), MISC_CHECK: 0 is "weight unchanged", that is not
+// increased; keepalived 2.0.20's ChangeLog: after a status of 2 or more, a
+// 0 now updates "the weight of a real server and the quorum").
 func (e env) checkMisc(ctx context.Context, s *Spec) Result {
-	args := splitArgs(s.MiscPath)
+	args := SplitArgs(s.MiscPath)
 	if len(args) == 0 {
 		return fail("MISC_CHECK: no misc_path")
 	}
@@ -78,11 +80,12 @@ func (e env) checkMisc(ctx context.Context, s *Spec) Result {
 	return fail("MISC_CHECK %s: exit status %d", args[0], code)
 }
 
-// splitArgs splits a misc_path into program and arguments as keepalived
-// does: unquoted blanks separate them, and single quotes keep blanks in one
-// (the quotes themselves are dropped). Double quotes and backslash escapes
-// are the configuration parser's, done before this.
-func splitArgs(s string) []string {
+// SplitArgs splits a misc_path (or a notify_up, quorum_up, … script) into
+// program and arguments as keepalived does: unquoted blanks separate them,
+// and single quotes keep blanks in one (the quotes themselves are dropped).
+// Double quotes and backslash escapes are the configuration parser's, done
+// before this.
+func SplitArgs(s string) []string {
 	var args []string
 	var cur strings.Builder
 	inArg, quoted := false, false

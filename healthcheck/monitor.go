@@ -28,7 +28,8 @@ func (t Target) String() string {
 type Event struct {
 	Target Target
 	Up     bool
-	// Weight is -1 for "unchanged"; otherwise the weight that dynamic
+	// Weight is -1 for "the configured weight" (no MISC_CHECK with
+	// misc_dynamic asks for another); otherwise the weight that dynamic
 	// MISC_CHECKs ask for (with several, the smallest: keepalived adds their
 	// offsets from the configured weight, which the monitor does not know).
 	Weight int
@@ -95,6 +96,16 @@ type checker struct {
 	up      bool
 	failed  int // consecutive failed attempts while up
 	weight  int // last dynamic weight reported, -1 none
+}
+
+// RunIn makes the monitor's attempts through do, which runs a function in
+// another network namespace (testbed's Host.Do), so that their sockets and
+// programs are made there: for tests and labs whose real servers are in
+// namespaces of their own. Call it before the first Set.
+func (m *Monitor) RunIn(do func(func() error) error) {
+	m.mu.Lock()
+	m.env = env{do: do}
+	m.mu.Unlock()
 }
 
 // NewMonitor returns a monitor with no targets. onChange, if not nil,
@@ -321,7 +332,9 @@ func (m *Monitor) record(c *checker, r Result, now time.Time) time.Duration {
 	switch {
 	case r.Up:
 		c.failed = 0
-		if r.Weight >= 0 {
+		if r.Weight >= 0 || c.spec.MiscDynamic {
+			// A dynamic MISC_CHECK's 0 is the configured weight again
+			// (checkMisc).
 			c.weight = r.Weight
 		}
 		if !c.up {

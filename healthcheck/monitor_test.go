@@ -304,7 +304,7 @@ func TestMonitorReplace(t *testing.T) {
 }
 
 // misc_dynamic: exit status 2-255 sets the weight while the target is up,
-// 0 keeps it, 1 takes the target down.
+// 0 brings back the configured weight (-1), 1 takes the target down.
 func TestMonitorDynamicWeight(t *testing.T) {
 	l := lab(t)
 	dir := t.TempDir()
@@ -317,6 +317,7 @@ func TestMonitorDynamicWeight(t *testing.T) {
 	state.set(t, "22")
 	wantEvent(t, waitEvent(t, events), tg, true, 20, "weight 20")
 	state.set(t, "0")
+	wantEvent(t, waitEvent(t, events), tg, true, -1, "exit status 0")
 	noEvent(t, events, 300*time.Millisecond)
 	state.set(t, "1")
 	wantEvent(t, waitEvent(t, events), tg, false, -1, "exit status 1")

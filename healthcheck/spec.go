@@ -209,7 +209,7 @@ func (s Spec) Validate() error {
 			bad("%s: bindto %s and %s are of different families", s.name(), s.BindTo, s.Addr.Addr())
 		}
 	case MiscCheck:
-		if len(splitArgs(s.MiscPath)) == 0 {
+		if len(SplitArgs(s.MiscPath)) == 0 {
 			bad("MISC_CHECK: no misc_path")
 		}
 	default:

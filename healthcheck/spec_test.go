@@ -115,8 +115,8 @@ func TestSplitArgs(t *testing.T) {
 		{"/bin/check ''", []string{"/bin/check", ""}},
 		{`/bin/check "a b"`, []string{"/bin/check", `"a`, `b"`}},
 	} {
-		if got := splitArgs(c.in); !slices.Equal(got, c.want) {
-			t.Errorf("splitArgs(%q) = %q, want %q", c.in, got, c.want)
+		if got := SplitArgs(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("SplitArgs(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }

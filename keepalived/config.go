@@ -126,6 +126,14 @@ func addService(cfg *service.Config, vs *VirtualServer, k service.Key, where map
 	return nil
 }
 
+// Dest returns real server rs of vs, or its sorry server, as service k (one
+// of f.Keys(vs)) holds it: its port resolved as ipvsadm resolves it, its
+// configured weight. What ipvsadm or the kernel would refuse is an error
+// naming the line.
+func Dest(vs *VirtualServer, k service.Key, rs *RealServer) (*service.Dest, error) {
+	return dest(vs, k, rs)
+}
+
 // dest is real server rs of service k.
 func dest(vs *VirtualServer, k service.Key, rs *RealServer) (*service.Dest, error) {
 	addr, port := rs.Addr.Addr(), rs.Addr.Port()

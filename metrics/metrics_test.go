@@ -388,7 +388,8 @@ func TestLint(t *testing.T) {
 func TestHandler(t *testing.T) {
 	cfg, src := testConfig(t)
 	traffic(cfg, v6Key, "2001:2::11", 3, 0, 3, 5, 5)
-	srv := httptest.NewServer(Handler(src))
+	extra := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "uvs_test_extra", Help: "An extra collector."}, func() float64 { return 7 })
+	srv := httptest.NewServer(Handler(src, extra))
 	defer srv.Close()
 
 	resp, err := http.Get(srv.URL)
@@ -411,6 +412,7 @@ func TestHandler(t *testing.T) {
 		`node_ipvs_backend_connections_active{local_address="2001:2::100",local_mark="",local_port="443",proto="TCP",remote_address="2001:2::11",remote_port="443"} 3` + "\n",
 		"# TYPE go_goroutines gauge\n",
 		"# TYPE process_start_time_seconds gauge\n",
+		"uvs_test_extra 7\n",
 	} {
 		if !strings.Contains(string(body), line) {
 			t.Errorf("scrape lacks %q", line)

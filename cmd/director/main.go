@@ -29,9 +29,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"uvs/checker"
 	"uvs/control"
 	"uvs/director"
 	"uvs/ipvsadm"
+	"uvs/keepalived"
 	"uvs/lab"
 	"uvs/metrics"
 	"uvs/sdnotify"
@@ -154,10 +158,10 @@ func versionString() string {
 
 // runOptions are `director run`'s flags.
 type runOptions struct {
-	rules, io, socket, interfaces, logLevel, pprof, metrics string
-	workers, capacity                                       int
-	ring, blocking, affine, synQueues, sloppyTCP            bool
-	spin                                                    time.Duration
+	rules, keepalived, io, socket, interfaces, logLevel, pprof, metrics string
+	workers, capacity                                                   int
+	ring, blocking, affine, synQueues, sloppyTCP                        bool
+	spin                                                                time.Duration
 }
 
 // runFlags declares `director run`'s flags; usage shows every one.
@@ -165,6 +169,7 @@ func runFlags() (*flag.FlagSet, *runOptions) {
 	o := &runOptions{}
 	fs := flag.NewFlagSet("director run", flag.ContinueOnError)
 	fs.StringVar(&o.rules, "rules", "", "the rules, a `FILE` in the form ipvsadm -S writes; loaded at start, reloaded on SIGHUP (a bad file is refused whole)")
+	fs.StringVar(&o.keepalived, "keepalived", "", "keepalived's configuration, a `FILE` (keepalived.conf): its virtual servers, with real servers taken out and put back as their health checks say; read at start, reloaded on SIGHUP (a bad file is refused whole); beside --rules, each keeps to its own services")
 	fs.StringVar(&o.io, "io", director.IOAFPacket, "packet I/O, `MODE` afpacket or tun")
 	fs.StringVar(&o.socket, "socket", control.SocketPath(), "the control socket's `PATH` (clients: $UVS_SOCKET); the directory also holds director.lock and, with --io tun, host-changes")
 	fs.StringVar(&o.interfaces, "interfaces", "", "afpacket: the interfaces to serve, a comma-separated `LIST` (default: every Ethernet interface that is up)")
@@ -186,10 +191,12 @@ func runUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, `usage: director run [flags]
 
 Runs the director in the foreground, as root: it serves the rules given by ipvsadm
-(director ipvsadm, or the binary invoked as ipvsadm) through its control socket, logs to
-stderr, reloads --rules on SIGHUP, and at SIGTERM or SIGINT stops and undoes every host
-change. One director runs per network namespace (a second is refused before it changes
-anything).
+(director ipvsadm, or the binary invoked as ipvsadm) through its control socket, those of
+--rules, and the virtual servers of --keepalived, whose real servers it health-checks as
+keepalived does (taken out when they fail, back when they pass; quorum and sorry server). It
+logs to stderr, reloads --rules and --keepalived on SIGHUP (only the difference is applied),
+and at SIGTERM or SIGINT stops and undoes every host change. One director runs per network
+namespace (a second is refused before it changes anything).
 
 Flags (--flag or -flag):
 `)
@@ -273,10 +280,28 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	if o.interfaces != "" {
 		cfg.Interfaces = strings.Split(o.interfaces, ",")
 	}
-	// Read the rules before touching the host: a bad file changes nothing.
+	// Read the rules and the keepalived file before touching the host: a
+	// bad file changes nothing.
 	var initial = loadRulesFile(o.rules, log)
 	if o.rules != "" && initial == nil {
 		return 1
+	}
+	var kaFile *keepalived.File
+	if o.keepalived != "" {
+		if kaFile = loadKeepalivedFile(o.keepalived, log); kaFile == nil {
+			return 1
+		}
+		if initial != nil {
+			kc, _ := kaFile.Config() // checked by loadKeepalivedFile
+			var keys []service.Key
+			for _, s := range kc.Services {
+				keys = append(keys, s.Key)
+			}
+			if err := sharedServices(initial, keys); err != nil {
+				log.Error("not started", "rules", o.rules, "keepalived", o.keepalived, "err", err)
+				return 1
+			}
+		}
 	}
 	// Nothing touches the host before this director knows it is the only
 	// one: a second one must neither remove the first one's setup as
@@ -329,6 +354,18 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	var chk *checker.Checker
+	if kaFile != nil {
+		chk, err = checker.New(d, kaFile, checker.Options{Log: log})
+		if err != nil {
+			log.Error("apply keepalived file", "file", o.keepalived, "err", err)
+			return 1
+		}
+		// Before the director closes (deferred above): no check then
+		// changes a table that is going.
+		defer chk.Close()
+		log.Info("keepalived file applied", "file", o.keepalived, "services", len(chk.Keys()))
+	}
 	srv, err := control.Listen(o.socket, func(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ipvsadm.Run(args, stdin, stdout, stderr, d)
 	}, log)
@@ -338,7 +375,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	}
 	defer srv.Close()
 	if metricsLn != nil {
-		ms := &http.Server{Handler: metrics.Handler(d), ReadHeaderTimeout: 10 * time.Second}
+		var extra []prometheus.Collector
+		if chk != nil {
+			extra = append(extra, chk.Collector())
+		}
+		ms := &http.Server{Handler: metrics.Handler(d, extra...), ReadHeaderTimeout: 10 * time.Second}
 		go ms.Serve(metricsLn)
 		defer ms.Close()
 		log.Info("serving metrics", "addr", metricsLn.Addr().String())
@@ -372,22 +413,131 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		notify(sdnotify.Reloading())
-		status := "reload refused (see the log): the previous rules stay"
-		if o.rules == "" {
-			log.Warn("SIGHUP without --rules: nothing to reload")
-			status = "SIGHUP without --rules: nothing to reload"
-		} else if c := loadRulesFile(o.rules, log); c != nil {
-			if err := d.Replace(c); err != nil {
-				log.Error("reload rules: kept the current table", "file", o.rules, "err", err)
-			} else {
-				log.Info("rules reloaded", "file", o.rules, "services", len(c.Services))
-				status = fmt.Sprintf("rules reloaded from %s: %d services", o.rules, len(c.Services))
-			}
-		}
-		notify(sdnotify.Status(status))
+		notify(sdnotify.Status(reload(d, o, chk, log)))
 		notify(sdnotify.Ready())
 	}
 	return 0
+}
+
+// reload re-reads the rules file and the keepalived file (SIGHUP) and
+// returns the outcome for systemd's status line.
+func reload(d *director.Director, o *runOptions, chk *checker.Checker, log *slog.Logger) string {
+	if o.rules == "" && o.keepalived == "" {
+		log.Warn("SIGHUP without --rules or --keepalived: nothing to reload")
+		return "SIGHUP without --rules or --keepalived: nothing to reload"
+	}
+	var rules *service.Config
+	rulesStatus := ""
+	if o.rules != "" {
+		if rules = loadRulesFile(o.rules, log); rules == nil {
+			rulesStatus = rulesRefused
+		}
+	}
+	// The rules go first, but after the keepalived file when they name one
+	// of its services: a service moved from the keepalived file to the
+	// rules file is gone from the one before the other has it.
+	rulesLast := rules != nil && chk != nil && sharedServices(rules, chk.Keys()) != nil
+	if rules != nil && !rulesLast {
+		rulesStatus = applyRules(d, o.rules, rules, chk, log)
+	}
+	kaStatus := ""
+	if o.keepalived != "" {
+		kaStatus = reloadKeepalived(chk, o.keepalived, log)
+	}
+	if rulesLast {
+		rulesStatus = applyRules(d, o.rules, rules, chk, log)
+	}
+	var status []string
+	for _, st := range []string{rulesStatus, kaStatus} {
+		if st != "" {
+			status = append(status, st)
+		}
+	}
+	return strings.Join(status, "; ")
+}
+
+// rulesRefused is systemd's status line for a rules file refused.
+const rulesRefused = "reload refused (see the log): the previous rules stay"
+
+// applyRules makes the table c, the rules file at path, but for the
+// services of the keepalived file (chk, if not nil), which stay as they
+// are; it returns the outcome for systemd's status line.
+func applyRules(d *director.Director, path string, c *service.Config, chk *checker.Checker, log *slog.Logger) string {
+	var owned []service.Key
+	if chk != nil {
+		// Read before Update: the checker edits the table with its own
+		// lock held.
+		owned = chk.Keys()
+	}
+	if err := sharedServices(c, owned); err != nil {
+		log.Error("rules file rejected, nothing applied", "file", path, "err", err)
+		return rulesRefused
+	}
+	err := d.Update(func(cur *service.Config) error {
+		want := c.Clone()
+		for _, k := range owned {
+			if s := cur.Service(k); s != nil {
+				want.Services = append(want.Services, s)
+			}
+		}
+		*cur = *service.Carry(cur, want)
+		return nil
+	})
+	if err != nil {
+		log.Error("reload rules: kept the current table", "file", path, "err", err)
+		return rulesRefused
+	}
+	log.Info("rules reloaded", "file", path, "services", len(c.Services))
+	return fmt.Sprintf("rules reloaded from %s: %d services", path, len(c.Services))
+}
+
+// reloadKeepalived re-reads the keepalived file and has chk apply the
+// difference; it returns the outcome for systemd's status line.
+func reloadKeepalived(chk *checker.Checker, path string, log *slog.Logger) string {
+	const refused = "keepalived reload refused (see the log): the previous configuration stays"
+	f := loadKeepalivedFile(path, log)
+	if f == nil {
+		return refused
+	}
+	if err := chk.Reload(f); err != nil {
+		log.Error("reload keepalived file: kept the current configuration", "file", path, "err", err)
+		return refused
+	}
+	log.Info("keepalived file reloaded", "file", path, "virtual_servers", len(f.VirtualServers))
+	return fmt.Sprintf("keepalived file reloaded from %s: %d virtual servers", path, len(f.VirtualServers))
+}
+
+// sharedServices is an error naming the services of keys that rules has
+// too: each service belongs to the rules or to the keepalived file.
+func sharedServices(rules *service.Config, keys []service.Key) error {
+	var both []string
+	for _, k := range keys {
+		if rules.Service(k) != nil {
+			both = append(both, k.String())
+		}
+	}
+	if len(both) > 0 {
+		return fmt.Errorf("the rules file and the keepalived file both have %s: a service belongs to one of them", strings.Join(both, ", "))
+	}
+	return nil
+}
+
+// loadKeepalivedFile reads and checks a keepalived file, logging what it
+// skips once; nil (and a log line naming the file and line) when it is
+// bad.
+func loadKeepalivedFile(path string, log *slog.Logger) *keepalived.File {
+	f, warnings, err := keepalived.Parse(path)
+	if err == nil {
+		err = checker.Check(f)
+	}
+	if err != nil {
+		log.Error("keepalived file rejected, nothing applied", "file", path, "err", err)
+		return nil
+	}
+	for _, w := range warnings {
+		log.Warn("keepalived file: "+w.Msg, "at", w.Pos.String())
+	}
+	return f
 }
 
 // loadRulesFile reads and checks a rules file; nil (and a log line) when

@@ -44,7 +44,7 @@ func TestRunHelp(t *testing.T) {
 				t.Errorf("director run %s: no -%s", arg, name)
 			}
 		}
-		for _, want := range []string{"-rules FILE", "-io MODE", "-socket PATH", "-workers N", "-capacity N", "-metrics ADDR"} {
+		for _, want := range []string{"-rules FILE", "-keepalived FILE", "-io MODE", "-socket PATH", "-workers N", "-capacity N", "-metrics ADDR"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("director run %s: lacks %q:\n%s", arg, want, out)
 			}
@@ -87,6 +87,46 @@ func TestRunFlagErrors(t *testing.T) {
 		}
 		if strings.Contains(errs, "-afpacket-affine") {
 			t.Errorf("director run %q: the whole flag list on an error:\n%s", c.args, errs)
+		}
+	}
+}
+
+// TestRunBadKeepalived: a keepalived file that does not parse, or that
+// names a service the rules file has, stops the start before the host is
+// touched (the lock is not even taken), with a message naming the file and
+// line, or the service.
+func TestRunBadKeepalived(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("director run refuses to run as another user before it reads the file")
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.conf")
+	if err := os.WriteFile(bad, []byte("virtual_server 198.18.0.100 80 {\n  protocol TCP\n  delay_loop soon\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "keepalived.conf")
+	if err := os.WriteFile(good, []byte("virtual_server 198.18.0.100 80 {\n  protocol TCP\n  real_server 198.18.1.2 80 {\n  }\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules := filepath.Join(dir, "rules")
+	if err := os.WriteFile(rules, []byte("-A -t 198.18.0.100:80 -s wlc\n-A -t 198.18.0.100:81 -s wlc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "run", "director.sock")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--keepalived", bad}, bad + ":3:"},
+		{[]string{"--keepalived", filepath.Join(dir, "missing.conf")}, "missing.conf"},
+		{[]string{"--keepalived", good, "--rules", rules}, "both have -t 198.18.0.100:80"},
+	} {
+		code, out, errs := runArgs(append(c.args, "--socket", sock)...)
+		if code != 1 || out != "" || !strings.Contains(errs, c.want) {
+			t.Errorf("director run %q: exit %d, stdout %q, stderr %q; want 1 and %q", c.args, code, out, errs, c.want)
+		}
+		if _, err := os.Stat(filepath.Dir(sock)); !os.IsNotExist(err) {
+			t.Errorf("director run %q: the socket's directory was made (%v): the start went too far", c.args, err)
 		}
 	}
 }
