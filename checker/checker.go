@@ -29,6 +29,10 @@ type Options struct {
 	// ScriptTimeout is how long a notify or quorum script may run; 0 is
 	// DefaultScriptTimeout.
 	ScriptTimeout time.Duration
+	// DrainTimeout is the longest a real server or virtual server that a
+	// reload removed waits for its connections (drain.go); 0 is
+	// DefaultDrainTimeout.
+	DrainTimeout time.Duration
 }
 
 // DefaultScriptTimeout bounds notify_up, notify_down, quorum_up and
@@ -50,6 +54,14 @@ type Checker struct {
 	byTarget map[healthcheck.Target]*member
 	owned    map[service.Key]bool
 	closed   bool
+
+	// Draining (drain.go): what reloads removed, with the time each may
+	// wait until.
+	drainSrv     map[drainKey]time.Time
+	drainSvc     map[service.Key]time.Time
+	drainTimeout time.Duration
+	stop         chan struct{}
+	drainDone    chan struct{}
 
 	tableErrors uint64 // under mu
 }
@@ -75,7 +87,12 @@ func New(t Table, f *keepalived.File, opt Options) (*Checker, error) {
 	if opt.ScriptTimeout <= 0 {
 		opt.ScriptTimeout = DefaultScriptTimeout
 	}
-	c := &Checker{table: t, log: opt.Log, byTarget: map[healthcheck.Target]*member{}, owned: map[service.Key]bool{}}
+	if opt.DrainTimeout <= 0 {
+		opt.DrainTimeout = DefaultDrainTimeout
+	}
+	c := &Checker{table: t, log: opt.Log, byTarget: map[healthcheck.Target]*member{}, owned: map[service.Key]bool{},
+		drainSrv: map[drainKey]time.Time{}, drainSvc: map[service.Key]time.Time{}, drainTimeout: opt.DrainTimeout,
+		stop: make(chan struct{}), drainDone: make(chan struct{})}
 	c.run = newScripts(opt.Do, opt.ScriptTimeout, opt.Log)
 	for _, w := range warnings {
 		c.log.Warn("keepalived: " + w)
@@ -114,6 +131,10 @@ func New(t Table, f *keepalived.File, opt Options) (*Checker, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.commit(vss)
+	go func() {
+		defer close(c.drainDone)
+		c.drainLoop()
+	}()
 	c.mon = healthcheck.NewMonitor(c.onEvent, c.log)
 	if opt.Do != nil {
 		c.mon.RunIn(opt.Do)
@@ -133,6 +154,9 @@ func (c *Checker) commit(vss []*virtual) {
 	c.vss = vss
 	c.byTarget = map[healthcheck.Target]*member{}
 	c.owned = map[service.Key]bool{}
+	for k := range c.drainSvc {
+		c.owned[k] = true // until drained
+	}
 	for _, v := range vss {
 		for _, k := range v.keys {
 			c.owned[k] = true
@@ -286,10 +310,10 @@ func sorryName(v *virtual) string {
 var ErrClosed = errors.New("checker closed")
 
 // Reload makes the table follow f instead of the file before, changing
-// only the difference: services no longer in f are deleted, new ones
-// added, changed ones edited; real servers no longer in f are deleted
-// (their connections drain as after ipvsadm -d), new ones added, changed
-// ones edited. Real servers whose checkers did not change keep their
+// only the difference: services no longer in f drain and are deleted
+// (drain.go), new ones added, changed ones edited; real servers no longer
+// in f drain at weight 0 and are deleted once their established
+// connections are over, new ones added, changed ones edited. Real servers whose checkers did not change keep their
 // state, and the table keeps the connections and counters of every
 // service and real server that stays. When f cannot be run, or the table
 // refuses the change, nothing changes and the error says why.
@@ -341,11 +365,37 @@ func (c *Checker) Reload(f *keepalived.File) error {
 			next[k] = true
 		}
 	}
+	// What drains after this reload (drain.go): what drained before and is
+	// not named again, and what this reload removes.
+	until := time.Now().Add(c.drainTimeout)
+	drainSrv, drainSvc := map[drainKey]time.Time{}, map[service.Key]time.Time{}
+	for dk, t := range c.drainSrv {
+		if !named(vss, dk.svc, &service.Dest{Addr: dk.addr.Addr(), Port: dk.addr.Port()}) {
+			drainSrv[dk] = t
+		}
+	}
+	for k, t := range c.drainSvc {
+		if !next[k] {
+			drainSvc[k] = t
+		}
+	}
 	err = c.table.Update(func(cfg *service.Config) error {
 		for _, ov := range c.vss {
 			for i, k := range ov.keys {
 				if !next[k] {
-					if cfg.Service(k) != nil {
+					s := cfg.Service(k)
+					switch {
+					case s == nil:
+					case anyDrainable(s):
+						for _, d := range s.Dests {
+							if d.Weight != 0 {
+								if err := cfg.EditDest(k, withWeight(d, 0)); err != nil {
+									return fmt.Errorf("drain service %s: %w", k, err)
+								}
+							}
+						}
+						drainSvc[k] = until
+					default:
 						if err := cfg.DeleteService(k); err != nil {
 							return fmt.Errorf("delete service %s: %w", k, err)
 						}
@@ -353,13 +403,13 @@ func (c *Checker) Reload(f *keepalived.File) error {
 					continue
 				}
 				// Real and sorry servers of the old file that the new
-				// one does not name for k: deleted.
+				// one does not name for k: drained, then deleted.
 				for _, d := range servers(ov, i) {
 					if named(vss, k, d) || cfg.Service(k) == nil || cfg.Service(k).Dest(d.Addr, d.Port) == nil {
 						continue
 					}
-					if err := cfg.DeleteDest(k, d.Addr, d.Port); err != nil {
-						return fmt.Errorf("delete real server %s of %s: %w", d.AddrPort(), k, err)
+					if err := c.startDrain(cfg, k, cfg.Service(k).Dest(d.Addr, d.Port), until, drainSrv); err != nil {
+						return fmt.Errorf("remove real server %s of %s: %w", d.AddrPort(), k, err)
 					}
 				}
 			}
@@ -412,6 +462,17 @@ func (c *Checker) Reload(f *keepalived.File) error {
 			}
 		}
 	}
+	for dk := range drainSrv {
+		if _, ok := c.drainSrv[dk]; !ok {
+			c.log.Info("keepalived: real server draining: weight 0 until its connections end", "service", dk.svc.String(), "server", dk.addr.String())
+		}
+	}
+	for k := range drainSvc {
+		if _, ok := c.drainSvc[k]; !ok {
+			c.log.Info("keepalived: virtual server draining: weight 0 until its connections end", "service", k.String())
+		}
+	}
+	c.drainSrv, c.drainSvc = drainSrv, drainSvc
 	c.commit(vss)
 	for _, v := range vss {
 		for _, r := range v.reals {
@@ -472,6 +533,8 @@ func (c *Checker) Close() {
 	}
 	c.closed = true
 	c.mu.Unlock()
+	close(c.stop)
+	<-c.drainDone
 	c.mon.Close()
 	c.mu.Lock()
 	for _, v := range c.vss {

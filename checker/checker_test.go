@@ -673,3 +673,90 @@ func TestREADMEExample(t *testing.T) {
 		t.Errorf("build: %d virtual servers, warnings %q, err %v", len(vss), warns, err)
 	}
 }
+
+// A reload drains what it removes: a real server with established
+// connections stays at weight 0 until they are over (or the drain time is
+// up), a virtual server likewise; one named again returns at its weight;
+// the fake table reads as the director does (Config), so nothing is
+// changed while nothing is due.
+func TestReloadDrains(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(reals []int, with91 bool) *keepalived.File {
+		var b strings.Builder
+		fmt.Fprintf(&b, "virtual_server %s 90 {\n protocol TCP\n lvs_sched rr\n", vip)
+		for _, p := range reals {
+			fmt.Fprintf(&b, " real_server %s %d {\n }\n", srvIP, p)
+		}
+		b.WriteString("}\n")
+		if with91 {
+			fmt.Fprintf(&b, "virtual_server %s 91 {\n protocol TCP\n real_server %s 8193 {\n }\n}\n", vip, srvIP)
+		}
+		return writeConf(t, dir, fmt.Sprintf("k%d.conf", len(reals)), b.String())
+	}
+	ft := &readableTable{newTable()}
+	c, err := New(ft, conf([]int{8191, 8192, 8194, 8195}, true), Options{Log: testLog(t), DrainTimeout: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	k90, k91 := tcpKey(vip, 90), tcpKey(vip, 91)
+	conns := func(k service.Key, port uint16, n int32) {
+		ft.config().Service(k).Dest(mustAddr(srvIP), port).AddConns(n, 0)
+	}
+	conns(k90, 8191, 1)
+	conns(k90, 8194, 1) // never ends: goes when the drain time is up
+	conns(k90, 8195, 1)
+	conns(k91, 8193, 2)
+
+	start := time.Now()
+	if err := c.Reload(conf([]int{8192}, false)); err != nil {
+		t.Fatal(err)
+	}
+	if got := listing(ft.config(), k90); got != "198.18.0.2:8191 0, 198.18.0.2:8192 1, 198.18.0.2:8194 0, 198.18.0.2:8195 0" {
+		t.Fatalf("after the reload %q, want the removed servers at weight 0", got)
+	}
+	if got := listing(ft.config(), k91); got != "198.18.0.2:8193 0" {
+		t.Fatalf("the removed service lists %q, want its server at weight 0", got)
+	}
+	if !slices.Contains(c.Keys(), k91) {
+		t.Error("a draining service is not the checker's any more: a rules-file reload would drop it")
+	}
+	updates := ft.count()
+	time.Sleep(2 * drainTick)
+	if n := ft.count(); n != updates {
+		t.Errorf("%d table changes while nothing was drained", n-updates)
+	}
+
+	conns(k90, 8191, -1)
+	waitListing(t, ft.fakeTable, k90, "198.18.0.2:8192 1, 198.18.0.2:8194 0, 198.18.0.2:8195 0")
+	conns(k91, 8193, -2)
+	waitListing(t, ft.fakeTable, k91, "no service")
+	if slices.Contains(c.Keys(), k91) {
+		t.Error("the drained service is still the checker's")
+	}
+	// 8195 is named again before it is gone: back at its weight, and it
+	// stays.
+	if err := c.Reload(conf([]int{8192, 8195}, false)); err != nil {
+		t.Fatal(err)
+	}
+	waitListing(t, ft.fakeTable, k90, "198.18.0.2:8192 1, 198.18.0.2:8194 0, 198.18.0.2:8195 1")
+	waitListing(t, ft.fakeTable, k90, "198.18.0.2:8192 1, 198.18.0.2:8195 1")
+	if el := time.Since(start); el < 4*time.Second {
+		t.Errorf("8194 went after %v, before its drain time was up", el)
+	}
+	time.Sleep(2 * drainTick)
+	if got := listing(ft.config(), k90); got != "198.18.0.2:8192 1, 198.18.0.2:8195 1" {
+		t.Errorf("later: %q", got)
+	}
+}
+
+// readableTable is a fakeTable that can be read as the director can.
+type readableTable struct{ *fakeTable }
+
+func (r *readableTable) Config() *service.Config { return r.config() }
+
+func (r *readableTable) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.updates
+}

@@ -615,3 +615,52 @@ type heldEcho struct {
 	c net.Conn
 	r *bufio.Reader
 }
+
+// TestKeepalivedReloadDrains: a real server that a reload removes drains:
+// listed at weight 0 while its connection lasts, which keeps working, no
+// new connection goes to it, and it goes once the connection is over.
+func TestKeepalivedReloadDrains(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	v := lab.DirOuterIP
+	vs := func(reals ...string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "virtual_server %s 7000 {\n    delay_loop 1\n    lvs_sched rr\n    protocol TCP\n", v)
+		for _, rs := range reals {
+			fmt.Fprintf(&b, "    real_server %s 7000 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n", rs)
+		}
+		b.WriteString("}\n")
+		return b.String()
+	}
+	conf := e.kaConf(t, "keepalived.conf", vs(lab.RS1IP, lab.RS2IP))
+	e.start("--keepalived", conf)
+	c, r, name, err := e.echoConn(t, v+":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	held, other := lab.RS1IP, lab.RS2IP
+	if name == "rs2" {
+		held, other = other, held
+	}
+	e.kaConf(t, "keepalived.conf", vs(other))
+	if err := e.d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	draining := other + ":7000 1, " + held + ":7000 0"
+	if held < other { // ipvsadm lists by address
+		draining = held + ":7000 0, " + other + ":7000 1"
+	}
+	e.kaWaitDests(t, v+":7000", draining)
+	for i := range 3 {
+		if ans, err := echo(c, r, fmt.Sprint("drain ", i)); err != nil || ans != fmt.Sprintf("%s: drain %d", name, i) {
+			t.Fatalf("the held connection while its server drains: %q, %v", ans, err)
+		}
+		c2, _, got, err := e.echoConn(t, v+":7000")
+		if err != nil || got == name {
+			t.Fatalf("a new connection while %s drains went to %q (%v)", name, got, err)
+		}
+		c2.Close()
+	}
+	c.Close()
+	e.kaWaitDests(t, v+":7000", other+":7000 1")
+}
