@@ -237,15 +237,17 @@ func serviceLabels(k service.Key) [4]string {
 // net.IP form: an IPv4-mapped IPv6 address prints as IPv4).
 func remoteAddr(d *service.Dest) string { return d.Addr.Unmap().String() }
 
-// Handler serves src's metrics, together with the Go runtime's and the
-// process's, in the Prometheus exposition format.
-func Handler(src Source) http.Handler {
+// Handler serves src's metrics, together with the Go runtime's, the
+// process's and those of extra (the BGP speaker's), in the Prometheus
+// exposition format.
+func Handler(src Source, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		NewCollector(src),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(extra...)
 	// ContinueOnError: one bad series must not hide every other metric.
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
