@@ -14,7 +14,6 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"uvs/service"
@@ -185,7 +184,7 @@ uvs_bgp_announced_vips 2
 # TYPE uvs_bgp_peer_up gauge
 uvs_bgp_peer_up{peer="127.0.0.1"} 1
 `
-	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(metrics)); err != nil {
+	if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader(metrics)); err != nil {
 		t.Error(err)
 	}
 
@@ -222,10 +221,9 @@ uvs_bgp_peer_up{peer="127.0.0.1"} 1
 			t.Fatal("the router's session is still up after Close")
 		}
 	}
-	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(strings.NewReplacer("vips 2", "vips 0", "} 1", "} 0").Replace(metrics))); err != nil {
+	if err := testutil.CollectAndCompare(NewCollector(s), strings.NewReader(strings.NewReplacer("vips 2", "vips 0", "} 1", "} 0").Replace(metrics))); err != nil {
 		t.Error(err)
 	}
-	var _ prometheus.Collector = s.Collector()
 }
 
 func TestStartChecks(t *testing.T) {

@@ -1,6 +1,11 @@
 package bgp
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 var (
 	peerUpDesc = prometheus.NewDesc("uvs_bgp_peer_up",
@@ -9,11 +14,18 @@ var (
 		"Virtual addresses (/32 or /128) announced over BGP now.", nil, nil)
 )
 
-// Collector returns the speaker's metrics: uvs_bgp_peer_up per configured
-// peer and uvs_bgp_announced_vips.
-func (s *Speaker) Collector() prometheus.Collector { return collector{s} }
+// Status is what the BGP metrics read (a Speaker).
+type Status interface {
+	Peers() []Peer
+	PeersUp() []netip.Addr
+	Announced() []netip.Prefix
+}
 
-type collector struct{ s *Speaker }
+// NewCollector returns the metrics of s: uvs_bgp_peer_up per configured
+// peer and uvs_bgp_announced_vips.
+func NewCollector(s Status) prometheus.Collector { return collector{s} }
+
+type collector struct{ s Status }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- peerUpDesc
@@ -21,18 +33,13 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.s
-	s.peerMu.Lock()
-	for _, p := range s.cfg.Peers {
+	up := c.s.PeersUp()
+	for _, p := range c.s.Peers() {
 		v := 0.0
-		if s.up[p.Addr] {
+		if slices.Contains(up, p.Addr) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(peerUpDesc, prometheus.GaugeValue, v, p.Addr.String())
 	}
-	s.peerMu.Unlock()
-	s.mu.Lock()
-	n := len(s.announced)
-	s.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(announcedDesc, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(announcedDesc, prometheus.GaugeValue, float64(len(c.s.Announced())))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"uvs/bgp"
 	"uvs/metrics"
 	"uvs/rate"
 	"uvs/service"
@@ -89,10 +90,21 @@ func (f fakeSource) Rates(*service.Stats) rate.Rates { return rate.Rates{CPS: 1}
 func (f fakeSource) Drops() map[string]uint64        { return map[string]uint64{"no_route": 1} }
 func (f fakeSource) ConnCount() int                  { return 1 }
 
+// fakeBGP is a BGP speaker with one peer, up, and one VIP announced.
+type fakeBGP struct{}
+
+func (fakeBGP) Peers() []bgp.Peer { return []bgp.Peer{{Addr: netip.MustParseAddr("198.18.1.1")}} }
+func (fakeBGP) PeersUp() []netip.Addr {
+	return []netip.Addr{netip.MustParseAddr("198.18.1.1")}
+}
+func (fakeBGP) Announced() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}
+}
+
 // exported returns the series the director's metrics handler serves, by
 // name, with their types (its # TYPE lines), and those of the director's
-// own collector (node_ipvs_*, uvs_*), every one of which the fake source
-// makes it send.
+// own collectors (node_ipvs_*, uvs_*, the BGP speaker's uvs_bgp_*), every
+// one of which the fake sources make them send.
 func exported(t *testing.T) (served, own map[string]string) {
 	t.Helper()
 	cfg := service.NewConfig()
@@ -105,7 +117,7 @@ func exported(t *testing.T) (served, own map[string]string) {
 	}
 	src := fakeSource{cfg}
 
-	srv := httptest.NewServer(metrics.Handler(src))
+	srv := httptest.NewServer(metrics.Handler(src, bgp.NewCollector(fakeBGP{})))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -124,9 +136,9 @@ func exported(t *testing.T) (served, own map[string]string) {
 		t.Fatal(err)
 	}
 
-	c := metrics.NewCollector(src)
+	cs := []prometheus.Collector{metrics.NewCollector(src), bgp.NewCollector(fakeBGP{})}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
+	reg.MustRegister(cs...)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +148,12 @@ func exported(t *testing.T) (served, own map[string]string) {
 		own[mf.GetName()] = strings.ToLower(mf.GetType().String())
 	}
 	ch := make(chan *prometheus.Desc)
-	go func() { c.Describe(ch); close(ch) }()
+	go func() {
+		for _, c := range cs {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
 	described := 0
 	for range ch {
 		described++

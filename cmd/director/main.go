@@ -413,7 +413,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 				log.Error("stop BGP", "err", err)
 			}
 		}()
-		extra = append(extra, sp.Collector())
+		extra = append(extra, bgp.NewCollector(sp))
 	}
 	if metricsLn != nil {
 		ms := &http.Server{Handler: metrics.Handler(d, extra...), ReadHeaderTimeout: 10 * time.Second}
