@@ -585,8 +585,8 @@ func write(c config, rounds []round, figs []*figure, load0 string, began time.Ti
 	p("")
 	p("## Bulk TCP, client to server, iperf3 -P %d, %v a run, %d rounds interleaved", c.streams, c.duration, c.repeat)
 	p("")
-	p("| directors | Gbit/s, median | runs | ratio to 1 director | share of the bytes by director (median run) | director CPU s per run (median run) | machine busy (median run) |")
-	p("|---:|---:|---|---:|---|---|---:|")
+	p("| directors | Gbit/s, median | runs | ratio to 1 director | share of the bytes by director (median run) | CPU s of each director (median run) | directors' CPU s per GB (median run) | machine busy (median run) |")
+	p("|---:|---:|---|---:|---|---|---:|---:|")
 	var one float64
 	for k := 1; k <= 3; k++ {
 		var g []float64
@@ -611,15 +611,18 @@ func write(c config, rounds []round, figs []*figure, load0 string, began time.Ti
 		for _, x := range g {
 			runs = append(runs, fmt.Sprintf("%.2f", x))
 		}
+		var cpuSum float64
 		for i := range m.shares {
 			shares = append(shares, fmt.Sprintf("%.0f %%", m.shares[i]*100))
 			cpu = append(cpu, fmt.Sprintf("%.2f", m.cpu[i]))
+			cpuSum += m.cpu[i]
 		}
+		gb := m.gbps * c.duration.Seconds() / 8
 		ratio := "1.00"
 		if k > 1 && one > 0 {
 			ratio = fmt.Sprintf("%.2f", med/one)
 		}
-		p("| %d | %.2f | %s | %s | %s | %s | %.0f %% |", k, med, strings.Join(runs, ", "), ratio, strings.Join(shares, " / "), strings.Join(cpu, " / "), m.busy*100)
+		p("| %d | %.2f | %s | %s | %s | %s | %.2f | %.0f %% |", k, med, strings.Join(runs, ", "), ratio, strings.Join(shares, " / "), strings.Join(cpu, " / "), cpuSum/max(gb, 1e-9), m.busy*100)
 	}
 	p("")
 	p("## Failover, 3 directors, one goes and comes back")
