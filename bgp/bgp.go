@@ -74,6 +74,13 @@ type Config struct {
 	Logger   *slog.Logger
 }
 
+// ValidHoldTime reports whether d may be offered as a hold time: whole
+// seconds, from 3 (BGP's least, 0 aside: no keepalives, which the speaker
+// does not offer) to 65535.
+func ValidHoldTime(d time.Duration) bool {
+	return d >= 3*time.Second && d <= 65535*time.Second && d%time.Second == 0
+}
+
 // Source is the rule table the speaker follows (director.Director).
 type Source interface {
 	// Watch returns the current rule table and a channel closed when
@@ -114,7 +121,7 @@ func Start(cfg Config, src Source) (*Speaker, error) {
 		return nil, errors.New("bgp: no local AS number")
 	case len(cfg.Peers) == 0:
 		return nil, errors.New("bgp: no peer")
-	case cfg.HoldTime < 3*time.Second || cfg.HoldTime%time.Second != 0 || cfg.HoldTime > 65535*time.Second:
+	case !ValidHoldTime(cfg.HoldTime):
 		return nil, fmt.Errorf("bgp: hold time %v: want whole seconds from 3s to 65535s", cfg.HoldTime)
 	case cfg.Drain < 0:
 		return nil, fmt.Errorf("bgp: drain %v: want 0 or more", cfg.Drain)
@@ -287,7 +294,7 @@ func (s *Speaker) sync(want []netip.Prefix) error {
 			errs = append(errs, err)
 			continue
 		}
-		s.log.Info("VIP withdrawn: no real server with weight above 0", "vip", p)
+		s.log.Info("VIP withdrawn: no service on it has a real server of weight above 0", "vip", p)
 	}
 	for _, p := range want {
 		if _, ok := s.announced[p]; ok {
@@ -304,7 +311,11 @@ func (s *Speaker) sync(want []netip.Prefix) error {
 			continue
 		}
 		s.announced[p] = r.Uuid
-		s.log.Info("VIP announced", "vip", p)
+		if slices.ContainsFunc(s.cfg.Peers, func(pr Peer) bool { return pr.Addr.Is4() == p.Addr().Is4() }) {
+			s.log.Info("VIP announced", "vip", p)
+		} else {
+			s.log.Warn("VIP announced to no peer: none is of its address family", "vip", p)
+		}
 	}
 	return errors.Join(errs...)
 }

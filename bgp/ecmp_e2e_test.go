@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -102,9 +103,11 @@ func TestECMP(t *testing.T) {
 	defer l.finish()
 	l.progress(2 * time.Second)
 	victim := 2
-	if c := ds.conns(victim); c == 0 {
-		t.Fatalf("d%d had no connection of the client before it was killed", victim+1)
+	c := ds.flows(victim, l.flowAddrs())
+	if c == 0 {
+		t.Fatalf("d%d carried none of the long-lived connections before it was killed", victim+1)
 	}
+	t.Logf("d%d carries %d of the %d long-lived connections", victim+1, c, flows4+flows6)
 
 	// SIGKILL: its sessions close with the process, BIRD withdraws its
 	// paths, and its flows go on through the others.
@@ -119,8 +122,10 @@ func TestECMP(t *testing.T) {
 	ds.start(victim)
 	ds.waitPaths(bird, all, 30*time.Second)
 	l.progress(2 * time.Second)
-	if c := ds.conns(victim); c == 0 {
-		t.Errorf("d%d took over none of the client's connections after its return", victim+1)
+	if c := ds.flows(victim, l.flowAddrs()); c == 0 {
+		t.Errorf("d%d took over none of the long-lived connections after its return", victim+1)
+	} else {
+		t.Logf("d%d took over %d long-lived connections mid-way", victim+1, c)
 	}
 
 	// Every real server of d2 at weight 0 (as a health checker with
@@ -308,16 +313,22 @@ func (ds *directors) metrics(i int, want ...string) {
 	}
 }
 
-var connLine = regexp.MustCompile(`(?m)^TCP .* ESTABLISHED `)
-
-// conns counts director i's established connections.
-func (ds *directors) conns(i int) int {
+// flows counts the connections in director i's table (ipvsadm -L -n -c)
+// whose client address and port are in clients.
+func (ds *directors) flows(i int, clients map[string]bool) int {
 	ds.t.Helper()
 	out, errs, code, err := ds.d[i].Ipvsadm("-L", "-n", "-c")
 	if err != nil || code != 0 {
 		ds.t.Fatalf("d%d: ipvsadm -L -n -c: %d %v %s", i+1, code, err, errs)
 	}
-	return len(connLine.FindAllString(out, -1))
+	n := 0
+	for line := range strings.Lines(out) {
+		// pro expire state source virtual destination
+		if f := strings.Fields(line); len(f) == 6 && clients[f[3]] {
+			n++
+		}
+	}
+	return n
 }
 
 // serve runs the real server's service on :7000 (IPv4 and IPv6, the VIPs
@@ -431,11 +442,12 @@ type load struct {
 
 	mu      sync.Mutex
 	errs    []string
-	servers map[string]int // flows per real server
+	servers map[string]int  // flows per real server
+	addrs   map[string]bool // the long-lived connections' client ends, ADDR:PORT
 }
 
 func startLoad(t *testing.T, client *testbed.Host) *load {
-	l := &load{t: t, client: client, stop: make(chan struct{}), servers: map[string]int{}}
+	l := &load{t: t, client: client, stop: make(chan struct{}), servers: map[string]int{}, addrs: map[string]bool{}}
 	for i := range flows4 + flows6 {
 		vip := lab.ECMPVIP
 		if i >= flows4 {
@@ -490,6 +502,9 @@ func (l *load) echo(id int, vip string) {
 		return
 	}
 	defer c.Close()
+	l.mu.Lock()
+	l.addrs[c.LocalAddr().(*net.TCPAddr).AddrPort().String()] = true
+	l.mu.Unlock()
 	r := bufio.NewReader(c)
 	if _, err := io.WriteString(c, "echo\n"); err != nil {
 		l.fail("flow %d: %v", id, err)
@@ -643,6 +658,13 @@ func (l *load) finish() {
 		l.wg.Wait()
 	})
 	l.check()
+}
+
+// flowAddrs returns the long-lived connections' client ends.
+func (l *load) flowAddrs() map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.addrs)
 }
 
 func (l *load) perServer() map[string]int {

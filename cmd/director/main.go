@@ -282,7 +282,7 @@ func (o *bgpOptions) check(set map[string]bool) error {
 			return fmt.Errorf("--bgp-router-id %q: want an IPv4 address", o.routerID)
 		}
 	}
-	if o.holdTime < 3*time.Second || o.holdTime%time.Second != 0 || o.holdTime > 65535*time.Second {
+	if !bgp.ValidHoldTime(o.holdTime) {
 		return fmt.Errorf("--bgp-hold-time %v: want whole seconds from 3s to 65535s", o.holdTime)
 	}
 	if o.drain < 0 {

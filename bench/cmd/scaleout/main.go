@@ -16,7 +16,7 @@
 // CPU and the machine's. Then it times failovers, polling BIRD (birdc)
 // and the router's kernel route every few milliseconds.
 //
-//	go run ./bench/cmd/scaleout                 # as root, about 4 minutes
+//	go run ./bench/cmd/scaleout                 # as root, about 2 minutes (3 with -repeat 5)
 //	go run ./bench/cmd/scaleout -cleanup        # remove a killed run's namespaces
 //
 // It needs iperf3 and BIRD 2 (Debian: apt-get install iperf3 bird2) and
