@@ -159,7 +159,7 @@ template bgp director {
 	passive on;             # the directors connect
 	hold time 9;            # the session's is the smaller of both offers
 	keepalive time 3;
-	error wait time 1, 5;   # take a restarted director back within seconds (default 60 s)
+	error wait time 1, 5;   # after a hold timer expiry, take the director back in seconds, not 60
 }
 `, logFile, ECMPRouterIP, ECMPRouterASN)
 	for i := range n.Directors {
@@ -241,6 +241,9 @@ var viaRE = regexp.MustCompile(`^\s+via (\S+) on `)
 func (b *BIRD) Paths(prefix string) ([]string, error) {
 	out, err := b.Cmd("show", "route", prefix)
 	if err != nil {
+		if strings.Contains(out, "Network not found") {
+			return nil, nil // no route: no path
+		}
 		return nil, err
 	}
 	var hops []string
