@@ -142,6 +142,12 @@ type Director struct {
 	restoreOnce sync.Once
 	restoreErr  error
 
+	// changed is closed, and replaced, each time a new rule table is
+	// published (Watch); guarded by changedMu, not mu, so that a watcher
+	// never waits for a change being applied to the host.
+	changedMu sync.Mutex
+	changed   chan struct{}
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -237,6 +243,7 @@ func newDirector(cfg Config) *Director {
 		debug:        cfg.Logger.Enabled(context.Background(), slog.LevelDebug),
 		tunnelFor:    tunnelFor,
 		releaseAfter: 5 * time.Second,
+		changed:      make(chan struct{}),
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,
@@ -353,6 +360,24 @@ func (d *Director) Config() *service.Config {
 	return d.snap.Load().conf
 }
 
+// Watch returns the current rule table and a channel that is closed when
+// another one is published (a rule change, a reload). Watchers (the BGP
+// speaker) call it again after each close; a change may wake them with
+// the table they have already seen, never leave them unwoken.
+func (d *Director) Watch() (*service.Config, <-chan struct{}) {
+	d.changedMu.Lock()
+	defer d.changedMu.Unlock()
+	return d.Config(), d.changed
+}
+
+// notifyChanged wakes the watchers of the rule table (Watch).
+func (d *Director) notifyChanged() {
+	d.changedMu.Lock()
+	defer d.changedMu.Unlock()
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
 // ErrUnsupported wraps changes this director refuses.
 var ErrUnsupported = errors.New("not supported")
 
@@ -398,6 +423,9 @@ func (d *Director) publishLocked(next *service.Config) error {
 	d.adopt(s)
 	d.reportRoutes(d.snap.Load(), s)
 	d.snap.Store(s)
+	if next != old {
+		d.notifyChanged()
+	}
 	d.ct.SetTimeouts(conntrack.Timeouts(next.Timeouts))
 	now := time.Now()
 	for _, st := range next.Removed(old) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"uvs/bgp"
 	"uvs/checker"
 	"uvs/keepalived"
 	"uvs/metrics"
@@ -82,12 +83,23 @@ func (f fakeSource) Rates(*service.Stats) rate.Rates { return rate.Rates{CPS: 1}
 func (f fakeSource) Drops() map[string]uint64        { return map[string]uint64{"no_route": 1} }
 func (f fakeSource) ConnCount() int                  { return 1 }
 
+// fakeBGP is a BGP speaker with one peer, up, and one VIP announced.
+type fakeBGP struct{}
+
+func (fakeBGP) Peers() []bgp.Peer { return []bgp.Peer{{Addr: netip.MustParseAddr("198.18.1.1")}} }
+func (fakeBGP) PeersUp() []netip.Addr {
+	return []netip.Addr{netip.MustParseAddr("198.18.1.1")}
+}
+func (fakeBGP) Announced() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}
+}
+
 // exported returns the series the director's metrics handler serves, by
 // name, with their types (its # TYPE lines), as `director run
-// --keepalived` serves them (with the health checks' collector), and
-// those of the director's own collector (node_ipvs_*, uvs_*) and of the
-// health checks' (uvs_healthcheck_*), every one of which the fakes make
-// them send.
+// --keepalived --bgp-…` serves them (with the health checks' and the BGP
+// speaker's collectors), and those of the director's own collector
+// (node_ipvs_*, uvs_*), the health checks' (uvs_healthcheck_*) and the
+// speaker's (uvs_bgp_*), every one of which the fakes make them send.
 func exported(t *testing.T) (served, own map[string]string) {
 	t.Helper()
 	cfg := service.NewConfig()
@@ -101,7 +113,7 @@ func exported(t *testing.T) (served, own map[string]string) {
 	src := fakeSource{cfg}
 	chk := startChecker(t)
 
-	srv := httptest.NewServer(metrics.Handler(src, chk.Collector()))
+	srv := httptest.NewServer(metrics.Handler(src, chk.Collector(), bgp.NewCollector(fakeBGP{})))
 	defer srv.Close()
 	// The check latency histogram has its first series after the first
 	// check, the scripts' counter after the first script.
@@ -116,7 +128,7 @@ func exported(t *testing.T) (served, own map[string]string) {
 	}
 
 	own = map[string]string{}
-	for _, c := range []prometheus.Collector{metrics.NewCollector(src), chk.Collector()} {
+	for _, c := range []prometheus.Collector{metrics.NewCollector(src), chk.Collector(), bgp.NewCollector(fakeBGP{})} {
 		reg := prometheus.NewPedanticRegistry()
 		reg.MustRegister(c)
 		mfs, err := reg.Gather()

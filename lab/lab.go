@@ -177,6 +177,17 @@ func (d *Director) Pid() int { return d.cmd.Process.Pid }
 // Signal sends sig to the director.
 func (d *Director) Signal(sig os.Signal) error { return d.cmd.Process.Signal(sig) }
 
+// Exited reports whether the director's process has ended.
+func (d *Director) Exited() bool {
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
 // Log is what the director printed so far.
 func (d *Director) Log() string { return d.log.String() }
 

@@ -238,7 +238,7 @@ func serviceLabels(k service.Key) [4]string {
 func remoteAddr(d *service.Dest) string { return d.Addr.Unmap().String() }
 
 // Handler serves src's metrics, together with the Go runtime's, the
-// process's and those of extra (the health checks'), in the Prometheus
+// process's and those of extra (the health checks', the BGP speaker's), in the Prometheus
 // exposition format.
 func Handler(src Source, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()

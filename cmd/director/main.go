@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"uvs/bgp"
 	"uvs/checker"
 	"uvs/control"
 	"uvs/director"
@@ -162,6 +164,14 @@ type runOptions struct {
 	workers, capacity                                                   int
 	ring, blocking, affine, synQueues, sloppyTCP                        bool
 	spin                                                                time.Duration
+	bgp                                                                 bgpOptions
+}
+
+// bgpOptions are the --bgp-* flags: as given, then as checked.
+type bgpOptions struct {
+	asn, peers, routerID, markVIPs string
+	holdTime, drain                time.Duration
+	cfg                            *bgp.Config // set by check when --bgp-asn is given
 }
 
 // runFlags declares `director run`'s flags; usage shows every one.
@@ -184,6 +194,12 @@ func runFlags() (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "the log's `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's /debug/pprof on this `ADDR` (for profiling the data path)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics (node_exporter's node_ipvs_* names) on this `ADDR`, e.g. :9100")
+	fs.StringVar(&o.bgp.asn, "bgp-asn", "", "announce the VIPs over BGP from this AS number `N` (with --bgp-peer): each VIP as a /32 or /128 while a service on it has a real server of weight > 0")
+	fs.StringVar(&o.bgp.peers, "bgp-peer", "", "BGP: the routers to peer with, a comma-separated `LIST` of ADDR or ADDR:ASN ([IPV6]:ASN); without an ASN, iBGP (the --bgp-asn); the director connects, it does not listen")
+	fs.StringVar(&o.bgp.routerID, "bgp-router-id", "", "BGP: the router `ID`, an IPv4 address (default: this host's address towards the first IPv4 peer)")
+	fs.DurationVar(&o.bgp.holdTime, "bgp-hold-time", bgp.DefaultHoldTime, "BGP: the hold time offered, whole seconds, at least 3s (a keepalive every third of it)")
+	fs.DurationVar(&o.bgp.drain, "bgp-drain", bgp.DefaultDrain, "BGP: at stop, how long to go on forwarding after withdrawing the VIPs, before closing the sessions")
+	fs.StringVar(&o.bgp.markVIPs, "bgp-fwmark-vip", "", "BGP: the addresses of firewall-mark services, a comma-separated `LIST` of MARK=ADDR, announced while the mark's service has a real server of weight > 0")
 	return fs, o
 }
 
@@ -197,6 +213,9 @@ keepalived does (taken out when they fail, back when they pass; quorum and sorry
 logs to stderr, reloads --rules and --keepalived on SIGHUP (only the difference is applied),
 and at SIGTERM or SIGINT stops and undoes every host change. One director runs per network
 namespace (a second is refused before it changes anything).
+With --bgp-asn and --bgp-peer it announces its VIPs to routers over BGP, for several
+directors behind ECMP: each VIP while one of its real servers has a weight above 0; at stop
+it withdraws them, drains (--bgp-drain) and only then stops forwarding.
 
 Flags (--flag or -flag):
 `)
@@ -240,6 +259,47 @@ func (o *runOptions) check(fs *flag.FlagSet) error {
 	if err := lv.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
+	return o.bgp.check(set)
+}
+
+// check validates the --bgp-* flags and builds the speaker's Config.
+func (o *bgpOptions) check(set map[string]bool) error {
+	if o.asn == "" {
+		for _, f := range []string{"bgp-peer", "bgp-router-id", "bgp-hold-time", "bgp-drain", "bgp-fwmark-vip"} {
+			if set[f] {
+				return fmt.Errorf("--%s needs --bgp-asn", f)
+			}
+		}
+		return nil
+	}
+	asn, err := bgp.ParseASN(o.asn)
+	if err != nil {
+		return fmt.Errorf("--bgp-asn: %w", err)
+	}
+	if o.peers == "" {
+		return errors.New("--bgp-asn needs --bgp-peer")
+	}
+	c := &bgp.Config{ASN: asn, HoldTime: o.holdTime, Drain: o.drain}
+	if c.Peers, err = bgp.ParsePeers(o.peers); err != nil {
+		return fmt.Errorf("--bgp-peer: %w", err)
+	}
+	if o.routerID != "" {
+		if c.RouterID, err = netip.ParseAddr(o.routerID); err != nil || !c.RouterID.Is4() {
+			return fmt.Errorf("--bgp-router-id %q: want an IPv4 address", o.routerID)
+		}
+	}
+	if !bgp.ValidHoldTime(o.holdTime) {
+		return fmt.Errorf("--bgp-hold-time %v: want whole seconds from 3s to 65535s", o.holdTime)
+	}
+	if o.drain < 0 {
+		return fmt.Errorf("--bgp-drain %v: want 0 or more", o.drain)
+	}
+	if o.markVIPs != "" {
+		if c.MarkVIPs, err = bgp.ParseMarkVIPs(o.markVIPs); err != nil {
+			return fmt.Errorf("--bgp-fwmark-vip: %w", err)
+		}
+	}
+	o.cfg = c
 	return nil
 }
 
@@ -374,8 +434,24 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer srv.Close()
+	var extra []prometheus.Collector
+	if c := o.bgp.cfg; c != nil {
+		c.Logger = log
+		sp, err := bgp.Start(*c, d)
+		if err != nil {
+			log.Error("start", "err", err)
+			return 1
+		}
+		// Deferred last, so it runs first at stop: the VIPs are
+		// withdrawn and drained while the director still forwards.
+		defer func() {
+			if err := sp.Close(); err != nil {
+				log.Error("stop BGP", "err", err)
+			}
+		}()
+		extra = append(extra, bgp.NewCollector(sp))
+	}
 	if metricsLn != nil {
-		var extra []prometheus.Collector
 		if chk != nil {
 			extra = append(extra, chk.Collector())
 		}

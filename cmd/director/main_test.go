@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // runArgs runs `director run ARGS...` in the test process up to its flag
@@ -80,6 +81,18 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"rules.txt"}, `unexpected argument "rules.txt"`},
 		{[]string{"--nosuch"}, "flag provided but not defined: -nosuch"},
 		{[]string{"--workers", "many"}, `invalid value "many" for flag -workers`},
+		{[]string{"--bgp-peer", "198.18.1.1"}, "--bgp-peer needs --bgp-asn"},
+		{[]string{"--bgp-drain", "1s"}, "--bgp-drain needs --bgp-asn"},
+		{[]string{"--bgp-asn", "65001"}, "--bgp-asn needs --bgp-peer"},
+		{[]string{"--bgp-asn", "0", "--bgp-peer", "198.18.1.1"}, "--bgp-asn: AS number"},
+		{[]string{"--bgp-asn", "4294967296", "--bgp-peer", "198.18.1.1"}, "--bgp-asn: AS number"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1:x"}, "--bgp-peer: peer"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "router1"}, "--bgp-peer: peer"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-router-id", "2001:2::1"}, "--bgp-router-id"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-hold-time", "2s"}, "--bgp-hold-time 2s"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-hold-time", "4500ms"}, "--bgp-hold-time 4.5s"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-drain", "-1s"}, "--bgp-drain -1s"},
+		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-fwmark-vip", "20"}, "--bgp-fwmark-vip"},
 	} {
 		code, out, errs := runArgs(c.args...)
 		if code != 2 || out != "" || !strings.Contains(errs, c.want) {
@@ -308,5 +321,35 @@ func TestRealserverHelp(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || o.Len() != 0 ||
 		!strings.HasPrefix(e.String(), "director realserver: flag provided but not defined: -bogus") {
 		t.Errorf("director realserver --bogus: %v, stdout %q, stderr %q", err, o.String(), e.String())
+	}
+}
+
+// TestBGPFlags: the --bgp-* flags make the speaker's configuration.
+func TestBGPFlags(t *testing.T) {
+	fs, o := runFlags()
+	err := fs.Parse([]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1,[2001:2::1]:65000",
+		"--bgp-router-id", "198.18.1.11", "--bgp-hold-time", "6s", "--bgp-drain", "0", "--bgp-fwmark-vip", "20=198.18.0.100"})
+	if err == nil {
+		err = o.check(fs)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.bgp.cfg
+	if c == nil || c.ASN != 65001 || len(c.Peers) != 2 || c.Peers[0].String() != "198.18.1.1" ||
+		c.Peers[1].String() != "[2001:2::1]:65000" || c.RouterID.String() != "198.18.1.11" ||
+		c.HoldTime != 6*time.Second || c.Drain != 0 || len(c.MarkVIPs[20]) != 1 {
+		t.Errorf("config %+v", c)
+	}
+	fs, o = runFlags()
+	if err := fs.Parse(nil); err != nil || o.check(fs) != nil || o.bgp.cfg != nil {
+		t.Errorf("without --bgp-asn: %v, %+v", err, o.bgp.cfg)
+	}
+	fs, o = runFlags()
+	if err := fs.Parse([]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1"}); err != nil || o.check(fs) != nil {
+		t.Fatal(err)
+	}
+	if c := o.bgp.cfg; c.HoldTime != 9*time.Second || c.Drain != 2*time.Second || c.Peers[0].ASN != 0 {
+		t.Errorf("defaults: %+v", c)
 	}
 }
