@@ -90,6 +90,11 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 	}
 	e.expires = now + t.timeout(e.state)
 	e.copyTo(c)
+	// The sync master counts the client's packets, as IPVS counts those
+	// its input hook handles.
+	if pol := t.syncPol.Load(); pol != 0 && d == Orig {
+		t.syncMark(e, pol, c)
+	}
 	return true
 }
 
@@ -125,7 +130,8 @@ func (t *Table) evictHalfOpen(s *shard, scan int) bool {
 }
 
 // Insert adds a connection for its first packet, seen in the Orig
-// direction; tcpFlags gives a TCP connection its first state. The entry is
+// direction; tcpFlags gives a TCP connection its first state. It sets
+// c.Sync (Conn). The entry is
 // indexed by its Orig tuple (Client:CPort -> VAddr:VPort) and, when
 // the connection is not c.InputOnly (NAT), also by its Reply tuple
 // (DAddr:DPort -> Client:CPort); input-only ones are tracked from the
@@ -240,6 +246,10 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	}
 	t.account(e.dest, e.state, 1)
 	s.st.inserted++
+	c.Sync = false
+	if pol := t.syncPol.Load(); pol != 0 {
+		t.syncMark(e, pol, c)
+	}
 	return nil
 }
 
