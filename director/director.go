@@ -120,6 +120,16 @@ type Director struct {
 	serverGone  atomic.Uint64      // a packet of a deleted server's connection
 	ttl         atomic.Uint64      // TTL exceeded
 	pmtuRelayed atomic.Uint64      // a router's "too big" about a tunnelled packet, relayed to its client
+	noPeer      atomic.Uint64      // a reply of a learned connection before its client's first packet (sync.go)
+
+	// Connection sync (sync.go): the workers' rings while a sync master
+	// runs, what stopped ones lost, and the clients of learned
+	// connections to route to.
+	nworkers  int
+	syncMu    sync.Mutex
+	syncRings atomic.Pointer[[]*syncRing]
+	syncLost  atomic.Uint64
+	peerQ     chan conntrack.Tuple
 
 	// draining are the deleted NAT servers whose connections remain
 	// (drain.go); guarded by mu.
@@ -230,6 +240,7 @@ func newDirector(cfg Config) *Director {
 		debug:        cfg.Logger.Enabled(context.Background(), slog.LevelDebug),
 		tunnelFor:    tunnelFor,
 		releaseAfter: 5 * time.Second,
+		peerQ:        make(chan conntrack.Tuple, 256),
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,
@@ -271,9 +282,10 @@ func (d *Director) start(h hostBackend) error {
 		h.close()
 		return err
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.housekeeping()
 	go d.watchRoutes()
+	go d.peerResolver()
 	return nil
 }
 
@@ -494,6 +506,9 @@ func (d *Director) Drops() map[string]uint64 {
 	// Dropped on the way: a router's "too big" about a tunnelled packet,
 	// relayed to its client with the MTU inside the tunnel.
 	m["tunnel_too_big"] = d.pmtuRelayed.Load()
+	// Replies of connections learned from a sync master that came before
+	// their client's first packet: dropped while the client is routed to.
+	m["no_client_hop"] = d.noPeer.Load()
 	m["socket_queue_full"], m["send_failed"] = d.socketDrops()
 	return m
 }
