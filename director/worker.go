@@ -57,7 +57,7 @@ type worker struct {
 	tmpl conntrack.TemplateRef // the template pick used, if any
 	// syncRec is the record syncPush fills (sync.go).
 	syncRec syncRecord
-	mark uint32                // the current packet's firewall mark (marks.go), 0 for none
+	mark    uint32 // the current packet's firewall mark (marks.go), 0 for none
 }
 
 func (d *Director) startWorkers() error {

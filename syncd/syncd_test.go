@@ -239,4 +239,3 @@ func TestProcessor(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
-
