@@ -40,6 +40,16 @@ func (t *Table) SetSync(p *SyncPolicy) error {
 	return nil
 }
 
+// Timeout is how long an entry in state st lives from its last packet
+// (the --set values for ESTABLISHED, FIN_WAIT and UDP): what a sync master
+// sends as the connection's timeout.
+func (t *Table) Timeout(st State) time.Duration {
+	if st >= numStates {
+		return 0
+	}
+	return ticksDur(t.timeouts.Load()[st])
+}
+
 // syncable reports the TCP states in which IPVS sends a connection.
 func (s State) syncable() bool {
 	switch s {
