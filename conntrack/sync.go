@@ -47,7 +47,8 @@ func (t *Table) Timeout(st State) time.Duration {
 	if st >= numStates {
 		return 0
 	}
-	return ticksDur(t.timeouts.Load()[st])
+	// Timeouts are whole seconds (ipvsadm --set); ticks round them up.
+	return ticksDur(t.timeouts.Load()[st]).Round(time.Second)
 }
 
 // syncable reports the TCP states in which IPVS sends a connection.
