@@ -122,7 +122,7 @@ func TestSyncRingFull(t *testing.T) {
 func TestSyncLearnPipeline(t *testing.T) {
 	d, w := testWorker(t, 0)
 	c := SyncConn{Proto: service.TCP, Client: client, CPort: 40000, Virtual: vip, VPort: 80, Dest: rs1, DPort: 8080,
-		Fwd: service.FwdRoute, // the master's method; this director's server says NAT
+		Fwd:   service.FwdRoute, // the master's method; this director's server says NAT
 		State: conntrack.StateEstablished, Timeout: 900 * time.Second}
 	if res, err := d.SyncLearn(&c); err != nil || res != conntrack.LearnCreated {
 		t.Fatalf("learn: %v %v", res, err)
