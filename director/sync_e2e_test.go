@@ -28,11 +28,10 @@ import (
 // floating 198.18.1.1: both on the active director, moved to the other by
 // the test as VRRP would move them (keepalived's virtual_ipaddress).
 type syncNet struct {
-	bed              *testbed.Bed
-	client, sw       *testbed.Host
-	d                [2]*testbed.Host
-	rs               []*testbed.Host
-	clientIP, syncIP [2]string
+	bed        *testbed.Bed
+	client, sw *testbed.Host
+	d          [2]*testbed.Host
+	rs         []*testbed.Host
 }
 
 const (
