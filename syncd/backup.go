@@ -73,7 +73,7 @@ func (b *backup) loop() {
 	buf := make([]byte, ipvssync.MaxMessage+1)
 	p := &processor{m: b.m, syncID: b.cfg.SyncID, maxLen: b.cfg.MaxLen}
 	for {
-		n, _, err := b.rx.ReadFromUDP(buf)
+		n, err := b.rx.Read(buf)
 		if err != nil {
 			select {
 			case <-b.quit:

@@ -131,7 +131,7 @@ func (ms *master) listen() {
 	defer ms.wg.Done()
 	buf := make([]byte, 2048)
 	for {
-		n, _, err := ms.rx.ReadFromUDP(buf)
+		n, err := ms.rx.Read(buf)
 		if err != nil {
 			select {
 			case <-ms.quit:
