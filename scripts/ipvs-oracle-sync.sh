@@ -15,6 +15,8 @@
 #   B. UVS master -> kernel IPVS backup: the same the other way round, and
 #      the UVS master's datagrams captured.
 #   C. an IPv6 group (ff02::8:81): kernel master -> UVS backup.
+#   D. UVS's additions before a kernel backup: a resync request (ignored)
+#      and the UVS master's full dump (taken).
 #
 # Topology of A, B, C (prefix P):
 #   Pcl eth0 --[bridge Pf]-- eth0 Pd1 eth1 --[bridge Pb]-- eth0 Prs1, Prs2
@@ -269,6 +271,47 @@ echo "\$ ipvsadm -L -n -c   (UVS backup, d2)"; uvsadm Cd2 -L -n -c
 failover C
 finish_flows C $FL "kernel master -> UVS backup, IPv6 group"
 kill $(cat /tmp/Cd2/pid); wait $(cat /tmp/Cd2/pid) 2>/dev/null
+
+echo
+echo "### D. the UVS additions before a kernel backup: a resync request, a full dump"
+# A kernel backup that starts after the connections were sent knows none
+# of them. A resync request (what a UVS backup sends when it starts) goes
+# to the group: the kernel backup hears it too and must ignore it; the UVS
+# master answers with its whole table, whose entries carry the UVS option,
+# and the kernel backup must take them as ordinary entries.
+build D
+uvs Dd1 || exit 1
+rules uvsadm Dd1
+kernel_director Dd2
+rules kadm Dd2
+uvsadm Dd1 --start-daemon master --mcast-interface eth2 --syncid 7
+FL=$(flows D)
+wait_before D || exit 1
+sleep 3 # the master's messages went (to nobody)
+kadm Dd2 --start-daemon backup --mcast-interface eth2 --syncid 7
+ip netns exec Dd2 python3 $D/dump.py 224.0.0.81 8848 198.18.9.2 8 /tmp/D.dump &
+DUMP=$!
+sleep 1
+echo "\$ ipvsadm -L -n -c   (kernel backup, before the request)"; kadm Dd2 -L -n -c
+ip netns exec Dd2 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('198.18.9.2'))
+s.sendto(bytes([0, 7, 0, 16, 0, 1, 0, 0]) + b'UVS' + bytes([1, 1, 0, 0, 0]), ('224.0.0.81', 8848))
+print('resync request sent')"
+if wait_learned kadm Dd2; then ok "the kernel backup took the UVS master's full dump (entries with the UVS option)"; else bad "the kernel backup did not take the dump"; fi
+echo "\$ ipvsadm -L -n -c   (kernel backup, after the dump)"; kadm Dd2 -L -n -c
+if ip netns exec Dd2 dmesg 2>/dev/null | grep -i -E 'ipvs.*(bogus|dropping|error)'; then
+    bad "the kernel complained about the UVS messages"
+else
+    ok "no IPVS complaint in the kernel log"
+fi
+wait $DUMP 2>/dev/null
+echo "### D. the UVS master's dump (source, hex)"
+cat /tmp/D.dump
+touch /tmp/D.go
+kill $(cat /tmp/Dd1/pid); wait $(cat /tmp/Dd1/pid) 2>/dev/null
+grep -E 'whole table' /tmp/Dd1/log | sed 's/^time=[^ ]* //'
 
 echo
 [ $fail = 0 ] && echo "ALL PASSED" || echo "SOME FAILED"

@@ -83,13 +83,32 @@ func checkOracleOutput(t *testing.T, out []byte) {
 		"PASS: the kernel backup learned the UVS master's connections",
 		"PASS: UVS master -> kernel backup: all 8 connections went on after the failover",
 		"PASS: kernel master -> UVS backup, IPv6 group: all 8 connections went on after the failover",
+		"PASS: the kernel backup took the UVS master's full dump (entries with the UVS option)",
+		"PASS: no IPVS complaint in the kernel log",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("missing %q", want)
 		}
 	}
-	// The UVS master's datagrams, as the kernel backup received them.
-	sec := s[strings.Index(s, "### B. the UVS master's datagrams"):]
+	// The UVS master's datagrams, as the kernel backup received them:
+	// ordinary ones, then a full dump.
+	checkOracleDatagrams(t, s, "### B. the UVS master's datagrams", false)
+	checkOracleDatagrams(t, s, "### D. the UVS master's dump", true)
+}
+
+// checkOracleDatagrams decodes the datagrams from 198.18.9.1 listed
+// after heading: the flows' 8 connections (2 IPv6) and their template,
+// marked as a dump's if dump.
+func checkOracleDatagrams(t *testing.T, s, heading string, dump bool) {
+	t.Helper()
+	i := strings.Index(s, heading)
+	if i < 0 {
+		t.Fatalf("no %q in the oracle's output", heading)
+	}
+	sec := s[i+len(heading):]
+	if j := strings.Index(sec, "\n###"); j >= 0 {
+		sec = sec[:j]
+	}
 	line := regexp.MustCompile(`(?m)^198\.18\.9\.1:\d+ ([0-9a-f]+)$`)
 	n := 0
 	sc := bufio.NewScanner(strings.NewReader(sec))
@@ -114,10 +133,14 @@ func checkOracleOutput(t *testing.T, out []byte) {
 		var c ipvssync.Conn
 		w := ipvssync.NewWriter(7, 1472)
 		for r.Next(&c) {
+			if c.Resync != dump {
+				t.Errorf("%s: entry %+v: resync %v", heading, c, c.Resync)
+			}
 			switch {
 			case c.Flags&ipvssync.FlagTemplate != 0:
 				kinds["template"]++
-				if c.Flags != ipvssync.FlagTemplate|ipvssync.FlagInactive || c.State != 1 || c.VPort != 7001 || c.CPort != 0 || c.Timeout != 300 {
+				if c.Flags != ipvssync.FlagTemplate|ipvssync.FlagInactive || c.State != 1 || c.VPort != 7001 || c.CPort != 0 ||
+					c.Timeout > 300 || !dump && c.Timeout != 300 {
 					t.Errorf("template %+v", c)
 				}
 			case c.V6:
@@ -125,7 +148,8 @@ func checkOracleOutput(t *testing.T, out []byte) {
 				fallthrough
 			default:
 				kinds["conn"]++
-				if c.Proto != 6 || c.Flags != 0 || c.State != 1 || c.Timeout != 900 {
+				// A dump carries the time left, the others the timeout.
+				if c.Proto != 6 || c.Flags != 0 || c.State != 1 || c.Timeout > 900 || !dump && c.Timeout != 900 {
 					t.Errorf("connection %+v", c)
 				}
 			}
@@ -137,11 +161,11 @@ func checkOracleOutput(t *testing.T, out []byte) {
 			t.Fatalf("datagram %d: %v", n, r.Err())
 		}
 		if !bytes.Equal(w.Bytes(), b) {
-			t.Errorf("datagram %d re-encodes differently", n)
+			t.Errorf("%s: datagram %d re-encodes differently", heading, n)
 		}
 		n++
 	}
 	if n == 0 || kinds["conn"] < 8 || kinds["ipv6"] < 2 || kinds["template"] < 1 {
-		t.Errorf("%d datagrams, entries %v: want 8 connections (2 IPv6) and the template", n, kinds)
+		t.Errorf("%s: %d datagrams, entries %v: want 8 connections (2 IPv6) and the template", heading, n, kinds)
 	}
 }
