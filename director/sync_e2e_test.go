@@ -136,16 +136,23 @@ func (n *syncNet) failover(t *testing.T) {
 // on through the UVS backup that takes over (NAT and DR, both I/O
 // backends), to the same real servers, and the persistence template
 // learned sends a new connection where the old ones went.
+//
+// Beyond IPVS: "both" runs a master and a backup on each director (each
+// the backup of the other's connections); "late" starts the backup only
+// once the connections were sent (to nobody), so that it has them from
+// the master's full dump, which its start asks for.
 func TestSyncFailover(t *testing.T) {
 	for _, fwd := range []string{"-m", "-g"} {
 		for _, io := range []string{"afpacket", "tun"} {
 			name := map[string]string{"-m": "nat", "-g": "dr"}[fwd] + "-" + io
-			t.Run(name, func(t *testing.T) { testSyncFailover(t, io, fwd) })
+			t.Run(name, func(t *testing.T) { testSyncFailover(t, io, fwd, "") })
 		}
 	}
+	t.Run("both-nat-afpacket", func(t *testing.T) { testSyncFailover(t, "afpacket", "-m", "both") })
+	t.Run("late-nat-afpacket", func(t *testing.T) { testSyncFailover(t, "afpacket", "-m", "late") })
 }
 
-func testSyncFailover(t *testing.T, io, fwd string) {
+func testSyncFailover(t *testing.T, io, fwd, mode string) {
 	n := buildSyncNet(t)
 	var servers sync.Map // client port -> the server's side of the connection
 	for i, rs := range n.rs {
@@ -193,13 +200,32 @@ func testSyncFailover(t *testing.T, io, fwd string) {
 			ds[i].ipvsadm(cmd...)
 		}
 	}
-	ds[0].ipvsadm("--start-daemon", "master", "--mcast-interface", "eth2", "--syncid", "5")
-	ds[1].ipvsadm("--start-daemon", "backup", "--mcast-interface", "eth2", "--syncid", "5")
-	if got, want := ds[0].ipvsadm("-L", "--daemon"), "master sync daemon (mcast=eth2, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"; got != want {
-		t.Errorf("master -L --daemon:\n%q\nwant\n%q", got, want)
+	const masterLine = "master sync daemon (mcast=eth2, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+	const backupLine = "backup sync daemon (mcast=eth2, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+	startBackup := func() {
+		ds[1].ipvsadm("--start-daemon", "backup", "--mcast-interface", "eth2", "--syncid", "5")
+		want := backupLine
+		if mode == "both" {
+			want = masterLine + backupLine
+		}
+		if got := ds[1].ipvsadm("-L", "-n", "--daemon"); got != want {
+			t.Errorf("d2 -L --daemon:\n%q\nwant\n%q", got, want)
+		}
 	}
-	if got, want := ds[1].ipvsadm("-L", "-n", "--daemon"), "backup sync daemon (mcast=eth2, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"; got != want {
-		t.Errorf("backup -L --daemon:\n%q\nwant\n%q", got, want)
+	ds[0].ipvsadm("--start-daemon", "master", "--mcast-interface", "eth2", "--syncid", "5")
+	if mode == "both" {
+		ds[0].ipvsadm("--start-daemon", "backup", "--mcast-interface", "eth2", "--syncid", "5")
+		ds[1].ipvsadm("--start-daemon", "master", "--mcast-interface", "eth2", "--syncid", "5")
+	}
+	want := masterLine
+	if mode == "both" {
+		want += backupLine
+	}
+	if got := ds[0].ipvsadm("-L", "--daemon"); got != want {
+		t.Errorf("d1 -L --daemon:\n%q\nwant\n%q", got, want)
+	}
+	if mode != "late" {
+		startBackup()
 	}
 
 	// Long-lived connections through d1: four to the rr service, two to
@@ -232,6 +258,14 @@ func testSyncFailover(t *testing.T, io, fwd string) {
 			f.rs = name
 		}
 		flows = append(flows, f)
+	}
+
+	if mode == "late" {
+		time.Sleep(3 * time.Second) // the master's messages went, to nobody
+		if l := ds[1].ipvsadm("-L", "-n", "-c"); strings.Count(l, "\n") != 2 {
+			t.Fatalf("d2 knows connections before its backup started:\n%s", l)
+		}
+		startBackup()
 	}
 
 	// The backup learns them: six ESTABLISHED and the template.
