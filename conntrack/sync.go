@@ -171,13 +171,6 @@ func (t *Table) Learn(c *Conn, timeout time.Duration, onlyNew bool) (LearnResult
 	h1 := t.hashEnd(orig.Proto, &orig.Src, orig.SrcPort)
 	s := t.shardOf(h1)
 	ho := t.hashFull(h1, &orig.Dst, orig.DstPort, Orig)
-	nat := !c.InputOnly
-	var reply Tuple
-	var hr uint64
-	if nat {
-		reply = c.Reply()
-		hr = t.hashFull(h1, &reply.Src, reply.SrcPort, Reply)
-	}
 	exp := durTicks(timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -214,46 +207,13 @@ func (t *Table) Learn(c *Conn, timeout time.Duration, onlyNew bool) (LearnResult
 			return 0, ErrFull
 		}
 	}
-	// Reaping may have moved slots: find both places afresh.
-	po, taken, _ := t.vacancy(s, ho, Orig, &orig, now, false)
-	var pr int
-	if nat && !taken {
-		var moved bool
-		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now, c.Proto == protoTCP)
-		if moved {
-			po, _, _ = s.find(ho, Orig, &orig)
-		}
-	}
-	if taken {
+	e, err := t.place(s, c, h1, ho, now, c.Proto == protoTCP)
+	if err != nil {
 		t.count.Add(-1)
-		return 0, ErrExists
+		return 0, err
 	}
-	i, ok := s.alloc()
-	if !ok {
-		t.count.Add(-1)
-		s.st.full++
-		return 0, ErrFull
-	}
-	e := s.ent(i)
-	*e = entry{
-		client: c.Client, vaddr: c.VAddr, daddr: c.DAddr,
-		cport: c.CPort, vport: c.VPort, dport: c.DPort,
-		proto: c.Proto, fwd: c.Fwd, flags: fUsed | fLearned, state: c.State,
-		mac: c.PeerMAC, ifindex: c.PeerIf, svc: c.Svc, dest: c.Dest,
-		syncState: c.State, pkts: t.syncThreshold(), expires: now + exp,
-	}
-	s.index[po] = slotKey(ho, Orig) | uint64(i+1)
-	s.used++
-	if nat {
-		e.flags |= fReply
-		if pr == po {
-			pr, _, _ = s.find(hr, Reply, &reply)
-		}
-		s.index[pr] = slotKey(hr, Reply) | uint64(i+1)
-		s.used++
-	} else {
-		e.flags |= fInOnly
-	}
+	e.flags |= fLearned
+	e.state, e.syncState, e.pkts, e.expires = c.State, c.State, t.syncThreshold(), now+exp
 	t.account(e.dest, e.state, 1)
 	s.st.learned++
 	return res, nil

@@ -14,125 +14,96 @@ import (
 // loopback of its own messages and fragmentation allowed; a receiver binds
 // the group and port on the interface and joins the group there.
 
-// sendSocket opens a master's socket, connected to the group.
-func sendSocket(c Config, ifi *net.Interface) (*net.UDPConn, error) {
-	v6 := c.Group.Is6()
+// step is one setting of a socket being made.
+type step struct {
+	what string
+	do   func(fd int) error
+}
+
+func intOpt(level, opt, v int) func(int) error {
+	return func(fd int) error { return unix.SetsockoptInt(fd, level, opt, v) }
+}
+
+// openSocket makes a UDP socket of the group's family, applies steps in
+// order and hands it to the Go runtime.
+func openSocket(c Config, ifi *net.Interface, name string, steps []step) (*net.UDPConn, error) {
 	fam := unix.AF_INET
-	if v6 {
+	if c.Group.Is6() {
 		fam = unix.AF_INET6
 	}
 	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("sync socket: %w", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
+	for _, s := range steps {
+		if err := s.do(fd); err != nil {
 			unix.Close(fd)
+			return nil, fmt.Errorf("sync socket on %s: %s: %w", ifi.Name, s.what, err)
 		}
-	}()
-	set := func(what string, err error) error {
-		if err != nil {
-			return fmt.Errorf("sync socket on %s: %s: %w", ifi.Name, what, err)
-		}
-		return nil
 	}
-	var dst unix.Sockaddr
-	if v6 {
-		if err := set("IPV6_MULTICAST_IF", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index)); err != nil {
-			return nil, err
+	return wrap(fd, name)
+}
+
+// sendSocket opens a master's socket, connected to the group.
+func sendSocket(c Config, ifi *net.Interface) (*net.UDPConn, error) {
+	var steps []step
+	if c.Group.Is6() {
+		steps = []step{
+			{"IPV6_MULTICAST_IF", intOpt(unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index)},
+			{"IPV6_MULTICAST_LOOP", intOpt(unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0)},
+			{"IPV6_MULTICAST_HOPS", intOpt(unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, int(c.TTL))},
+			{"IPV6_MTU_DISCOVER", intOpt(unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT)},
+			{"connect", func(fd int) error {
+				return unix.Connect(fd, &unix.SockaddrInet6{Port: int(c.Port), Addr: c.Group.As16(), ZoneId: uint32(ifi.Index)})
+			}},
 		}
-		if err := set("IPV6_MULTICAST_LOOP", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0)); err != nil {
-			return nil, err
-		}
-		if err := set("IPV6_MULTICAST_HOPS", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, int(c.TTL))); err != nil {
-			return nil, err
-		}
-		if err := set("IPV6_MTU_DISCOVER", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT)); err != nil {
-			return nil, err
-		}
-		dst = &unix.SockaddrInet6{Port: int(c.Port), Addr: c.Group.As16(), ZoneId: uint32(ifi.Index)}
 	} else {
-		if err := set("IP_MULTICAST_IF", unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifi.Index)})); err != nil {
-			return nil, err
-		}
-		if err := set("IP_MULTICAST_LOOP", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0)); err != nil {
-			return nil, err
-		}
-		if err := set("IP_MULTICAST_TTL", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, int(c.TTL))); err != nil {
-			return nil, err
-		}
-		if err := set("IP_MTU_DISCOVER", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)); err != nil {
-			return nil, err
-		}
 		// From the interface's own address, as IPVS binds it (none: any).
 		src := &unix.SockaddrInet4{}
 		if a, ok := ifaceAddr4(ifi); ok {
 			src.Addr = a.As4()
 		}
-		if err := set("bind", unix.Bind(fd, src)); err != nil {
-			return nil, err
+		steps = []step{
+			{"IP_MULTICAST_IF", func(fd int) error {
+				return unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifi.Index)})
+			}},
+			{"IP_MULTICAST_LOOP", intOpt(unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0)},
+			{"IP_MULTICAST_TTL", intOpt(unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, int(c.TTL))},
+			{"IP_MTU_DISCOVER", intOpt(unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)},
+			{"bind", func(fd int) error { return unix.Bind(fd, src) }},
+			{"connect", func(fd int) error {
+				return unix.Connect(fd, &unix.SockaddrInet4{Port: int(c.Port), Addr: c.Group.As4()})
+			}},
 		}
-		dst = &unix.SockaddrInet4{Port: int(c.Port), Addr: c.Group.As4()}
 	}
-	if err := set("connect", unix.Connect(fd, dst)); err != nil {
-		return nil, err
-	}
-	ok = true // wrap takes fd, whatever comes
-	return wrap(fd, "ipvs-sync-send")
+	return openSocket(c, ifi, "ipvs-sync-send", steps)
 }
 
 // recvSocket opens a socket that receives the group's messages on the
 // interface.
 func recvSocket(c Config, ifi *net.Interface) (*net.UDPConn, error) {
-	v6 := c.Group.Is6()
-	fam := unix.AF_INET
-	if v6 {
-		fam = unix.AF_INET6
+	steps := []step{
+		// Another daemon of this host (a master beside a backup) may
+		// listen to the same group and port.
+		{"SO_REUSEADDR", intOpt(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)},
+		{"SO_BINDTODEVICE", func(fd int) error { return unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifi.Name) }},
 	}
-	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
-	if err != nil {
-		return nil, fmt.Errorf("sync socket: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			unix.Close(fd)
-		}
-	}()
-	set := func(what string, err error) error {
-		if err != nil {
-			return fmt.Errorf("sync socket on %s: %s: %w", ifi.Name, what, err)
-		}
-		return nil
-	}
-	// Another daemon of this host (a master beside a backup) may listen
-	// to the same group and port.
-	if err := set("SO_REUSEADDR", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)); err != nil {
-		return nil, err
-	}
-	if err := set("SO_BINDTODEVICE", unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifi.Name)); err != nil {
-		return nil, err
-	}
-	if v6 {
-		if err := set("bind", unix.Bind(fd, &unix.SockaddrInet6{Port: int(c.Port), Addr: c.Group.As16(), ZoneId: uint32(ifi.Index)})); err != nil {
-			return nil, err
-		}
-		mreq := &unix.IPv6Mreq{Multiaddr: c.Group.As16(), Interface: uint32(ifi.Index)}
-		if err := set("IPV6_JOIN_GROUP", unix.SetsockoptIPv6Mreq(fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, mreq)); err != nil {
-			return nil, err
-		}
+	if c.Group.Is6() {
+		steps = append(steps,
+			step{"bind", func(fd int) error {
+				return unix.Bind(fd, &unix.SockaddrInet6{Port: int(c.Port), Addr: c.Group.As16(), ZoneId: uint32(ifi.Index)})
+			}},
+			step{"IPV6_JOIN_GROUP", func(fd int) error {
+				return unix.SetsockoptIPv6Mreq(fd, unix.IPPROTO_IPV6, unix.IPV6_JOIN_GROUP, &unix.IPv6Mreq{Multiaddr: c.Group.As16(), Interface: uint32(ifi.Index)})
+			}})
 	} else {
-		if err := set("bind", unix.Bind(fd, &unix.SockaddrInet4{Port: int(c.Port), Addr: c.Group.As4()})); err != nil {
-			return nil, err
-		}
-		mreq := &unix.IPMreqn{Multiaddr: c.Group.As4(), Ifindex: int32(ifi.Index)}
-		if err := set("IP_ADD_MEMBERSHIP", unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq)); err != nil {
-			return nil, err
-		}
+		steps = append(steps,
+			step{"bind", func(fd int) error { return unix.Bind(fd, &unix.SockaddrInet4{Port: int(c.Port), Addr: c.Group.As4()}) }},
+			step{"IP_ADD_MEMBERSHIP", func(fd int) error {
+				return unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, &unix.IPMreqn{Multiaddr: c.Group.As4(), Ifindex: int32(ifi.Index)})
+			}})
 	}
-	ok = true
-	return wrap(fd, "ipvs-sync-recv")
+	return openSocket(c, ifi, "ipvs-sync-recv", steps)
 }
 
 // wrap hands fd to the Go runtime's poller; fd is closed in any case (the
