@@ -77,6 +77,13 @@ type Conn struct {
 	Tmpl      TemplateRef // Insert: the template the connection was scheduled through, 0 for none; not filled in by Lookup or Walk
 	Template  bool        // Walk: this is a persistence template (state NONE, client port 0)
 	FWMark    uint32      // Walk: a template's firewall mark, for fwmark services
+	// Sync is set by Lookup and Insert when a sync master should send the
+	// connection now (SetSync); Tmpl then names its template, if any, for
+	// TemplateConn.
+	Sync bool
+	// Learned: Lookup, Walk: the entry was learned from a sync master
+	// (Learn), not scheduled here.
+	Learned bool
 }
 
 // Orig is the connection's client -> virtual service tuple.
@@ -137,6 +144,7 @@ type Stats struct {
 	DroppedFull uint64 // Inserts refused at capacity
 	Evicted     uint64 // half-open entries shed to make room at capacity
 	Templates   uint64 // templates created
+	Learned     uint64 // connections created by Learn
 }
 
 // Table is the connection table. All methods are safe for concurrent use.
@@ -161,6 +169,8 @@ type Table struct {
 	counts        func(dest uint32, dActive, dInactive int32)
 	persist       func(dest uint32, delta int32)
 	gone          func(dest uint32) bool
+	// syncPol is the sync master's policy (sync.go), 0 when no master runs.
+	syncPol atomic.Uint32
 
 	sweepMu  sync.Mutex
 	sweepPos int // shard Sweep continues with: conn shards, then template shards
@@ -307,6 +317,7 @@ func (t *Table) Stats() Stats {
 		st.Reused += s.st.reused
 		st.DroppedFull += s.st.full
 		st.Evicted += s.st.evicted
+		st.Learned += s.st.learned
 		s.mu.Unlock()
 	}
 	for i := range t.tshards {

@@ -90,6 +90,11 @@ func (t *Table) hit(s *shard, i uint32, d Dir, pos int, flags uint8, now uint32,
 	}
 	e.expires = now + t.timeout(e.state)
 	e.copyTo(c)
+	// The sync master counts the client's packets, as IPVS counts those
+	// its input hook handles.
+	if pol := t.syncPol.Load(); pol != 0 && d == Orig {
+		t.syncMark(e, pol, c)
+	}
 	return true
 }
 
@@ -125,7 +130,8 @@ func (t *Table) evictHalfOpen(s *shard, scan int) bool {
 }
 
 // Insert adds a connection for its first packet, seen in the Orig
-// direction; tcpFlags gives a TCP connection its first state. The entry is
+// direction; tcpFlags gives a TCP connection its first state. It sets
+// c.Sync (Conn). The entry is
 // indexed by its Orig tuple (Client:CPort -> VAddr:VPort) and, when
 // the connection is not c.InputOnly (NAT), also by its Reply tuple
 // (DAddr:DPort -> Client:CPort); input-only ones are tracked from the
@@ -175,47 +181,16 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 
 	now := t.tick()
 	ho := t.hashFull(h1, &orig.Dst, orig.DstPort, Orig)
-	var reply Tuple
-	var hr uint64
-	if nat {
-		reply = c.Reply()
-		hr = t.hashFull(h1, &reply.Src, reply.SrcPort, Reply)
-	}
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t.reserve(s, 2)
-	po, taken, _ := t.vacancy(s, ho, Orig, &orig, now, false)
-	var pr int
-	if nat && !taken {
-		var moved bool
-		reuse := c.Proto == protoTCP && tcpFlags&(FlagSYN|FlagACK|FlagRST) == FlagSYN
-		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now, reuse)
-		if moved {
-			// Reaping shifted slots: the Orig slot found may be stale.
-			po, _, _ = s.find(ho, Orig, &orig)
-		}
-	}
-	if taken {
+	reuse := c.Proto == protoTCP && tcpFlags&(FlagSYN|FlagACK|FlagRST) == FlagSYN
+	e, err := t.place(s, c, h1, ho, now, reuse)
+	if err != nil {
 		t.count.Add(-1)
-		return ErrExists
-	}
-	i, ok := s.alloc()
-	if !ok {
-		t.count.Add(-1)
-		s.st.full++
-		return ErrFull
-	}
-	e := s.ent(i)
-	*e = entry{
-		client: c.Client, vaddr: c.VAddr, daddr: c.DAddr,
-		cport: c.CPort, vport: c.VPort, dport: c.DPort,
-		proto: c.Proto, fwd: c.Fwd, flags: fUsed,
-		mac: c.PeerMAC, ifindex: c.PeerIf, svc: c.Svc, dest: c.Dest,
+		return err
 	}
 	m := modeIn
 	if !nat {
-		e.flags |= fInOnly
 		m = modeInOnly
 	}
 	if c.Proto == protoTCP {
@@ -227,6 +202,57 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 	if c.Tmpl != 0 {
 		e.link = t.tmplAcquire(c.Tmpl)
 	}
+	t.account(e.dest, e.state, 1)
+	s.st.inserted++
+	c.Sync = false
+	if pol := t.syncPol.Load(); pol != 0 {
+		t.syncMark(e, pol, c)
+	}
+	return nil
+}
+
+// place makes the entry for c (h1 its client endpoint's hash, ho its Orig
+// slot's) and indexes it by its Orig tuple and, unless c.InputOnly, its
+// Reply tuple: ErrExists when a live entry holds either (an expired one, one
+// of a deleted server, and with reuse a TCP one in TIME_WAIT or CLOSE give
+// way), ErrFull when the shard has no room. The caller has counted it in
+// t.count and sets its state, expiry and template link, then accounts it.
+// Called with s locked.
+func (t *Table) place(s *shard, c *Conn, h1, ho uint64, now uint32, reuse bool) (*entry, error) {
+	orig := c.Orig()
+	nat := !c.InputOnly
+	var reply Tuple
+	var hr uint64
+	if nat {
+		reply = c.Reply()
+		hr = t.hashFull(h1, &reply.Src, reply.SrcPort, Reply)
+	}
+	t.reserve(s, 2)
+	po, taken, _ := t.vacancy(s, ho, Orig, &orig, now, false)
+	var pr int
+	if nat && !taken {
+		var moved bool
+		pr, taken, moved = t.vacancy(s, hr, Reply, &reply, now, reuse)
+		if moved {
+			// Reaping shifted slots: the Orig slot found may be stale.
+			po, _, _ = s.find(ho, Orig, &orig)
+		}
+	}
+	if taken {
+		return nil, ErrExists
+	}
+	i, ok := s.alloc()
+	if !ok {
+		s.st.full++
+		return nil, ErrFull
+	}
+	e := s.ent(i)
+	*e = entry{
+		client: c.Client, vaddr: c.VAddr, daddr: c.DAddr,
+		cport: c.CPort, vport: c.VPort, dport: c.DPort,
+		proto: c.Proto, fwd: c.Fwd, flags: fUsed,
+		mac: c.PeerMAC, ifindex: c.PeerIf, svc: c.Svc, dest: c.Dest,
+	}
 	s.index[po] = slotKey(ho, Orig) | uint64(i+1)
 	s.used++
 	if nat {
@@ -237,10 +263,10 @@ func (t *Table) Insert(c *Conn, tcpFlags uint8) error {
 		}
 		s.index[pr] = slotKey(hr, Reply) | uint64(i+1)
 		s.used++
+	} else {
+		e.flags |= fInOnly
 	}
-	t.account(e.dest, e.state, 1)
-	s.st.inserted++
-	return nil
+	return e, nil
 }
 
 // vacancy finds the empty slot where tuple tp (hash h, direction d) goes,

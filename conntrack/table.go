@@ -2,7 +2,7 @@ package conntrack
 
 import "sync"
 
-// entry is one connection. 84 bytes, no pointers.
+// entry is one connection. 88 bytes, no pointers.
 type entry struct {
 	client, vaddr, daddr Addr
 	cport, vport, dport  uint16
@@ -10,10 +10,14 @@ type entry struct {
 	state                State
 	flags                uint8
 	mac                  [6]byte
-	ifindex              int32
-	svc, dest            uint32
-	expires              uint32 // tick
-	link                 uint32 // template reference; next free entry + 1 when free
+	// pkts counts the client's packets for the sync master (sync.go),
+	// modulo the sync period; syncState is the state it last sent.
+	pkts      uint8
+	syncState State
+	ifindex   int32
+	svc, dest uint32
+	expires   uint32 // tick
+	link      uint32 // template reference; next free entry + 1 when free
 }
 
 const (
@@ -21,6 +25,7 @@ const (
 	fReply // indexed by its Reply tuple too (NAT)
 	fInOnly
 	fAssured // its template was told the connection got established or answered
+	fLearned // learned from a sync master (Learn)
 )
 
 func (e *entry) matchOrig(tp *Tuple) bool {
@@ -47,7 +52,7 @@ func (e *entry) copyTo(c *Conn) {
 	c.Proto, c.Client, c.CPort, c.VAddr, c.VPort = e.proto, e.client, e.cport, e.vaddr, e.vport
 	c.DAddr, c.DPort, c.Svc, c.Dest, c.Fwd = e.daddr, e.dport, e.svc, e.dest, e.fwd
 	c.InputOnly, c.State, c.PeerMAC, c.PeerIf = e.flags&fInOnly != 0, e.state, e.mac, e.ifindex
-	c.Tmpl, c.Template, c.FWMark = 0, false, 0
+	c.Tmpl, c.Template, c.FWMark, c.Sync, c.Learned = 0, false, 0, false, e.flags&fLearned != 0
 }
 
 // Entries live in chunks so that a shard grows without copying its slab
@@ -82,7 +87,7 @@ func slotKey(h uint64, d Dir) uint64 {
 func slotHome(v uint64, mask int) int { return int(v>>32) & mask }
 
 type shardStats struct {
-	inserted, removed, expired, reused, full, evicted uint64
+	inserted, removed, expired, reused, full, evicted, learned uint64
 }
 
 type shard struct {

@@ -54,6 +54,7 @@ type tmplEntry struct {
 	daddr    Addr
 	dport    uint16
 	used     bool
+	learned  bool   // learned from a sync master (LearnTemplate)
 	assured  bool   // a connection made through it got established (TCP) or answered
 	dead     bool   // out of the map, kept while connections refer to it
 	svc      uint32 // svc, dest as in Template
@@ -131,6 +132,18 @@ func (t *Table) InsertTemplate(k *TemplateKey, tp *Template) (TemplateRef, error
 	if i, ok := s.m[key]; ok {
 		t.tmplDelete(s, i)
 	}
+	i, err := t.tmplNew(s, &key, &Template{Svc: tp.Svc, Dest: tp.Dest, DAddr: tp.DAddr, DPort: tp.DPort, Timeout: timeout})
+	if err != nil {
+		return 0, err
+	}
+	e := &s.ents[i]
+	e.expires = now + durTicks(e.timeoutDur())
+	return TemplateRef(uint64(e.gen)<<32 | uint64(ref32(si, i))), nil
+}
+
+// tmplNew makes the template for key from tp in shard s and returns its
+// slot; the caller sets its expiry. Called with s locked, key absent.
+func (t *Table) tmplNew(s *tmplShard, key *tmplKey, tp *Template) (uint32, error) {
 	if t.tcount.Add(1) > t.capacity {
 		t.tcount.Add(-1)
 		return 0, ErrFull
@@ -149,16 +162,15 @@ func (t *Table) InsertTemplate(k *TemplateKey, tp *Template) (TemplateRef, error
 	}
 	e := &s.ents[i]
 	*e = tmplEntry{
-		key: key, daddr: tp.DAddr, dport: tp.DPort, used: true,
-		svc: tp.Svc, dest: tp.Dest, timeout: uint32(min(timeout.Milliseconds(), 1<<32-1)), gen: e.gen,
+		key: *key, daddr: tp.DAddr, dport: tp.DPort, used: true,
+		svc: tp.Svc, dest: tp.Dest, timeout: uint32(min(tp.Timeout.Milliseconds(), 1<<32-1)), gen: e.gen,
 	}
-	e.expires = now + durTicks(e.timeoutDur())
-	s.m[key] = i
+	s.m[*key] = i
 	s.created++
 	if t.persist != nil {
 		t.persist(e.dest, 1)
 	}
-	return TemplateRef(uint64(e.gen)<<32 | uint64(ref32(si, i))), nil
+	return i, nil
 }
 
 // RemoveTemplate deletes the template for k; connections made through it
@@ -292,19 +304,7 @@ func (t *Table) walkTemplates(fn func(c *Conn, expires time.Duration) bool) {
 					}
 					e.expires = now + durTicks(rearm)
 				}
-				c := &buf[n]
-				*c = Conn{
-					Proto: e.key.proto, Client: e.key.client, VAddr: e.key.vaddr, VPort: e.key.vport,
-					DAddr: e.daddr, DPort: e.dport, Svc: e.svc, Dest: e.dest,
-					State: StateNone, Template: true,
-				}
-				if e.assured {
-					c.State = StateAssured
-				}
-				if e.key.proto == 0 {
-					c.FWMark = binary.BigEndian.Uint32(e.key.vaddr[12:])
-					c.VAddr = Addr{}
-				}
+				e.conn(&buf[n])
 				exp[n] = ticksDur(e.expires - now)
 				n++
 			}

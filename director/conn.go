@@ -70,11 +70,30 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 	if dir == conntrack.Orig {
 		st.Stats.AddIn(w.id, 1, size)
 		v.svc.Stats.AddIn(w.id, 1, size)
+		if c.Sync {
+			w.syncPush(c, v)
+		}
+		if c.PeerIf == 0 {
+			// Learned from a sync master: its first packet here says
+			// where its client is.
+			w.setPeer(c)
+		}
 	} else {
 		st.Stats.AddOut(w.id, 1, size)
 		v.svc.Stats.AddOut(w.id, 1, size)
 	}
 	w.xmit(s, c, dir, buf, partial, false)
+}
+
+// setPeer records where the client of connection c is: the source of the
+// current packet, which came from it.
+func (w *worker) setPeer(c *conntrack.Conn) {
+	p := &w.p
+	if w.in.ether && p.L2 >= 0 {
+		copy(c.PeerMAC[:], p.Buf[p.L2+6:p.L2+12])
+	}
+	c.PeerIf = int32(w.in.index)
+	w.d.ct.SetPeer(&w.tp, c.PeerMAC, c.PeerIf)
 }
 
 // opens reports whether the current packet is one that may open a
@@ -225,6 +244,9 @@ func (w *worker) newConn(s *snapshot, buf []byte, partial bool) {
 	}
 	dest.Stats.AddConn(w.id)
 	v.svc.Stats.AddConn(w.id)
+	if c.Sync {
+		w.syncPush(c, v)
+	}
 	if v.mark {
 		d.learned(p.Proto, w.tp.Dst, p.DstPort)
 	}

@@ -127,6 +127,16 @@ type Director struct {
 	serverGone  atomic.Uint64      // a packet of a deleted server's connection
 	ttl         atomic.Uint64      // TTL exceeded
 	pmtuRelayed atomic.Uint64      // a router's "too big" about a tunnelled packet, relayed to its client
+	noPeer      atomic.Uint64      // a reply of a learned connection before its client's first packet (sync.go)
+
+	// Connection sync (sync.go): the workers' rings while a sync master
+	// runs, what stopped ones lost, and the clients of learned
+	// connections to route to.
+	nworkers  int
+	syncMu    sync.Mutex
+	syncRings atomic.Pointer[[]*syncRing]
+	syncLost  atomic.Uint64
+	peerQ     chan conntrack.Tuple
 
 	// draining are the deleted NAT servers whose connections remain
 	// (drain.go); guarded by mu.
@@ -244,6 +254,7 @@ func newDirector(cfg Config) *Director {
 		tunnelFor:    tunnelFor,
 		releaseAfter: 5 * time.Second,
 		changed:      make(chan struct{}),
+		peerQ:        make(chan conntrack.Tuple, 256),
 	}
 	d.ct = conntrack.New(&conntrack.Config{
 		Capacity: cfg.Capacity,
@@ -285,9 +296,10 @@ func (d *Director) start(h hostBackend) error {
 		h.close()
 		return err
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go d.housekeeping()
 	go d.watchRoutes()
+	go d.peerResolver()
 	return nil
 }
 
@@ -529,6 +541,9 @@ func (d *Director) Drops() map[string]uint64 {
 	// Dropped on the way: a router's "too big" about a tunnelled packet,
 	// relayed to its client with the MTU inside the tunnel.
 	m["tunnel_too_big"] = d.pmtuRelayed.Load()
+	// Replies of connections learned from a sync master that came before
+	// their client's first packet: dropped while the client is routed to.
+	m["no_client_hop"] = d.noPeer.Load()
 	m["socket_queue_full"], m["send_failed"] = d.socketDrops()
 	return m
 }

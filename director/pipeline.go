@@ -17,9 +17,12 @@ import (
 //     from next hops learned (neigh.go); fragments are reassembled.
 //  3. conn.go, worker.ip: the connection is looked up by its tuple in
 //     either direction; a first packet for a virtual service is scheduled
-//     (persist.go for templates) and inserted. icmp.go matches ICMP
-//     errors through the packet they quote, and generates the director's
-//     own (port unreachable, fragmentation needed), rate-limited.
+//     (persist.go for templates) and inserted; a connection a sync master
+//     must send now is copied into the worker's ring for the sync daemon,
+//     and a learned one takes its client's address (sync.go). icmp.go
+//     matches ICMP errors through the packet they quote, and generates the
+//     director's own (port unreachable, fragmentation needed),
+//     rate-limited.
 //  4. xmit.go, worker.xmit: the one transmit step, dispatching on the
 //     connection's forwarding method: NAT rewrites addresses and ports
 //     (forward/nat), DR only the link-layer header (forward/dr), TUN

@@ -55,7 +55,9 @@ type worker struct {
 	vh   link.VnetHdr
 	tk   conntrack.TemplateKey
 	tmpl conntrack.TemplateRef // the template pick used, if any
-	mark uint32                // the current packet's firewall mark (marks.go), 0 for none
+	// syncRec is the record syncPush fills (sync.go).
+	syncRec syncRecord
+	mark    uint32 // the current packet's firewall mark (marks.go), 0 for none
 }
 
 func (d *Director) startWorkers() error {
@@ -79,6 +81,7 @@ func (d *Director) startWorkers() error {
 
 // launch starts the workers, each with its share of the ICMP error rate.
 func (d *Director) launch(ws []*worker) {
+	d.nworkers = len(ws)
 	for _, w := range ws {
 		w.setICMPShare(len(ws))
 		d.wg.Add(1)

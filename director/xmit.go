@@ -276,6 +276,11 @@ func (w *worker) clientHop(c *conntrack.Conn) (pt *port, mac [6]byte, ok bool) {
 	if !w.in.ether {
 		return w.in, mac, true
 	}
+	if c.PeerIf == 0 {
+		// Learned from a sync master and not heard from its client yet.
+		w.peerRequest(c)
+		return nil, mac, false
+	}
 	pt = w.d.portByIndex(int(c.PeerIf))
 	return pt, c.PeerMAC, pt != nil
 }

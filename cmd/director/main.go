@@ -42,6 +42,7 @@ import (
 	"uvs/metrics"
 	"uvs/sdnotify"
 	"uvs/service"
+	"uvs/syncd"
 )
 
 func main() {
@@ -426,8 +427,19 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		defer chk.Close()
 		log.Info("keepalived file applied", "file", o.keepalived, "services", len(chk.Keys()))
 	}
+	// The connection sync daemons (ipvsadm --start-daemon), stopped
+	// before the director.
+	st := &syncState{Director: d, sync: syncd.New(d, log, nil)}
+	defer func() {
+		st.sync.Close()
+		if s := st.sync.Stats(); s.SentMessages+s.ReceivedMessages > 0 {
+			log.Info("connection sync", "sent_messages", s.SentMessages, "sent_conns", s.SentConns,
+				"send_errors", s.SendErrors, "queue_dropped", s.QueueDropped, "received_messages", s.ReceivedMessages,
+				"learned", s.Learned, "updated", s.Updated, "kept", s.Kept, "dropped", s.Dropped)
+		}
+	}()
 	srv, err := control.Listen(o.socket, func(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-		return ipvsadm.Run(args, stdin, stdout, stderr, d)
+		return ipvsadm.Run(args, stdin, stdout, stderr, st)
 	}, log)
 	if err != nil {
 		log.Error("start", "err", err)
