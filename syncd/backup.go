@@ -15,34 +15,46 @@ import (
 type backup struct {
 	m    *Manager
 	cfg  Config
-	rx   *net.UDPConn
-	tx   *net.UDPConn // for resync requests
+	rx   *net.UDPConn // nil with unicast: Manager.uniLoop hands it proc's messages
+	tx   *out         // for resync requests
+	proc *processor
 	quit chan struct{}
 	wg   sync.WaitGroup
 }
 
 func (m *Manager) startBackup(c Config, ifi *net.Interface) (*backup, error) {
-	rx, err := recvSocket(c, ifi)
+	var rx *net.UDPConn
+	if len(m.opts.Peers) == 0 {
+		var err error
+		if rx, err = recvSocket(c, ifi); err != nil {
+			return nil, err
+		}
+	}
+	tx, err := openOut(c, ifi, m.opts.Peers)
 	if err != nil {
+		if rx != nil {
+			rx.Close()
+		}
 		return nil, err
 	}
-	tx, err := sendSocket(c, ifi)
-	if err != nil {
-		rx.Close()
-		return nil, err
-	}
-	b := &backup{m: m, cfg: c, rx: rx, tx: tx, quit: make(chan struct{})}
-	b.wg.Add(2)
-	go b.loop()
+	b := &backup{m: m, cfg: c, rx: rx, tx: tx, quit: make(chan struct{}),
+		proc: &processor{m: m, syncID: c.SyncID, maxLen: c.MaxLen}}
+	b.wg.Add(1)
 	go b.ask()
+	if rx != nil {
+		b.wg.Add(1)
+		go b.loop()
+	}
 	return b, nil
 }
 
 func (b *backup) stop() {
 	close(b.quit)
-	b.rx.Close()
+	if b.rx != nil {
+		b.rx.Close()
+	}
 	b.wg.Wait()
-	b.tx.Close()
+	b.tx.c.Close()
 }
 
 // ask requests every UVS master's table: at once (the receiving socket is
@@ -52,7 +64,7 @@ func (b *backup) ask() {
 	defer b.wg.Done()
 	msg := ipvssync.AppendControl(nil, b.cfg.SyncID, ipvssync.ControlResync)
 	for i := 0; ; i++ {
-		if _, err := b.tx.Write(msg); err != nil {
+		if err := b.tx.write(msg); err != nil {
 			b.m.log.Warn("sync backup: asking the masters for their tables failed", "err", err)
 		} else {
 			b.m.stats.requests.Add(1)
@@ -71,7 +83,7 @@ func (b *backup) ask() {
 func (b *backup) loop() {
 	defer b.wg.Done()
 	buf := make([]byte, ipvssync.MaxMessage+1)
-	p := &processor{m: b.m, syncID: b.cfg.SyncID, maxLen: b.cfg.MaxLen}
+	p := b.proc
 	for {
 		n, err := b.rx.Read(buf)
 		if err != nil {

@@ -14,8 +14,8 @@ import (
 type master struct {
 	m    *Manager
 	cfg  Config
-	tx   *net.UDPConn // to the group
-	rx   *net.UDPConn // control messages from backups
+	tx   *out         // to the group, or the unicast peers
+	rx   *net.UDPConn // control messages from backups; nil with unicast (Manager.uniLoop)
 	quit chan struct{}
 	wg   sync.WaitGroup
 
@@ -24,34 +24,54 @@ type master struct {
 }
 
 func (m *Manager) startMaster(c Config, ifi *net.Interface) (*master, error) {
-	tx, err := sendSocket(c, ifi)
+	tx, err := openOut(c, ifi, m.opts.Peers)
 	if err != nil {
 		return nil, err
 	}
-	rx, err := recvSocket(c, ifi)
-	if err != nil {
-		tx.Close()
-		return nil, err
+	var rx *net.UDPConn
+	if len(m.opts.Peers) == 0 {
+		if rx, err = recvSocket(c, ifi); err != nil {
+			tx.c.Close()
+			return nil, err
+		}
 	}
 	if err := m.t.StartSyncMaster(m.opts.Policy); err != nil {
-		tx.Close()
-		rx.Close()
+		tx.c.Close()
+		if rx != nil {
+			rx.Close()
+		}
 		return nil, err
 	}
 	ms := &master{m: m, cfg: c, tx: tx, rx: rx, quit: make(chan struct{}), resync: make(chan struct{}, 1)}
-	ms.wg.Add(3)
+	ms.wg.Add(2)
 	go ms.loop()
-	go ms.listen()
 	go ms.dumper()
+	if rx != nil {
+		ms.wg.Add(1)
+		go ms.listen()
+	}
 	return ms, nil
 }
 
 func (ms *master) stop() {
 	ms.m.t.StopSyncMaster()
 	close(ms.quit)
-	ms.rx.Close() // unblocks listen
+	if ms.rx != nil {
+		ms.rx.Close() // unblocks listen
+	}
 	ms.wg.Wait()
-	ms.tx.Close()
+	ms.tx.c.Close()
+}
+
+// asked takes a control message: a backup's request for the whole table.
+func (ms *master) asked(id uint8, typ uint8) {
+	if typ != ipvssync.ControlResync || id != 0 && id != ms.cfg.SyncID {
+		return
+	}
+	select {
+	case ms.resync <- struct{}{}:
+	default: // one is pending
+	}
 }
 
 // sender batches entries into messages and sends them.
@@ -91,7 +111,7 @@ func (s *sender) flush() {
 	}
 	st := &s.ms.m.stats
 	s.sent++
-	if _, err := s.ms.tx.Write(s.w.Bytes()); err != nil {
+	if err := s.ms.tx.write(s.w.Bytes()); err != nil {
 		// IPVS logs and drops too; the connections go again later.
 		if st.sendErrs.Add(1) == 1 {
 			s.ms.m.log.Warn("sync message not sent (logged once)", "interface", s.ms.cfg.Interface, "err", err)
@@ -144,13 +164,8 @@ func (ms *master) listen() {
 			ms.m.log.Warn("sync master: reading control messages stops", "err", err)
 			return
 		}
-		id, typ, ok := ipvssync.ParseControl(buf[:n])
-		if !ok || typ != ipvssync.ControlResync || id != 0 && id != ms.cfg.SyncID {
-			continue
-		}
-		select {
-		case ms.resync <- struct{}{}:
-		default: // one is pending
+		if id, typ, ok := ipvssync.ParseControl(buf[:n]); ok {
+			ms.asked(id, typ)
 		}
 	}
 }

@@ -252,3 +252,68 @@ func TestDumpPacing(t *testing.T) {
 		t.Errorf("2000 entries at 100 messages/s took %v", d)
 	}
 }
+
+// TestUnicast: with peers, no multicast at all: a master sends to its
+// peer, a backup asks its peer for the table, and a director that is both
+// takes each on the one port; a peer list naming the director itself is
+// harmless.
+func TestUnicast(t *testing.T) {
+	p := newPair(t)
+	at, bt := &fakeTable{}, &fakeTable{}
+	for i := range 50 {
+		c := conns()[i%len(conns())]
+		c.CPort = uint16(40000 + i)
+		at.table = append(at.table, c)
+	}
+	uni := func(f *fakeTable, peers ...string) *Manager {
+		o := &Options{FlushDelay: 50 * time.Millisecond, DrainEvery: 5 * time.Millisecond,
+			ResyncHoldoff: 10 * time.Millisecond, ResyncRepeat: -1}
+		for _, a := range peers {
+			o.Peers = append(o.Peers, netip.MustParseAddr(a))
+		}
+		return New(f, slog.New(slog.DiscardHandler), o)
+	}
+	// No multicast delivered, as in most clouds.
+	for _, h := range []*testbed.Host{p.m, p.b} {
+		for _, args := range [][]string{
+			{"add", "table", "ip", "nomcast"},
+			{"add", "chain", "ip", "nomcast", "in", "{ type filter hook input priority 0; }"},
+			{"add", "rule", "ip", "nomcast", "in", "ip", "daddr", "224.0.0.0/4", "drop"},
+		} {
+			if out, err := h.Exec("nft", args...); err != nil {
+				t.Fatalf("nft %v: %v: %s", args, err, out)
+			}
+		}
+	}
+	am := uni(at, "198.18.9.2", "198.18.9.1") // itself too
+	bm := uni(bt, "198.18.9.1")
+	// Both daemons on each side, a group nobody joins: unicast only.
+	for _, x := range []struct {
+		h *testbed.Host
+		m *Manager
+	}{{p.m, am}, {p.b, bm}} {
+		start(t, x.h, x.m, Config{Master: true, Interface: "sy0", SyncID: 4})
+		start(t, x.h, x.m, Config{Interface: "sy0", SyncID: 4})
+	}
+	// b's backup asked a's master for its table.
+	if !waitFor(10*time.Second, func() bool { return len(bt.got()) >= 50 }) {
+		t.Fatalf("b learned %d of a's 50 by resync", len(bt.got()))
+	}
+	ca, cb := conns()[1], conns()[2]
+	ca.CPort, cb.CPort = 50001, 50002
+	at.push(ca)
+	bt.push(cb)
+	if !waitFor(10*time.Second, func() bool { return len(bt.got()) > 50 && len(at.got()) > 0 }) {
+		t.Fatalf("a learned %d, b learned %d", len(at.got()), len(bt.got()))
+	}
+	time.Sleep(200 * time.Millisecond) // an echo of a's own would show now
+	if got := bt.got(); got[len(got)-1] != ca {
+		t.Errorf("b's last learned %+v, want a's %+v", got[len(got)-1], ca)
+	}
+	if got := at.got(); len(got) != 1 || got[0] != cb {
+		t.Errorf("a learned %+v, want only b's %+v", got, cb)
+	}
+	if st := am.Stats(); st.SendErrors != 0 {
+		t.Errorf("a's send errors: %d", st.SendErrors)
+	}
+}

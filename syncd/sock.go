@@ -106,6 +106,81 @@ func recvSocket(c Config, ifi *net.Interface) (*net.UDPConn, error) {
 	return openSocket(c, ifi, "ipvs-sync-recv", steps)
 }
 
+// out is where a daemon's datagrams go: the group its socket is connected
+// to, or each unicast peer (Options.Peers).
+type out struct {
+	c     *net.UDPConn
+	peers []netip.AddrPort
+}
+
+// write sends b; with peers, to each, the first error returned after all
+// were tried.
+func (o *out) write(b []byte) error {
+	if len(o.peers) == 0 {
+		_, err := o.c.Write(b)
+		return err
+	}
+	var first error
+	for _, p := range o.peers {
+		if _, err := o.c.WriteToUDPAddrPort(b, p); err != nil && first == nil {
+			first = fmt.Errorf("to %s: %w", p, err)
+		}
+	}
+	return first
+}
+
+// openOut opens a daemon's sending socket: connected to the group, or,
+// with peers, unconnected, from the interface's address.
+func openOut(c Config, ifi *net.Interface, peers []netip.Addr) (*out, error) {
+	if len(peers) == 0 {
+		tx, err := sendSocket(c, ifi)
+		if err != nil {
+			return nil, err
+		}
+		return &out{c: tx}, nil
+	}
+	o := &out{}
+	v6 := peers[0].Is6()
+	for _, p := range peers {
+		if p.Is6() != v6 {
+			return nil, fmt.Errorf("sync peers %v: one address family, please", peers)
+		}
+		o.peers = append(o.peers, netip.AddrPortFrom(p, c.Port))
+	}
+	steps := []step{{"SO_BINDTODEVICE", func(fd int) error { return unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifi.Name) }}}
+	if !v6 {
+		src := &unix.SockaddrInet4{}
+		if a, ok := ifaceAddr4(ifi); ok {
+			src.Addr = a.As4()
+		}
+		steps = append(steps, step{"bind", func(fd int) error { return unix.Bind(fd, src) }})
+	}
+	cc := c
+	cc.Group = peers[0] // the family
+	tx, err := openSocket(cc, ifi, "ipvs-sync-send", steps)
+	if err != nil {
+		return nil, err
+	}
+	o.c = tx
+	return o, nil
+}
+
+// recvUnicast opens a socket that receives datagrams to the daemon's port
+// at any address of the interface (Options.Peers).
+func recvUnicast(c Config, ifi *net.Interface, v6 bool) (*net.UDPConn, error) {
+	cc := c
+	cc.Group = netip.IPv4Unspecified()
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(c.Port)}
+	if v6 {
+		cc.Group, sa = netip.IPv6Unspecified(), &unix.SockaddrInet6{Port: int(c.Port)}
+	}
+	return openSocket(cc, ifi, "ipvs-sync-recv", []step{
+		{"SO_REUSEADDR", intOpt(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)},
+		{"SO_BINDTODEVICE", func(fd int) error { return unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifi.Name) }},
+		{"bind", func(fd int) error { return unix.Bind(fd, sa) }},
+	})
+}
+
 // wrap hands fd to the Go runtime's poller; fd is closed in any case (the
 // connection has a copy).
 func wrap(fd int, name string) (*net.UDPConn, error) {

@@ -89,6 +89,14 @@ type Options struct {
 	ResyncRepeat time.Duration
 	// Policy is when the master sends a connection (nil: IPVS's).
 	Policy *conntrack.SyncPolicy
+	// Peers, when set, makes the daemons unicast, beyond IPVS, for
+	// networks without multicast (most clouds): a master sends each
+	// message to every peer, a backup asks every peer for its table, and
+	// both listen on the interface's own addresses rather than joining
+	// the group. The port is the daemon's (--mcast-port); the group and
+	// TTL are not used. Linux directors cannot take part: their backups
+	// listen on the group alone.
+	Peers []netip.Addr
 }
 
 func (o *Options) withDefaults() Options {
@@ -131,6 +139,82 @@ type Manager struct {
 	master *master
 	backup *backup
 	stats  counters
+
+	// With unicast peers (Options.Peers), one socket takes the masters'
+	// messages and the backups' requests on the port for both daemons
+	// (two sockets bound to one unicast port would split the datagrams
+	// between them): uni, read by uniLoop, which finds the daemons
+	// through cur.
+	uni    *net.UDPConn
+	uniWG  sync.WaitGroup
+	self   map[netip.Addr]bool // the interface's addresses: our own datagrams
+	curMst atomic.Pointer[master]
+	curBak atomic.Pointer[backup]
+}
+
+// uniStart opens the unicast socket for the first daemon. m.mu is held.
+func (m *Manager) uniStart(c Config, ifi *net.Interface) error {
+	if len(m.opts.Peers) == 0 || m.uni != nil {
+		return nil
+	}
+	rx, err := recvUnicast(c, ifi, m.opts.Peers[0].Is6())
+	if err != nil {
+		return err
+	}
+	m.self = map[netip.Addr]bool{}
+	if addrs, err := ifi.Addrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					m.self[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	m.uni = rx
+	m.uniWG.Add(1)
+	go m.uniLoop(rx)
+	return nil
+}
+
+// uniStop closes the unicast socket when no daemon is left. m.mu is held.
+func (m *Manager) uniStop() {
+	if m.uni == nil || m.master != nil || m.backup != nil {
+		return
+	}
+	m.uni.Close()
+	m.uniWG.Wait()
+	m.uni = nil
+}
+
+// uniLoop hands each datagram to the daemon it is for: a request for the
+// table to the master, a sync message to the backup.
+func (m *Manager) uniLoop(rx *net.UDPConn) {
+	defer m.uniWG.Done()
+	buf := make([]byte, ipvssync.MaxMessage+1)
+	for {
+		n, from, err := rx.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.log.Warn("sync: unicast receive", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if m.self[from.Addr().Unmap()] {
+			continue // a peer list that names this director too
+		}
+		if id, typ, ok := ipvssync.ParseControl(buf[:n]); ok {
+			if ms := m.curMst.Load(); ms != nil {
+				ms.asked(id, typ)
+			}
+			continue
+		}
+		if b := m.curBak.Load(); b != nil {
+			b.proc.message(buf[:n])
+		}
+	}
 }
 
 // New returns a Manager with no daemon running.
@@ -154,21 +238,28 @@ func (m *Manager) Start(c Config) error {
 		return ErrRunning
 	}
 	c = withDefaults(c, ifi.MTU)
+	if err := m.uniStart(c, ifi); err != nil {
+		return err
+	}
 	if c.Master {
 		ms, err := m.startMaster(c, ifi)
 		if err != nil {
+			m.uniStop()
 			return err
 		}
 		m.master = ms
+		m.curMst.Store(ms)
 	} else {
 		b, err := m.startBackup(c, ifi)
 		if err != nil {
+			m.uniStop()
 			return err
 		}
 		m.backup = b
+		m.curBak.Store(b)
 	}
 	m.log.Info("sync daemon started", "role", c.role(), "interface", c.Interface, "syncid", c.SyncID,
-		"maxlen", c.MaxLen, "group", c.Group, "port", c.Port, "ttl", c.TTL)
+		"maxlen", c.MaxLen, "group", c.Group, "port", c.Port, "ttl", c.TTL, "unicast_peers", m.opts.Peers)
 	return nil
 }
 
@@ -211,15 +302,18 @@ func (m *Manager) Stop(master bool) error {
 		if m.master == nil {
 			return ErrNotRunning
 		}
+		m.curMst.Store(nil)
 		m.master.stop()
 		m.master = nil
 	} else {
 		if m.backup == nil {
 			return ErrNotRunning
 		}
+		m.curBak.Store(nil)
 		m.backup.stop()
 		m.backup = nil
 	}
+	m.uniStop()
 	m.log.Info("sync daemon stopped", "role", Config{Master: master}.role())
 	return nil
 }

@@ -166,6 +166,8 @@ type runOptions struct {
 	ring, blocking, affine, synQueues, sloppyTCP                        bool
 	spin                                                                time.Duration
 	bgp                                                                 bgpOptions
+	syncPeers                                                           string
+	peers                                                               []netip.Addr // syncPeers, checked
 }
 
 // bgpOptions are the --bgp-* flags: as given, then as checked.
@@ -191,6 +193,7 @@ func runFlags() (*flag.FlagSet, *runOptions) {
 	fs.DurationVar(&o.spin, "afpacket-spin", 0, "afpacket: retry an empty socket this long (a `DURATION`, e.g. 20us) before waiting (experimental; burns CPU)")
 	fs.BoolVar(&o.affine, "afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
 	fs.BoolVar(&o.synQueues, "afpacket-syn-queues", true, "afpacket, affine workers: TCP packets with SYN set (new connections) get queues of their own, read after the others, so that a SYN flood does not crowd out established connections; =false shares the queues")
+	fs.StringVar(&o.syncPeers, "sync-peers", "", "connection sync by unicast, for networks without multicast: the other directors' `ADDR[,ADDR…]`; the daemons that ipvsadm --start-daemon starts send to them and listen on the interface's own addresses instead of the group (UVS directors only)")
 	fs.BoolVar(&o.sloppyTCP, "sloppy-tcp", false, "IPVS's sloppy_tcp: a TCP packet of a connection the director does not know (other than a RST) is scheduled instead of dropped, so that with -s sh or mh a director taking a flow over mid-way sends it to the server it had")
 	fs.StringVar(&o.logLevel, "log-level", "info", "the log's `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's /debug/pprof on this `ADDR` (for profiling the data path)")
@@ -224,6 +227,22 @@ Flags (--flag or -flag):
 	fs.PrintDefaults()
 }
 
+// parsePeers checks --sync-peers into o.peers.
+func (o *runOptions) parsePeers() error {
+	o.peers = nil
+	for _, f := range strings.Split(o.syncPeers, ",") {
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.IsMulticast() || a.IsUnspecified() {
+			return fmt.Errorf("--sync-peers %q: %q is not a unicast address", o.syncPeers, f)
+		}
+		if len(o.peers) > 0 && a.Is4() != o.peers[0].Is4() {
+			return fmt.Errorf("--sync-peers %q: one address family, please", o.syncPeers)
+		}
+		o.peers = append(o.peers, a.Unmap())
+	}
+	return nil
+}
+
 // check validates the flags; set holds those given.
 func (o *runOptions) check(fs *flag.FlagSet) error {
 	set := map[string]bool{}
@@ -239,6 +258,8 @@ func (o *runOptions) check(fs *flag.FlagSet) error {
 		return fmt.Errorf("--capacity %d: want 1 or more", o.capacity)
 	case o.spin < 0:
 		return fmt.Errorf("--afpacket-spin %v: want 0 or more", o.spin)
+	case o.syncPeers != "" && o.parsePeers() != nil:
+		return o.parsePeers()
 	case o.socket == "":
 		return errors.New("--socket: want a path")
 	case o.ring && o.blocking && set["afpacket-blocking"]:
@@ -429,7 +450,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	}
 	// The connection sync daemons (ipvsadm --start-daemon), stopped
 	// before the director.
-	st := &syncState{Director: d, sync: syncd.New(d, log, nil)}
+	st := &syncState{Director: d, sync: syncd.New(d, log, &syncd.Options{Peers: o.peers})}
 	defer func() {
 		st.sync.Close()
 		if s := st.sync.Stats(); s.SentMessages+s.ReceivedMessages > 0 {

@@ -93,6 +93,9 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-hold-time", "4500ms"}, "--bgp-hold-time 4.5s"},
 		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-drain", "-1s"}, "--bgp-drain -1s"},
 		{[]string{"--bgp-asn", "65001", "--bgp-peer", "198.18.1.1", "--bgp-fwmark-vip", "20"}, "--bgp-fwmark-vip"},
+		{[]string{"--sync-peers", "224.0.0.81"}, `"224.0.0.81" is not a unicast address`},
+		{[]string{"--sync-peers", "198.18.1.2,"}, `"" is not a unicast address`},
+		{[]string{"--sync-peers", "198.18.1.2,2001:2::2"}, "one address family"},
 	} {
 		code, out, errs := runArgs(c.args...)
 		if code != 2 || out != "" || !strings.Contains(errs, c.want) {
