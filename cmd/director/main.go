@@ -166,7 +166,7 @@ type runOptions struct {
 	ring, blocking, affine, synQueues, sloppyTCP                        bool
 	spin                                                                time.Duration
 	bgp                                                                 bgpOptions
-	syncPeers                                                           string
+	syncPeers, config                                                   string
 	peers                                                               []netip.Addr // syncPeers, checked
 }
 
@@ -181,6 +181,7 @@ type bgpOptions struct {
 func runFlags() (*flag.FlagSet, *runOptions) {
 	o := &runOptions{}
 	fs := flag.NewFlagSet("director run", flag.ContinueOnError)
+	fs.StringVar(&o.config, "config", "", "read flags from a `FILE` first, one per line: `name value`, or `name` for a true one (# starts a comment); flags on the command line override it")
 	fs.StringVar(&o.rules, "rules", "", "the rules, a `FILE` in the form ipvsadm -S writes; loaded at start, reloaded on SIGHUP (a bad file is refused whole)")
 	fs.StringVar(&o.keepalived, "keepalived", "", "keepalived's configuration, a `FILE` (keepalived.conf): its virtual servers, with real servers taken out and put back as their health checks say; read at start, reloaded on SIGHUP (a bad file is refused whole); beside --rules, each keeps to its own services")
 	fs.StringVar(&o.io, "io", director.IOAFPacket, "packet I/O, `MODE` afpacket or tun")
@@ -225,6 +226,40 @@ Flags (--flag or -flag):
 `)
 	fs.SetOutput(w)
 	fs.PrintDefaults()
+}
+
+// parseConfigFile sets fs's flags from the file at path: one per line,
+// "name value" or "name" (a true bool), blank lines and # comments
+// skipped. An error names the file and line.
+func parseConfigFile(fs *flag.FlagSet, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		if c := strings.IndexByte(line, '#'); c >= 0 {
+			line = line[:c]
+		}
+		name, value, hasValue := strings.Cut(strings.TrimSpace(line), " ")
+		if name == "" {
+			continue
+		}
+		name = strings.TrimLeft(name, "-")
+		arg := "--" + name
+		if hasValue {
+			arg += "=" + strings.TrimSpace(value)
+		}
+		if name == "config" {
+			return fmt.Errorf("%s:%d: a config file cannot name another", path, i+1)
+		}
+		if err := fs.Parse([]string{arg}); err != nil {
+			return fmt.Errorf("%s:%d: %v", path, i+1, err)
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%s:%d: unexpected %q", path, i+1, fs.Arg(0))
+		}
+	}
+	return nil
 }
 
 // parsePeers checks --sync-peers into o.peers.
@@ -336,6 +371,20 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "see director run --help")
 		return 2
+	}
+	if o.config != "" {
+		// The file first, then the command line again over it.
+		path := o.config
+		fs, o = runFlags()
+		fs.SetOutput(io.Discard)
+		if err := parseConfigFile(fs, path); err != nil {
+			fmt.Fprintf(stderr, "director run: %v\n", err)
+			return 2
+		}
+		fs.SetOutput(stderr)
+		if err := fs.Parse(args); err != nil {
+			return 2 // parsed once already
+		}
 	}
 	if err := o.check(fs); err != nil {
 		fmt.Fprintf(stderr, "director run: %v\n", err)

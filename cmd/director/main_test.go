@@ -356,3 +356,34 @@ func TestBGPFlags(t *testing.T) {
 		t.Errorf("defaults: %+v", c)
 	}
 }
+
+// TestRunConfigFile: --config reads flags from a file, line by line, and
+// the command line overrides them; a bad line is named.
+func TestRunConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.conf", "# the director\nworkers -3   # bad, but overridden\nbgp-asn 65001\n\nsloppy-tcp\n")
+	bad := write("bad.conf", "capacity 5\nnosuch 1\n")
+	nested := write("nested.conf", "config "+good+"\n")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", good}, "--workers -3"},
+		{[]string{"--config", good, "--workers", "2"}, "--bgp-asn needs --bgp-peer"},
+		{[]string{"--config", bad}, bad + ":2: flag provided but not defined: -nosuch"},
+		{[]string{"--config", nested}, nested + ":1: a config file cannot name another"},
+		{[]string{"--config", filepath.Join(dir, "none")}, "--config: open"},
+	} {
+		code, out, errs := runArgs(c.args...)
+		if code != 2 || out != "" || !strings.Contains(errs, c.want) {
+			t.Errorf("director run %q: exit %d, stdout %q, stderr %q; want 2, nothing, and %q", c.args, code, out, errs, c.want)
+		}
+	}
+}
