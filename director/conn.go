@@ -61,6 +61,9 @@ func (w *worker) ip(s *snapshot, buf []byte, partial bool) {
 		// would forward them untranslated. A new connection may take
 		// their tuples.
 		d.serverGone.Add(1)
+		if d.cfg.ExpireNodestConn && dir == conntrack.Orig {
+			d.ct.Remove(&w.tp)
+		}
 		return
 	}
 	if !w.ttlOK() {

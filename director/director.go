@@ -78,6 +78,12 @@ type Config struct {
 	// moved it, or the director restarted) sends it on; with sh or mh,
 	// to the server it had.
 	SloppyTCP bool
+	// ExpireNodestConn is IPVS's expire_nodest_conn: the first client
+	// packet of a connection whose real server was deleted removes its
+	// entry (and is dropped, as in IPVS), so that the next one, a
+	// retransmission, is scheduled afresh (with SloppyTCP, mid-flow too),
+	// instead of every packet being dropped until the entry times out.
+	ExpireNodestConn bool
 }
 
 // Director is a running load balancer.

@@ -68,3 +68,40 @@ func TestSloppyTCP(t *testing.T) {
 		})
 	}
 }
+
+// TestExpireNodestConn: a real server deleted and added again under an
+// established connection. By default the connection's entry still names
+// the deleted server and its packets are dropped until it times out; with
+// --expire-nodest-conn and --sloppy-tcp the first packet removes the entry
+// and the retransmission is scheduled again, by sh to the same server.
+func TestExpireNodestConn(t *testing.T) {
+	for _, mode := range []string{"afpacket", "tun"} {
+		t.Run(mode, func(t *testing.T) {
+			for _, on := range []bool{false, true} {
+				e := newEnv(t, mode)
+				if on {
+					e.start("--sloppy-tcp", "--expire-nodest-conn")
+				} else {
+					e.start("--sloppy-tcp")
+				}
+				vip := net.JoinHostPort(lab.DirOuterIP, "7000")
+				e.ipvsadm(t, "-A", "-t", vip, "-s", "sh")
+				e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m")
+				c, r, name, err := e.echoConn(t, vip)
+				if err != nil || name != "rs1" {
+					t.Fatalf("echo: %q %v", name, err)
+				}
+				e.ipvsadm(t, "-d", "-t", vip, "-r", lab.RS1IP)
+				e.ipvsadm(t, "-a", "-t", vip, "-r", lab.RS1IP, "-m")
+				got, err := echo(c, r, "again")
+				c.Close()
+				switch {
+				case on && (err != nil || got != "rs1: again"):
+					t.Fatalf("with --expire-nodest-conn the connection did not go on: %q %v", got, err)
+				case !on && err == nil:
+					t.Fatalf("without --expire-nodest-conn a connection of a deleted server went on: %q", got)
+				}
+			}
+		})
+	}
+}

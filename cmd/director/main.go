@@ -163,7 +163,7 @@ func versionString() string {
 type runOptions struct {
 	rules, keepalived, io, socket, interfaces, logLevel, pprof, metrics string
 	workers, capacity                                                   int
-	ring, blocking, affine, synQueues, sloppyTCP                        bool
+	ring, blocking, affine, synQueues, sloppyTCP, expireNodest          bool
 	spin                                                                time.Duration
 	bgp                                                                 bgpOptions
 	syncPeers, config                                                   string
@@ -195,6 +195,7 @@ func runFlags() (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.affine, "afpacket-affine", true, "afpacket: one worker per core reading every interface, each connection's packets both ways on one worker; =false gives each interface its own workers (the poller and the ring always do)")
 	fs.BoolVar(&o.synQueues, "afpacket-syn-queues", true, "afpacket, affine workers: TCP packets with SYN set (new connections) get queues of their own, read after the others, so that a SYN flood does not crowd out established connections; =false shares the queues")
 	fs.StringVar(&o.syncPeers, "sync-peers", "", "connection sync by unicast, for networks without multicast: the other directors' `ADDR[,ADDR…]`; the daemons that ipvsadm --start-daemon starts send to them and listen on the interface's own addresses instead of the group (UVS directors only)")
+	fs.BoolVar(&o.expireNodest, "expire-nodest-conn", false, "IPVS's expire_nodest_conn: a client packet of a connection whose real server was deleted removes the entry (the packet is dropped), so that the next one is scheduled afresh; with --sloppy-tcp a director whose servers came back takes such flows on")
 	fs.BoolVar(&o.sloppyTCP, "sloppy-tcp", false, "IPVS's sloppy_tcp: a TCP packet of a connection the director does not know (other than a RST) is scheduled instead of dropped, so that with -s sh or mh a director taking a flow over mid-way sends it to the server it had")
 	fs.StringVar(&o.logLevel, "log-level", "info", "the log's `LEVEL`: debug, info, warn or error")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's /debug/pprof on this `ADDR` (for profiling the data path)")
@@ -407,7 +408,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	cfg := director.Config{IO: o.io, Workers: o.workers, Capacity: o.capacity, AFPacketRing: o.ring,
 		StateDir:       filepath.Dir(o.socket),
 		AFPacketPoller: !o.blocking, AFPacketSpin: o.spin, AFPacketPerPort: !o.affine,
-		AFPacketNoSYNQueues: !o.synQueues, SloppyTCP: o.sloppyTCP, Logger: log}
+		AFPacketNoSYNQueues: !o.synQueues, SloppyTCP: o.sloppyTCP,
+		ExpireNodestConn: o.expireNodest, Logger: log}
 	if o.interfaces != "" {
 		cfg.Interfaces = strings.Split(o.interfaces, ",")
 	}
