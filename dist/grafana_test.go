@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -20,10 +21,13 @@ import (
 
 	"uvs/bgp"
 	"uvs/checker"
+	"uvs/conntrack"
+	"uvs/director"
 	"uvs/keepalived"
 	"uvs/metrics"
 	"uvs/rate"
 	"uvs/service"
+	"uvs/syncd"
 )
 
 // dashboard is the part of Grafana's dashboard model the test reads.
@@ -83,6 +87,24 @@ func (f fakeSource) Rates(*service.Stats) rate.Rates { return rate.Rates{CPS: 1}
 func (f fakeSource) Drops() map[string]uint64        { return map[string]uint64{"no_route": 1} }
 func (f fakeSource) ConnCount() int                  { return 1 }
 
+// syncCollector is the sync daemons' collector, no daemon running (every
+// series is sent all the same).
+func syncCollector() prometheus.Collector {
+	return syncd.New(noSync{}, slog.New(slog.DiscardHandler), nil).Collector()
+}
+
+// noSync is a director for the sync daemons that has no connection.
+type noSync struct{}
+
+func (noSync) StartSyncMaster(*conntrack.SyncPolicy) error { return nil }
+func (noSync) StopSyncMaster()                             {}
+func (noSync) SyncDrain(func(*director.SyncConn)) int      { return 0 }
+func (noSync) SyncWalk(func(*director.SyncConn) bool)      {}
+func (noSync) SyncLearn(*director.SyncConn) (conntrack.LearnResult, error) {
+	return 0, nil
+}
+func (noSync) SyncDropped() uint64 { return 0 }
+
 // fakeBGP is a BGP speaker with one peer, up, and one VIP announced.
 type fakeBGP struct{}
 
@@ -113,7 +135,7 @@ func exported(t *testing.T) (served, own map[string]string) {
 	src := fakeSource{cfg}
 	chk := startChecker(t)
 
-	srv := httptest.NewServer(metrics.Handler(src, chk.Collector(), bgp.NewCollector(fakeBGP{})))
+	srv := httptest.NewServer(metrics.Handler(src, chk.Collector(), bgp.NewCollector(fakeBGP{}), syncCollector()))
 	defer srv.Close()
 	// The check latency histogram has its first series after the first
 	// check, the scripts' counter after the first script.
@@ -128,7 +150,7 @@ func exported(t *testing.T) (served, own map[string]string) {
 	}
 
 	own = map[string]string{}
-	for _, c := range []prometheus.Collector{metrics.NewCollector(src), chk.Collector(), bgp.NewCollector(fakeBGP{})} {
+	for _, c := range []prometheus.Collector{metrics.NewCollector(src), chk.Collector(), bgp.NewCollector(fakeBGP{}), syncCollector()} {
 		reg := prometheus.NewPedanticRegistry()
 		reg.MustRegister(c)
 		mfs, err := reg.Gather()

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"uvs/director"
 	"uvs/testbed"
 )
@@ -315,5 +317,34 @@ func TestUnicast(t *testing.T) {
 	}
 	if st := am.Stats(); st.SendErrors != 0 {
 		t.Errorf("a's send errors: %d", st.SendErrors)
+	}
+	// The metrics say the same.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(bm.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			k := mf.GetName()
+			for _, l := range m.GetLabel() {
+				k += "," + l.GetName() + "=" + l.GetValue()
+			}
+			got[k] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	st := bm.Stats()
+	for k, want := range map[string]float64{
+		"uvs_sync_connections_total,dir=in,result=learned": float64(st.Learned),
+		"uvs_sync_messages_total,dir=in":                   float64(st.ReceivedMessages),
+		"uvs_sync_resyncs_total,role=backup":               float64(st.ResyncRequests),
+		"uvs_sync_daemon_running,role=master":              1,
+		"uvs_sync_daemon_running,role=backup":              1,
+	} {
+		if got[k] != want || want == 0 {
+			t.Errorf("%s = %v, want %v (and not 0)", k, got[k], want)
+		}
 	}
 }

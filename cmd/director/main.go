@@ -535,6 +535,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		}()
 		extra = append(extra, bgp.NewCollector(sp))
 	}
+	extra = append(extra, st.sync.Collector())
 	if metricsLn != nil {
 		if chk != nil {
 			extra = append(extra, chk.Collector())
