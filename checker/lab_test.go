@@ -1,7 +1,6 @@
 package checker
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -62,30 +61,11 @@ func lab(t *testing.T) *testLab {
 }
 
 func buildLab() (*testLab, error) {
-	bed, err := testbed.New(bedPrefix)
+	bed, dir, srv, err := testbed.Pair(bedPrefix, "dir", []string{"198.18.0.1/24"}, "srv", []string{srvIP + "/24"})
 	if err != nil {
 		return nil, err
 	}
-	l := &testLab{bed: bed}
-	err = func() error {
-		if l.dir, err = bed.Host("dir"); err != nil {
-			return err
-		}
-		if l.srv, err = bed.Host("srv"); err != nil {
-			return err
-		}
-		if err := bed.Link(l.dir, "eth0", l.srv, "eth0"); err != nil {
-			return err
-		}
-		if err := l.dir.Addr("eth0", "198.18.0.1/24"); err != nil {
-			return err
-		}
-		return l.srv.Addr("eth0", srvIP+"/24")
-	}()
-	if err != nil {
-		return nil, errors.Join(err, bed.Close())
-	}
-	return l, nil
+	return &testLab{bed: bed, dir: dir, srv: srv}, nil
 }
 
 func TestMain(m *testing.M) {

@@ -71,32 +71,13 @@ func lab(t testing.TB) *testLab {
 }
 
 func buildLab() (*testLab, error) {
-	bed, err := testbed.New(bedPrefix)
+	bed, dir, srv, err := testbed.Pair(bedPrefix, "dir", []string{dirIP + "/24", bindIP + "/24", "2001:2::1/64"},
+		"srv", []string{srvIP + "/24", srvIP6 + "/64"})
 	if err != nil {
 		return nil, err
 	}
-	l := &testLab{bed: bed}
+	l := &testLab{bed: bed, dir: dir, srv: srv}
 	err = func() error {
-		if l.dir, err = bed.Host("dir"); err != nil {
-			return err
-		}
-		if l.srv, err = bed.Host("srv"); err != nil {
-			return err
-		}
-		if err := bed.Link(l.dir, "eth0", l.srv, "eth0"); err != nil {
-			return err
-		}
-		for _, a := range []struct {
-			h    *testbed.Host
-			cidr string
-		}{
-			{l.dir, dirIP + "/24"}, {l.dir, bindIP + "/24"}, {l.dir, "2001:2::1/64"},
-			{l.srv, srvIP + "/24"}, {l.srv, srvIP6 + "/64"},
-		} {
-			if err := a.h.Addr("eth0", a.cidr); err != nil {
-				return err
-			}
-		}
 		// The first IPv6 connection over the fresh link loses its first
 		// SYN (neighbour discovery) and waits a second for the resend;
 		// one exchange now keeps that out of the tests' timeouts.

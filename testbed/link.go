@@ -180,3 +180,42 @@ func (b *Bed) bridge(sw *Host, br, ifname string, ports []*Host) error {
 	}
 	return nil
 }
+
+// Pair makes a bed of two hosts, a and b, joined by one link (eth0 on
+// each), with the given addresses (CIDR) on it: the smallest network a
+// test of something that talks to a server needs. On error nothing is
+// left.
+func Pair(prefix, a string, aAddrs []string, b string, bAddrs []string) (*Bed, *Host, *Host, error) {
+	bed, err := New(prefix)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ha, hb, err := func() (*Host, *Host, error) {
+		ha, err := bed.Host(a)
+		if err != nil {
+			return nil, nil, err
+		}
+		hb, err := bed.Host(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := bed.Link(ha, "eth0", hb, "eth0"); err != nil {
+			return nil, nil, err
+		}
+		for _, x := range []struct {
+			h     *Host
+			addrs []string
+		}{{ha, aAddrs}, {hb, bAddrs}} {
+			for _, cidr := range x.addrs {
+				if err := x.h.Addr("eth0", cidr); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		return ha, hb, nil
+	}()
+	if err != nil {
+		return nil, nil, nil, errors.Join(err, bed.Close())
+	}
+	return bed, ha, hb, nil
+}

@@ -562,3 +562,24 @@ func TestCloseWhileBuilding(t *testing.T) {
 		t.Errorf("MAC after Close: %v", m)
 	}
 }
+
+// TestPair: two hosts on one link, their addresses on it, an exchange
+// between them; a bad address leaves nothing behind.
+func TestPair(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	b, a, s, err := Pair(testPrefix, "a", []string{"198.18.7.1/24"}, "s", []string{"198.18.7.2/24", "2001:2:0:7::2/64"})
+	must(t, err)
+	t.Cleanup(func() { b.Close() })
+	serve(t, s)
+	exchange(t, a, "198.18.7.2", "198.18.7.1")
+	const prefix = testPrefix + "pair" // no other test's
+	if _, _, _, err := Pair(prefix, "a", []string{"not-an-address"}, "s", nil); err == nil {
+		t.Fatal("Pair took a bad address")
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), prefix+"-") {
+		t.Errorf("a failed Pair left namespaces:\n%s", out)
+	}
+}
