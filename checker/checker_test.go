@@ -675,26 +675,14 @@ func TestREADMEExample(t *testing.T) {
 }
 
 // A reload drains what it removes: a real server with established
-// connections stays at weight 0 until they are over (or the drain time is
-// up), a virtual server likewise; one named again returns at its weight;
-// the fake table reads as the director does (Config), so nothing is
-// changed while nothing is due.
+// connections stays at weight 0 until they are over, a virtual server
+// likewise; one named again returns at its weight; the fake table reads
+// as the director does (Config), so nothing is changed while nothing is
+// due.
 func TestReloadDrains(t *testing.T) {
 	dir := t.TempDir()
-	conf := func(reals []int, with91 bool) *keepalived.File {
-		var b strings.Builder
-		fmt.Fprintf(&b, "virtual_server %s 90 {\n protocol TCP\n lvs_sched rr\n", vip)
-		for _, p := range reals {
-			fmt.Fprintf(&b, " real_server %s %d {\n }\n", srvIP, p)
-		}
-		b.WriteString("}\n")
-		if with91 {
-			fmt.Fprintf(&b, "virtual_server %s 91 {\n protocol TCP\n real_server %s 8193 {\n }\n}\n", vip, srvIP)
-		}
-		return writeConf(t, dir, fmt.Sprintf("k%d.conf", len(reals)), b.String())
-	}
 	ft := &readableTable{newTable()}
-	c, err := New(ft, conf([]int{8191, 8192, 8194, 8195}, true), Options{Log: testLog(t), DrainTimeout: 4 * time.Second})
+	c, err := New(ft, drainConf(t, dir, []int{8191, 8192, 8194, 8195}, true), Options{Log: testLog(t), DrainTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -704,12 +692,11 @@ func TestReloadDrains(t *testing.T) {
 		ft.config().Service(k).Dest(mustAddr(srvIP), port).AddConns(n, 0)
 	}
 	conns(k90, 8191, 1)
-	conns(k90, 8194, 1) // never ends: goes when the drain time is up
+	conns(k90, 8194, 1) // never ends: drains all along
 	conns(k90, 8195, 1)
 	conns(k91, 8193, 2)
 
-	start := time.Now()
-	if err := c.Reload(conf([]int{8192}, false)); err != nil {
+	if err := c.Reload(drainConf(t, dir, []int{8192}, false)); err != nil {
 		t.Fatal(err)
 	}
 	if got := listing(ft.config(), k90); got != "198.18.0.2:8191 0, 198.18.0.2:8192 1, 198.18.0.2:8194 0, 198.18.0.2:8195 0" {
@@ -736,18 +723,51 @@ func TestReloadDrains(t *testing.T) {
 	}
 	// 8195 is named again before it is gone: back at its weight, and it
 	// stays.
-	if err := c.Reload(conf([]int{8192, 8195}, false)); err != nil {
+	if err := c.Reload(drainConf(t, dir, []int{8192, 8195}, false)); err != nil {
 		t.Fatal(err)
 	}
 	waitListing(t, ft.fakeTable, k90, "198.18.0.2:8192 1, 198.18.0.2:8194 0, 198.18.0.2:8195 1")
-	waitListing(t, ft.fakeTable, k90, "198.18.0.2:8192 1, 198.18.0.2:8195 1")
-	if el := time.Since(start); el < 4*time.Second {
-		t.Errorf("8194 went after %v, before its drain time was up", el)
-	}
 	time.Sleep(2 * drainTick)
-	if got := listing(ft.config(), k90); got != "198.18.0.2:8192 1, 198.18.0.2:8195 1" {
-		t.Errorf("later: %q", got)
+	if got := listing(ft.config(), k90); got != "198.18.0.2:8192 1, 198.18.0.2:8194 0, 198.18.0.2:8195 1" {
+		t.Errorf("later: %q, want 8194 still draining", got)
 	}
+}
+
+// A drain ends at DrainTimeout even if the connections do not.
+func TestDrainTimeout(t *testing.T) {
+	dir := t.TempDir()
+	ft := &readableTable{newTable()}
+	const timeout = time.Second
+	c, err := New(ft, drainConf(t, dir, []int{8191, 8192}, false), Options{Log: testLog(t), DrainTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	k90 := tcpKey(vip, 90)
+	ft.config().Service(k90).Dest(mustAddr(srvIP), 8191).AddConns(1, 0) // never ends
+	start := time.Now()
+	if err := c.Reload(drainConf(t, dir, []int{8192}, false)); err != nil {
+		t.Fatal(err)
+	}
+	waitListing(t, ft.fakeTable, k90, "198.18.0.2:8192 1")
+	if el := time.Since(start); el < timeout {
+		t.Errorf("the server went after %v, before its drain time (%v) was up", el, timeout)
+	}
+}
+
+// drainConf is a keepalived file with virtual server 90 of real servers
+// reals (no checks) and, with91, virtual server 91 of one.
+func drainConf(t *testing.T, dir string, reals []int, with91 bool) *keepalived.File {
+	var b strings.Builder
+	fmt.Fprintf(&b, "virtual_server %s 90 {\n protocol TCP\n lvs_sched rr\n", vip)
+	for _, p := range reals {
+		fmt.Fprintf(&b, " real_server %s %d {\n }\n", srvIP, p)
+	}
+	b.WriteString("}\n")
+	if with91 {
+		fmt.Fprintf(&b, "virtual_server %s 91 {\n protocol TCP\n real_server %s 8193 {\n }\n}\n", vip, srvIP)
+	}
+	return writeConf(t, dir, fmt.Sprintf("k%d-%v.conf", len(reals), with91), b.String())
 }
 
 // readableTable is a fakeTable that can be read as the director can.
