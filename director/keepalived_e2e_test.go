@@ -664,3 +664,28 @@ func TestKeepalivedReloadDrains(t *testing.T) {
 	c.Close()
 	e.kaWaitDests(t, v+":7000", other+":7000 1")
 }
+
+// TestKeepalivedSyncDaemon: global_defs' lvs_sync_daemon starts the
+// connection sync daemons, master and backup, as keepalived does without
+// a VRRP instance; ipvsadm lists them.
+func TestKeepalivedSyncDaemon(t *testing.T) {
+	e := newEnv(t, "afpacket")
+	conf := e.kaConf(t, "keepalived.conf", fmt.Sprintf(`global_defs {
+    router_id lb1
+    lvs_sync_daemon eth1 id 5
+}
+virtual_server %s 7000 {
+    lvs_sched rr
+    protocol TCP
+    real_server %s 7000 {
+    }
+}
+`, lab.DirOuterIP, lab.RS1IP))
+	e.start("--keepalived", conf)
+	out := e.ipvsadm(t, "-L", "--daemon")
+	for _, want := range []string{"master sync daemon (mcast=eth1, syncid=5,", "backup sync daemon (mcast=eth1, syncid=5,"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ipvsadm -L --daemon:\n%s\nwant a line starting %q", out, want)
+		}
+	}
+}

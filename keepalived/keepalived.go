@@ -5,8 +5,9 @@
 // The syntax and meaning are keepalived's, as keepalived.conf(5) (keepalived
 // 2.2.7) documents them; where the page is silent, what keepalived
 // --config-test reports was taken as the fact, and the comment says so.
-// Sections this package does not handle (global_defs, vrrp_instance, ...)
-// and keywords it does not know are skipped with a warning; anything
+// Sections this package does not handle (vrrp_instance, global_defs but
+// for its lvs_sync_daemon, ...) and keywords it does not know are skipped
+// with a warning; anything
 // malformed is an error naming the file and line, and then nothing is
 // returned.
 //
@@ -69,6 +70,24 @@ func errorf(p Pos, format string, args ...any) error {
 type File struct {
 	VirtualServers []*VirtualServer  // in file order
 	Groups         map[string]*Group // virtual_server_group, by name
+	// SyncDaemon is global_defs' lvs_sync_daemon, nil if none.
+	SyncDaemon *SyncDaemon
+}
+
+// SyncDaemon is global_defs' lvs_sync_daemon: IPVS's connection sync.
+// Without a VRRP instance keepalived runs the master and the backup
+// daemon both, as long as it runs; with one, the daemons follow the
+// instance's state (which the director, having no VRRP, cannot: it runs
+// both).
+type SyncDaemon struct {
+	Pos       Pos
+	Interface string
+	Instance  string     // the VRRP instance named, "" for none
+	SyncID    uint8      // id; keepalived's default is the instance's VRID, here 0 when not given
+	MaxLen    int        // 0: IPVS's default
+	Port      uint16     // 0: IPVS's default (8848)
+	TTL       uint8      // 0: IPVS's default (1)
+	Group     netip.Addr // unset: IPVS's default (224.0.0.81)
 }
 
 // Group is a virtual_server_group: services that share one set of real

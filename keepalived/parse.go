@@ -236,6 +236,8 @@ func (p *parser) top() error {
 			err = p.virtualServer(s)
 		case "virtual_server_group":
 			err = p.group(s)
+		case "global_defs":
+			err = p.globalDefs(s)
 		default:
 			// global_defs, vrrp_*, static_*, SSL, ...
 			err = p.unknown("", s)
@@ -244,6 +246,103 @@ func (p *parser) top() error {
 			return err
 		}
 	}
+}
+
+// globalDefs reads global_defs for lvs_sync_daemon; the rest of it is
+// skipped, with one warning.
+func (p *parser) globalDefs(s stmt) error {
+	if !s.block {
+		return p.unknown("", s)
+	}
+	warned := false
+	for {
+		e, ok, err := p.next(&s)
+		if err != nil || !ok {
+			return err
+		}
+		if e.name() == "lvs_sync_daemon" {
+			if err := p.syncDaemon(e); err != nil {
+				return err
+			}
+			continue
+		}
+		if !warned && !p.once["\x00global_defs"] {
+			warned = true
+			p.once["\x00global_defs"] = true
+			p.warn(s.pos(), "global_defs: only lvs_sync_daemon is handled, the rest skipped")
+		}
+		if e.block {
+			if err := p.skip(e); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// syncDaemon reads "lvs_sync_daemon INTERFACE [[inst] VRRP_INSTANCE] [id
+// SYNC_ID] [maxlen LEN] [port PORT] [ttl TTL] [group ADDR]".
+func (p *parser) syncDaemon(s stmt) error {
+	a, err := p.args(s, 1, -1)
+	if err != nil {
+		return err
+	}
+	if p.f.SyncDaemon != nil {
+		return errorf(s.pos(), "lvs_sync_daemon: already given at %s", p.f.SyncDaemon.Pos)
+	}
+	d := &SyncDaemon{Pos: s.pos(), Interface: a[0]}
+	num := func(v string, min, max uint64) (uint64, error) { return parseUint(s, v, min, max) }
+	for i := 1; i < len(a); i++ {
+		key := a[i]
+		known := key == "inst" || key == "id" || key == "maxlen" || key == "port" || key == "ttl" || key == "group"
+		if !known {
+			if d.Instance != "" {
+				return errorf(s.pos(), "lvs_sync_daemon: %q: unknown option", key)
+			}
+			d.Instance = key // the instance, without "inst" (older syntax)
+			continue
+		}
+		if i+1 >= len(a) {
+			return errorf(s.pos(), "lvs_sync_daemon: %s: missing value", key)
+		}
+		i++
+		v := a[i]
+		switch key {
+		case "inst":
+			d.Instance = v
+		case "id":
+			n, err := num(v, 0, 255)
+			if err != nil {
+				return err
+			}
+			d.SyncID = uint8(n)
+		case "maxlen":
+			n, err := num(v, 1, 65507)
+			if err != nil {
+				return err
+			}
+			d.MaxLen = int(n)
+		case "port":
+			n, err := num(v, 1, 65535)
+			if err != nil {
+				return err
+			}
+			d.Port = uint16(n)
+		case "ttl":
+			n, err := num(v, 1, 255)
+			if err != nil {
+				return err
+			}
+			d.TTL = uint8(n)
+		case "group":
+			g, err := netip.ParseAddr(v)
+			if err != nil || !g.IsMulticast() {
+				return errorf(s.pos(), "lvs_sync_daemon: group %q is not a multicast address", v)
+			}
+			d.Group = g
+		}
+	}
+	p.f.SyncDaemon = d
+	return nil
 }
 
 // group reads a virtual_server_group block.

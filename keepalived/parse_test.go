@@ -413,7 +413,7 @@ func TestWarnings(t *testing.T) {
 		want  []string
 	}{
 		{"skipped sections, once each", map[string]string{"keepalived.conf": "global_defs {\nrouter_id A\n}\nvrrp_instance VI_1 {\nstate MASTER\nvirtual_ipaddress {\n198.18.0.1\n}\n}\nvrrp_instance VI_2 {\n}\nstatic_routes {\n}\n" + vs("")},
-			[]string{"keepalived.conf:1: global_defs: not handled, skipped", "keepalived.conf:4: vrrp_instance: not handled, skipped", "keepalived.conf:12: static_routes: not handled, skipped"}},
+			[]string{"keepalived.conf:1: global_defs: only lvs_sync_daemon is handled, the rest skipped", "keepalived.conf:4: vrrp_instance: not handled, skipped", "keepalived.conf:12: static_routes: not handled, skipped"}},
 		{"unknown keywords, once each", map[string]string{"keepalived.conf": vs("smtp_alert yes\nha_suspend\nreal_server 198.18.1.2 80 {\nsnmp_name rs\nSMTP_CHECK {\nhelo_name x\n}\nTCP_CHECK {\nfwmark 3\nlog_all_failures on\n}\n}\nreal_server 198.18.1.3 80 {\nsnmp_name rs\nSMTP_CHECK {\n}\n}") +
 			"virtual_server 198.18.0.2 80 {\nprotocol TCP\nsmtp_alert no\n}\n"},
 			[]string{
@@ -518,5 +518,34 @@ func TestParseFromDisk(t *testing.T) {
 	_, _, err = Parse("testdata/nothere.conf")
 	if !errors.Is(err, fs.ErrNotExist) || err.Error() != "testdata/nothere.conf: no such file or directory" {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// global_defs' lvs_sync_daemon: its options, the older form without
+// "inst", and what is refused, with the line.
+func TestSyncDaemon(t *testing.T) {
+	f, _ := mustParse(t, "global_defs {\n router_id lb1\n lvs_sync_daemon eth2 inst VI_1 id 5 maxlen 1400 port 8850 ttl 2 group 224.0.0.82\n}\n")
+	want := SyncDaemon{Pos: Pos{"keepalived.conf", 3}, Interface: "eth2", Instance: "VI_1", SyncID: 5, MaxLen: 1400,
+		Port: 8850, TTL: 2, Group: netip.MustParseAddr("224.0.0.82")}
+	if f.SyncDaemon == nil || *f.SyncDaemon != want {
+		t.Fatalf("got %+v, want %+v", f.SyncDaemon, want)
+	}
+	f, _ = mustParse(t, "global_defs {\n lvs_sync_daemon eth0 VI_2\n}\n")
+	if d := f.SyncDaemon; d == nil || d.Interface != "eth0" || d.Instance != "VI_2" || d.SyncID != 0 || d.Group.IsValid() {
+		t.Fatalf("older form: %+v", d)
+	}
+	if f, _ := mustParse(t, "global_defs {\n router_id x\n}\n"); f.SyncDaemon != nil {
+		t.Fatalf("no lvs_sync_daemon, yet %+v", f.SyncDaemon)
+	}
+	for _, c := range []struct{ conf, want string }{
+		{"global_defs {\n lvs_sync_daemon eth0 id 256\n}\n", "keepalived.conf:2:"},
+		{"global_defs {\n lvs_sync_daemon eth0 group 198.18.0.1\n}\n", `keepalived.conf:2: lvs_sync_daemon: group "198.18.0.1" is not a multicast address`},
+		{"global_defs {\n lvs_sync_daemon eth0 port\n}\n", "keepalived.conf:2: lvs_sync_daemon: port: missing value"},
+		{"global_defs {\n lvs_sync_daemon eth0 VI_1 extra\n}\n", `keepalived.conf:2: lvs_sync_daemon: "extra": unknown option`},
+		{"global_defs {\n lvs_sync_daemon eth0\n lvs_sync_daemon eth1\n}\n", "keepalived.conf:3: lvs_sync_daemon: already given at keepalived.conf:2"},
+	} {
+		if _, _, err := parseFiles(map[string]string{"keepalived.conf": c.conf}); err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q…", c.conf, err, c.want)
+		}
 	}
 }

@@ -510,6 +510,25 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 				"learned", s.Learned, "updated", s.Updated, "kept", s.Kept, "dropped", s.Dropped)
 		}
 	}()
+	if kaFile != nil && kaFile.SyncDaemon != nil {
+		// keepalived without a VRRP instance runs both daemons; with
+		// one they follow its state, which a director without VRRP
+		// cannot: both run here (each director master of its own
+		// connections and backup of the others').
+		sd := kaFile.SyncDaemon
+		if sd.Instance != "" {
+			log.Warn("keepalived: lvs_sync_daemon: no VRRP here, so the master and backup daemons both run, whatever the state of the instance",
+				"at", sd.Pos.String(), "instance", sd.Instance)
+		}
+		for _, master := range []bool{true, false} {
+			c := syncd.Config{Master: master, Interface: sd.Interface, SyncID: sd.SyncID, MaxLen: sd.MaxLen,
+				Group: sd.Group, Port: sd.Port, TTL: sd.TTL}
+			if err := st.sync.Start(c); err != nil {
+				log.Error("keepalived: lvs_sync_daemon", "at", sd.Pos.String(), "err", err)
+				return 1
+			}
+		}
+	}
 	srv, err := control.Listen(o.socket, func(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ipvsadm.Run(args, stdin, stdout, stderr, st)
 	}, log)
