@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"uvs/testbed"
 )
 
 // Prepare is what every benchmark command does before it builds a
@@ -56,4 +58,22 @@ func BuildDirector(ctx context.Context, src, dir string) (string, error) {
 		return "", fmt.Errorf("build director: %w\n%s", err, b)
 	}
 	return bin, nil
+}
+
+// Begin is every bench command's first step: it needs root (namespaces),
+// and with -cleanup it only removes the namespaces a killed run named
+// prefix-* left. done says the command is over, with exit code code.
+func Begin(name, prefix string, cleanup bool, log *slog.Logger) (code int, done bool) {
+	if err := testbed.Available(); err != nil {
+		log.Error(name+" needs root", "err", err)
+		return 1, true
+	}
+	if !cleanup {
+		return 0, false
+	}
+	if err := testbed.Cleanup(prefix); err != nil {
+		log.Error("cleanup", "err", err)
+		return 1, true
+	}
+	return 0, true
 }

@@ -21,7 +21,6 @@ import (
 
 	"uvs/bench/harness"
 	"uvs/bench/report"
-	"uvs/testbed"
 )
 
 func main() { os.Exit(run()) }
@@ -53,16 +52,8 @@ func run() int {
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
-	if err := testbed.Available(); err != nil {
-		log.Error("compare needs root", "err", err)
-		return 1
-	}
-	if *cleanup {
-		if err := testbed.Cleanup(prefix); err != nil {
-			log.Error("cleanup", "err", err)
-			return 1
-		}
-		return 0
+	if code, done := harness.Begin("compare", prefix, *cleanup, log); done {
+		return code
 	}
 	opts := harness.Options{Duration: *duration, Repeat: *repeat, UDPFlows: *udpFlows, UDPSize: *udpSize, UDPCount: *udpCount,
 		FloodRate: *floodRate, FloodDuration: *floodDuration, Log: log}

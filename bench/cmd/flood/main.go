@@ -31,7 +31,6 @@ import (
 	"uvs/bench/floodmeasure"
 	"uvs/bench/harness"
 	"uvs/bench/report"
-	"uvs/testbed"
 )
 
 // prefix names the command's namespaces.
@@ -73,16 +72,8 @@ func run() int {
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
-	if err := testbed.Available(); err != nil {
-		log.Error("flood needs root", "err", err)
-		return 1
-	}
-	if *cleanup {
-		if err := testbed.Cleanup(prefix); err != nil {
-			log.Error("cleanup", "err", err)
-			return 1
-		}
-		return 0
+	if code, done := harness.Begin("flood", prefix, *cleanup, log); done {
+		return code
 	}
 	var err error
 	if c.Sources, err = netip.ParsePrefix(*sources); err != nil {

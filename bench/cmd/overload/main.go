@@ -93,16 +93,8 @@ func run() int {
 	cleanup := flag.Bool("cleanup", false, "remove namespaces a killed run left behind ("+prefix+"-*) and exit")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := testbed.Available(); err != nil {
-		log.Error("overload needs root", "err", err)
-		return 1
-	}
-	if *cleanup {
-		if err := testbed.Cleanup(prefix); err != nil {
-			log.Error("cleanup", "err", err)
-			return 1
-		}
-		return 0
+	if code, done := harness.Begin("overload", prefix, *cleanup, log); done {
+		return code
 	}
 	for _, f := range strings.Split(*rates, ",") {
 		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)

@@ -47,7 +47,6 @@ import (
 	"uvs/bench/parse"
 	"uvs/bench/report"
 	"uvs/lab"
-	"uvs/testbed"
 )
 
 const (
@@ -80,16 +79,8 @@ func run() int {
 	flag.Parse()
 	c.cmdline = "go run ./bench/cmd/scaleout " + strings.Join(os.Args[1:], " ")
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := testbed.Available(); err != nil {
-		log.Error("scaleout needs root", "err", err)
-		return 1
-	}
-	if *cleanup {
-		if err := testbed.Cleanup(prefix); err != nil {
-			log.Error("cleanup", "err", err)
-			return 1
-		}
-		return 0
+	if code, done := harness.Begin("scaleout", prefix, *cleanup, log); done {
+		return code
 	}
 	switch {
 	case c.duration < time.Second || c.duration > time.Minute:
